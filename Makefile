@@ -1,0 +1,39 @@
+# layercal — the two commands a new user needs: `make test` and `make demo`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.layercal-installed
+DEMO_STORE ?= stores/demo-smollm2-mmlu-humanities.zarr
+DEMO_REPORT ?= reports/demo
+DEMO_N ?= 200
+export LAYERCAL_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: test demo lint typecheck pytest venv clean-venv
+
+venv: $(STAMP)
+
+# torch is pinned to the CPU build that is already on disk; an unpinned torch pulls CUDA wheels.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check layercal extract analyze tests bench
+	$(VENV)/bin/ruff format --check layercal extract analyze tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy layercal extract analyze
+
+pytest: $(STAMP)
+	$(PY) -m pytest -q
+
+test: lint typecheck pytest
+
+demo: $(STAMP)
+	$(PY) -m layercal.demo --store $(DEMO_STORE) --report $(DEMO_REPORT) --n $(DEMO_N)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""layercal analysis stage: CPU only, never imports torch."""

@@ -1,0 +1,80 @@
+"""``layercal`` subcommands of the analysis stage (CPU only, never imports torch)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+
+def _storage_options(text: str | None) -> dict[str, Any] | None:
+    return json.loads(text) if text else None
+
+
+def add_subcommands(sub: Any) -> None:
+    p = sub.add_parser("summary", help="per-layer accuracy and ECE of a store, as a table")
+    p.add_argument("store", help="store path or fsspec URL")
+    p.add_argument("--bins", type=int, default=10)
+    p.add_argument("--allow-partial", action="store_true", help="analyse written examples only")
+    p.add_argument("--storage-options", help="JSON dict passed to fsspec")
+    p.set_defaults(func=run_summary)
+
+
+def layer_table(ds: Any, bins: int = 10) -> tuple[list[dict[str, float]], float]:
+    """Per-layer accuracy, ECE and mean confidence from the lens recomputed on ``resid``.
+
+    Returns the rows and the max |lens(last layer) - model logits| (must be ~0)."""
+    from analyze.lens import answer_logits, check_against_recorded
+    from analyze.metrics import per_layer_metrics
+
+    z = answer_logits(ds).values  # (n, L, K)
+    check_against_recorded(ds, z)
+    model = np.asarray(ds["model_logits"].values)
+    last_diff = float(np.abs(z[:, -1] - model).max())
+    label = np.asarray(ds["label"].values).astype(np.int64)
+    mask = np.asarray(ds["choice_mask"].values)
+    m = per_layer_metrics(np.moveaxis(z, 1, 0), label, mask, n_bins=bins)
+    rows = [
+        {"layer": int(layer), **{k: float(m[k][i]) for k in ("accuracy", "ece", "mean_confidence")}}
+        for i, layer in enumerate(ds["layer"].values)
+    ]
+    return rows, last_diff
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    from analyze.store import open_store
+    from layercal.format import StoreError
+
+    try:
+        ds = open_store(
+            args.store,
+            storage_options=_storage_options(args.storage_options),
+            allow_partial=args.allow_partial,
+        )
+        rows, last_diff = layer_table(ds, args.bins)
+    except (StoreError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    ident = ds.attrs["layercal"]["identity"]
+    print(
+        f"store {args.store}: {ident['model']} on {ident['dataset']}/{ident['split']}, "
+        f"{ds.sizes['example']} examples, {ds.sizes['layer']} depths"
+    )
+    print(f"{'layer':>5}  {'accuracy':>8}  {'ECE':>6}  {'conf':>6}")
+    for r in rows:
+        print(
+            f"{r['layer']:>5}  {r['accuracy']:>8.3f}  {r['ece']:>6.3f}  {r['mean_confidence']:>6.3f}"
+        )
+    print(f"lens at the last layer vs the model's logits: max |diff| = {last_diff:.2e}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run an analysis subcommand without going through ``layercal`` (no torch import)."""
+    p = argparse.ArgumentParser(prog="layercal")
+    add_subcommands(p.add_subparsers(dest="command", required=True))
+    args = p.parse_args(argv)
+    return int(args.func(args))

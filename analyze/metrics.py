@@ -1,0 +1,175 @@
+"""Calibration metrics of answer-option probabilities, per layer of the logit lens (numpy only).
+
+Inputs follow one convention: ``logits`` (..., n, K) answer-token logits, ``choice_mask`` (n, K)
+bool with False = option absent (TruthfulQA has variable option counts), ``label`` (n,) int.
+Leading ``...`` is typically the layer axis L. Every function raises ValueError on mismatched
+shapes, empty input, labels outside 0..K-1 or on an absent option, and n_bins < 1.
+
+The implementation lives in private modules: ``_probs`` (softmax and per-example scores),
+``_binning`` (ECE/MCE, mergeable BinStats), ``_bootstrap`` (percentile bootstrap).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from analyze._binning import (
+    BinStats,
+    bin_stats,
+    bin_sums,
+    check_min_count,
+    ece,
+    ece_equal_mass,
+    ece_equal_mass_nd,
+    ece_from_bins,
+    ece_from_sums,
+    mce,
+    mce_from_bins,
+    mce_from_sums,
+)
+from analyze._bootstrap import bootstrap_ci, per_layer_bootstrap
+from analyze._checks import as_label, as_mask, as_scores, check_n_bins
+from analyze._probs import (
+    answer_probs,
+    brier_terms,
+    confidence_and_correct,
+    entropy,
+    kl_divergence,
+    kl_from_log,
+    log_softmax,
+    masked_logits,
+    nll_terms,
+)
+
+__all__ = [
+    "BinStats",
+    "answer_probs",
+    "bin_stats",
+    "bootstrap_ci",
+    "brier",
+    "confidence_and_correct",
+    "ece",
+    "ece_equal_mass",
+    "ece_from_bins",
+    "entropy",
+    "fit_temperature",
+    "flip_rate",
+    "kl_divergence",
+    "log_softmax",
+    "mce",
+    "mce_from_bins",
+    "nll",
+    "per_layer_bootstrap",
+    "per_layer_metrics",
+]
+
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def brier(probs: ArrayLike, label: ArrayLike, choice_mask: ArrayLike | None = None) -> float:
+    """Multi-class Brier score: mean over examples of sum_k (p_k - y_k)^2 over present options.
+
+    probs: (n, K); label: (n,); choice_mask: (n, K) or None (all options present). Range [0, 2].
+    """
+    p = as_scores(probs, "probs")
+    n, k = p.shape[-2:]
+    mask = as_mask(choice_mask, n, k)
+    lab = as_label(label, n, k, mask)
+    return float(brier_terms(p, lab, mask).mean())
+
+
+def nll(probs: ArrayLike, label: ArrayLike) -> float:
+    """Mean negative log-likelihood (nats) of the label, -log p_label with p clipped at 1e-12."""
+    p = as_scores(probs, "probs")
+    lab = as_label(label, *p.shape[-2:])
+    return float(nll_terms(p, lab).mean())
+
+
+def flip_rate(pred_a: ArrayLike, pred_b: ArrayLike) -> float:
+    """Fraction of examples whose predictions differ; pred_a, pred_b: (n,) option indices."""
+    a, b = np.asarray(pred_a), np.asarray(pred_b)
+    if a.shape != b.shape:
+        raise ValueError(f"pred_a and pred_b must have one shape; got {a.shape} and {b.shape}")
+    if a.size == 0:
+        raise ValueError("flip_rate of empty predictions is undefined")
+    return float(np.mean(a != b))
+
+
+def _mean_nll_at(z: NDArray[np.float64], label: NDArray[np.intp], temperature: float) -> float:
+    """Mean NLL of softmax(z / T); z (n, K) with -inf at absent options, which exp sends to 0."""
+    s = z / temperature
+    s_max = s.max(axis=-1)
+    log_norm = s_max + np.log(np.exp(s - s_max[:, None]).sum(axis=-1))
+    return float((log_norm - s[np.arange(z.shape[0]), label]).mean())
+
+
+def fit_temperature(
+    logits: ArrayLike, label: ArrayLike, choice_mask: ArrayLike | None = None
+) -> float:
+    """Temperature T > 0 minimising the mean NLL of softmax(logits / T) (Guo et al. 2017).
+
+    logits: (n, K); label: (n,); choice_mask: (n, K). The NLL is convex in 1/T, hence unimodal in
+    log T, so a bounded scalar search on log T over TEMPERATURE_BOUNDS = [0.05, 20] finds the
+    global minimum there (the bound itself when the optimum lies outside).
+    """
+    from scipy.optimize import minimize_scalar  # scipy import is slow; only needed here
+
+    z = as_scores(logits, "logits")
+    if z.ndim != 2:
+        raise ValueError(f"logits must have shape (n, K), got {z.shape}")
+    n, k = z.shape
+    mask = as_mask(choice_mask, n, k)
+    lab = as_label(label, n, k, mask)
+    z = masked_logits(z, mask)
+    lo, hi = np.log(TEMPERATURE_BOUNDS)
+    res = minimize_scalar(
+        lambda log_t: _mean_nll_at(z, lab, float(np.exp(log_t))),
+        bounds=(lo, hi),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
+    return float(np.exp(res.x))
+
+
+def per_layer_metrics(
+    logits_lk: ArrayLike,
+    label: ArrayLike,
+    choice_mask: ArrayLike | None = None,
+    n_bins: int = 10,
+    mce_min_count: int = 1,
+) -> dict[str, NDArray[np.float64]]:
+    """Every metric for every layer at once.
+
+    logits_lk: (L, n, K); label: (n,); choice_mask: (n, K). Returns a dict of (L,) float64 arrays:
+    accuracy, ece, mce, ece_equal_mass, brier, nll, mean_confidence, entropy (mean over examples),
+    kl_to_last (mean KL(p_last || p_layer), the logit-lens convention: how far the layer is from
+    the model's final answer distribution), flip_rate (argmax differs from the last layer's).
+    """
+    z = as_scores(logits_lk, "logits_lk")
+    if z.ndim != 3:
+        raise ValueError(f"logits_lk must have shape (L, n, K), got {z.shape}")
+    _, n, k = z.shape
+    mask = as_mask(choice_mask, n, k)
+    lab = as_label(label, n, k, mask)
+    m = check_n_bins(n_bins)
+    min_count = check_min_count(mce_min_count)
+
+    log_p = log_softmax(z, mask)
+    probs = answer_probs(z, mask)
+    conf = probs.max(axis=-1)
+    pred = probs.argmax(axis=-1)
+    correct = (pred == lab).astype(np.float64)
+    sums = bin_sums(conf, correct, m)
+    return {
+        "accuracy": correct.mean(axis=-1),
+        "ece": ece_from_sums(*sums),
+        "mce": mce_from_sums(*sums, min_count),
+        "ece_equal_mass": ece_equal_mass_nd(conf, correct, m),
+        "brier": brier_terms(probs, lab, mask).mean(axis=-1),
+        "nll": nll_terms(probs, lab).mean(axis=-1),
+        "mean_confidence": conf.mean(axis=-1),
+        "entropy": entropy(probs).mean(axis=-1),
+        "kl_to_last": kl_from_log(log_p[-1], log_p).mean(axis=-1),
+        "flip_rate": (pred != pred[-1]).mean(axis=-1),
+    }

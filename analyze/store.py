@@ -1,0 +1,97 @@
+"""Opening activation stores for analysis: lazily, read-only, local or remote.
+
+``open_store`` gives a labelled :class:`xarray.Dataset` backed by dask, with chunks sized for
+analysis (whole layers of many examples), not the tiny inner Zarr chunks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import polars as pl
+import xarray as xr
+import zarr
+
+from layercal import format as fmt
+from layercal.lens import NormSpec
+
+DEFAULT_CHUNKS = {"example": 2048, "layer": 1, "hidden": -1, "choice": -1, "vocab": 8192}
+
+
+class IncompleteStoreError(fmt.StoreError):
+    """The store is missing examples (an unfinished extraction)."""
+
+
+def open_store(
+    path_or_url: str | os.PathLike[str],
+    *,
+    chunks: Mapping[str, int] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    allow_partial: bool = False,
+) -> xr.Dataset:
+    """Open a store read-only as a labelled Dataset.
+
+    ``path_or_url``: a local path or an fsspec URL (``s3://``, ``gs://``, ``hf://``,
+    ``http(s)://``, ``memory://``) with ``storage_options``. Refuses unfinished stores unless
+    ``allow_partial``, in which case only written examples are kept.
+    """
+    url = os.fspath(path_or_url)
+    ch = dict(DEFAULT_CHUNKS)
+    ch.update(chunks or {})
+    so = dict(storage_options or {})
+    try:
+        group = zarr.open_group(url, mode="r", storage_options=so or None)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
+        raise fmt.StoreError(f"no layercal store at {url}: {e}") from e
+    info = fmt.check_format(group, url)
+    ds = xr.open_zarr(
+        url, chunks=None, storage_options=so or None, consolidated=None, zarr_format=3
+    )
+    ds = ds.chunk({k: v for k, v in ch.items() if k in ds.dims})
+    written = fmt.written_mask(group)
+    if not written.all():
+        n_missing = int((~written).sum())
+        if not allow_partial:
+            raise IncompleteStoreError(
+                f"{url} is missing {n_missing} of {written.size} examples (the extraction did not "
+                "finish). Finish it with `layercal extract ... --resume`, or pass --allow-partial "
+                "to analyse only the written examples."
+            )
+        ds = ds.isel(example=np.flatnonzero(written))
+    ds.attrs["layercal"] = info
+    return ds
+
+
+def norm_spec_of(ds: xr.Dataset) -> NormSpec:
+    """The final norm recorded in the store, as data."""
+    fn = ds.attrs["layercal"]["final_norm"]
+    bias = ds["final_norm_bias"].values if fn["has_bias"] else None
+    return fmt.norm_spec_from(fn, ds["final_norm_weight"].values, bias)
+
+
+def examples_frame(ds: xr.Dataset) -> pl.DataFrame:
+    """Per-example metadata as a polars DataFrame, joinable on ``example_id``."""
+    mask = ds["choice_mask"].values
+    return pl.DataFrame(
+        {
+            "example_id": ds["example_id"].values.astype(str),
+            "subject": ds["subject"].values.astype(str),
+            "category": ds["category"].values.astype(str),
+            "label": ds["label"].values.astype(np.int64),
+            "n_choices": mask.sum(axis=1).astype(np.int64),
+            "n_tokens": ds["n_tokens"].values.astype(np.int64),
+            "question": ds["question"].values.astype(str),
+        }
+    )
+
+
+def store_hash(ds: xr.Dataset) -> str:
+    """A short id of what the store holds: model, data, template and W_U fingerprints."""
+    import hashlib
+    import json
+
+    ident = ds.attrs["layercal"]["identity"]
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]

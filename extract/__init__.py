@@ -1,0 +1,1 @@
+"""layercal extraction stage: model + benchmark -> activation store (needs torch)."""

@@ -1,0 +1,379 @@
+"""The extraction job: dataset + model -> a complete, self-checked activation store.
+
+Work is done block by block (see layercal.format): the examples of a block are sorted by token
+length and cut into batches (less padding), captured, self-checked, then handed to a writer thread
+so compression and writing overlap the next block's forward passes. Blocks are assigned to
+shards by ``block % n == i`` and skipped when already marked written, which is all that resume and
+multi-process extraction need. Batches never span blocks, so a block's bytes do not depend on
+which process or which run computed it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import socket
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+from tqdm import tqdm
+
+from extract.arch import Resolved, resolve, unembedding_arrays
+from extract.capture import run_batch
+from extract.datasets import MCDataset, load_dataset
+from extract.models import Device, DType, load_model
+from extract.prompts import PromptTemplate, answer_continuations
+from extract.tokens import answer_token_ids, pad_batch, tokenize
+from layercal import __version__, git_commit
+from layercal import format as fmt
+from layercal.lens import lens_logits
+
+FP32_TOL = 1e-3
+
+
+class SelfCheckError(RuntimeError):
+    """The lens on the stored last-layer residual does not reproduce the model's logits."""
+
+
+@dataclass
+class ExtractConfig:
+    model: str
+    dataset: str
+    out: str
+    split: str = "test"
+    subjects: Sequence[str] | None = None
+    category: str | None = None
+    data_dir: str | None = None
+    limit: int | None = None
+    seed: int = 0
+    shots: int = 0
+    template: str | None = None  # path to a template file; None = the lm-eval MMLU template
+    batch_size: int = 16
+    dtype: DType = "auto"
+    device: Device = "auto"
+    device_map: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+    resume: bool = False
+    shard: tuple[int, int] = (0, 1)
+    block: int = fmt.DEFAULT_BLOCK
+    padding_side: str = "left"
+    progress: bool = True
+    hub_repo: str | None = None
+
+
+@dataclass
+class ExtractSummary:
+    store: str
+    n_examples: int
+    n_written: int
+    blocks_done: int
+    seconds: float
+    store_bytes: int
+    self_check_max_abs_diff: float
+    complete: bool
+    shard_complete: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        rate = self.extra.get("examples_per_s", 0.0)
+        return [
+            f"store:      {self.store}",
+            f"examples:   {self.n_written}/{self.n_examples} written "
+            f"({self.blocks_done} blocks this run, {rate:.2f} examples/s)",
+            f"time:       {self.seconds:.1f} s",
+            f"size:       {self.store_bytes / 2**20:.1f} MiB on disk",
+            f"self-check: lens(last layer) vs model logits, max |diff| = "
+            f"{self.self_check_max_abs_diff:.2e} -> passed",
+            f"complete:   {'yes' if self.complete else 'no (other shards or blocks remain)'}",
+        ]
+
+
+def tolerance(dtype: str, logits: np.ndarray) -> float:
+    """Self-check bound: 1e-3 in float32; for 16-bit models the model rounds its own final norm
+    and unembedding, so the bound is 0.05 + 2% of the largest |logit| (docs/store-format.md)."""
+    if dtype == "float32":
+        return FP32_TOL
+    return 0.05 + 0.02 * float(np.abs(logits).max(initial=0.0))
+
+
+def self_check(
+    resid_last: np.ndarray,
+    model_logits: np.ndarray,
+    w_ans: np.ndarray,
+    b_ans: np.ndarray | None,
+    res: Resolved,
+    dtype: str,
+    where: str,
+) -> float:
+    """numpy lens on the stored last-layer residual vs the model's own answer logits."""
+    z = lens_logits(resid_last, w_ans, res.norm, b_ans)
+    diff = float(np.abs(z - model_logits).max())
+    tol = tolerance(dtype, model_logits)
+    if not diff <= tol:
+        raise SelfCheckError(
+            f"self-check failed for {where}: the logit lens on the stored last-layer residual "
+            f"differs from the model's logits by {diff:.3g} (> {tol:.3g}, dtype {dtype}). The "
+            f"architecture entry for {res.model_type!r} in extract/arch.py (final norm, soft-cap, "
+            "bias) does not describe this model. Nothing of this block was written."
+        )
+    return diff
+
+
+def _library_versions() -> dict[str, str]:
+    import numcodecs
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "zarr": zarr.__version__,
+        "numcodecs": numcodecs.__version__,
+        "numpy": np.__version__,
+        "layercal": __version__,
+    }
+
+
+def prepare(cfg: ExtractConfig) -> tuple[MCDataset, PromptTemplate, list[str]]:
+    """Load the dataset and render every prompt (no model needed)."""
+    ds = load_dataset(
+        cfg.dataset,
+        split=cfg.split,
+        subjects=cfg.subjects,
+        category=cfg.category,
+        data_dir=cfg.data_dir,
+        limit=cfg.limit,
+        seed=cfg.seed,
+        shots=cfg.shots,
+        hub_repo=cfg.hub_repo,
+    )
+    template = PromptTemplate.from_file(cfg.template) if cfg.template else PromptTemplate()
+    prompts = [template.render(ex, ds.shots.get(ex.subject, ())) for ex in ds.examples]
+    return ds, template, prompts
+
+
+def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
+    """Run (or resume) an extraction. ``loaded``: an already loaded :class:`LoadedModel`."""
+    t0 = time.time()
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    out = Path(cfg.out)
+    sharded = cfg.shard[1] > 1
+    if out.exists() and not (cfg.resume or sharded):
+        raise fmt.StoreError(
+            f"{out} already exists. Pass --resume to continue filling it, or choose another --out."
+        )
+    if cfg.resume and not out.exists() and not sharded:
+        raise fmt.StoreError(f"--resume given but {out} does not exist. Drop --resume to start it.")
+    ds, template, prompts = prepare(cfg)
+    if loaded is None:
+        loaded = load_model(
+            cfg.model,
+            revision=cfg.revision,
+            dtype=cfg.dtype,
+            device=cfg.device,
+            device_map=cfg.device_map,
+            trust_remote_code=cfg.trust_remote_code,
+            attn_implementation=cfg.attn_implementation,
+        )
+    tok, model = loaded.tokenizer, loaded.model
+    res = resolve(model)
+    K = ds.max_choices
+    seqs = tokenize(tok, prompts)
+    sample = sorted(range(len(prompts)), key=lambda i: len(seqs[i]))
+    probe = [prompts[i] for i in {sample[0], sample[-1], 0, len(prompts) - 1}]
+    ans_ids = answer_token_ids(tok, probe, K)
+    w_u, bias = unembedding_arrays(res)
+    identity = {
+        "model": loaded.provenance.get("model"),
+        "model_source": loaded.provenance.get("source"),
+        "gguf_sha256": loaded.provenance.get("gguf_sha256"),
+        "revision": loaded.provenance.get("revision"),
+        "dtype": loaded.provenance.get("dtype"),
+        "template_sha256": template.sha256(),
+        "dataset": ds.name,
+        "split": ds.split,
+        "dataset_sha256": ds.content_hash(),
+        "answer_token_ids": ans_ids,
+        "w_u_sha256": fmt.sha256_bytes(w_u),
+    }
+    layout = fmt.Layout(len(ds.examples), res.n_depth, w_u.shape[1], w_u.shape[0], K, cfg.block)
+    run_record = {
+        "started": started,
+        "host": socket.gethostname(),
+        "batch_size": cfg.batch_size,
+        "padding_side": cfg.padding_side,
+        "shard": f"{cfg.shard[0]}/{cfg.shard[1]}",
+    }
+    g = None
+    if not out.exists():
+        meta = fmt.ExampleMeta(
+            example_id=[e.example_id for e in ds.examples],
+            subject=[e.subject for e in ds.examples],
+            category=[e.category for e in ds.examples],
+            question=[e.question for e in ds.examples],
+            choices=[list(e.choices) for e in ds.examples],
+            label=np.array([e.label for e in ds.examples]),
+            n_tokens=np.array([len(s) for s in seqs]),
+        )
+        provenance = {
+            "model": loaded.provenance,
+            "dataset": dict(ds.info, content_sha256=ds.content_hash()),
+            "template": {
+                "name": template.name,
+                "text": template.text(),
+                "sha256": template.sha256(),
+                "first_prompt": prompts[0],
+            },
+            "embed_scale": res.embed_scale,
+            "libraries": _library_versions(),
+            "layercal_git_commit": git_commit(),
+            "answer_tokens": answer_continuations(K),
+            "self_check_tolerance": "1e-3 (float32); 0.05 + 2% of max |logit| (bf16/fp16)",
+        }
+        try:
+            g = fmt.create_store(
+                out,
+                layout,
+                meta,
+                w_u=w_u,
+                lm_head_bias=bias,
+                norm=res.norm,
+                answer_token_ids=np.array(ans_ids),
+                attrs={"identity": identity, "provenance": provenance, "runs": []},
+            )
+        except FileExistsError:  # a sibling shard created it first: join it below
+            g = None
+    if g is None:
+        g = fmt.open_for_write(out, wait_s=300.0 if sharded else 0.0, sole_writer=not sharded)
+        diffs = fmt.identity_diff(fmt.attrs(g)["identity"], fmt._jsonable(identity))
+        if diffs:
+            raise fmt.StoreError(
+                f"refusing to resume {out}: it was started by a different run.\n  "
+                + "\n  ".join(diffs)
+                + "\nUse the same model, template and dataset, or write to a new --out."
+            )
+        if fmt.layout_of(g) != layout:
+            raise fmt.StoreError(f"refusing to resume {out}: layout {fmt.layout_of(g)} != {layout}")
+    _record_run(g, run_record)
+    todo = fmt.blocks_todo(g, cfg.shard)
+    n_todo = sum(len(range(*layout.block_slice(b).indices(layout.n_examples))) for b in todo)
+    w_ans = w_u[ans_ids]
+    b_ans = None if bias is None else bias[ans_ids]
+    dtype = str(loaded.provenance.get("dtype"))
+    max_diff = 0.0
+    pending: list[Future[str]] = []
+    bar = tqdm(
+        total=n_todo,
+        unit="ex",
+        desc=f"extract {out.name}",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+    )
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zarr-writer") as writer:
+            for b in todo:
+                sl = layout.block_slice(b)
+                arrays = _compute_block(model, res, tok, seqs[sl], ans_ids, cfg, bar)
+                where = f"block {b} (examples {sl.start}-{sl.stop - 1})"
+                max_diff = max(
+                    max_diff,
+                    self_check(
+                        arrays["resid"][:, -1],
+                        arrays["model_logits"],
+                        w_ans,
+                        b_ans,
+                        res,
+                        dtype,
+                        where,
+                    ),
+                )
+                for f in pending:
+                    f.result()  # surface write errors; keep at most one block in flight
+                pending = [writer.submit(fmt.write_block, g, b, arrays)]
+            for f in pending:
+                f.result()
+    except BaseException:
+        bar.close()  # blocks already marked written stay; --resume continues from them
+        raise
+    bar.close()
+    seconds = time.time() - t0
+    mask = fmt.written_mask(g)
+    complete = bool(mask.all())
+    extra = {
+        "examples_per_s": n_todo / max(bar.format_dict.get("elapsed", seconds) or seconds, 1e-9)
+    }
+    if complete:
+        fmt.finalize(
+            out,
+            {
+                "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "self_check_max_abs_diff_last_run": max_diff,
+            },
+        )
+    return ExtractSummary(
+        store=str(out),
+        n_examples=layout.n_examples,
+        n_written=int(mask.sum()),
+        blocks_done=len(todo),
+        seconds=seconds,
+        store_bytes=_du(out),
+        self_check_max_abs_diff=max_diff,
+        complete=complete,
+        shard_complete=not fmt.blocks_todo(g, cfg.shard),
+        extra=extra,
+    )
+
+
+def _record_run(g: zarr.Group, record: dict[str, Any]) -> None:
+    info = fmt.attrs(g)
+    info["runs"] = list(info.get("runs", [])) + [record]
+    g.attrs["layercal"] = fmt._jsonable(info)
+
+
+def _compute_block(
+    model: Any,
+    res: Resolved,
+    tok: Any,
+    seqs: Sequence[Sequence[int]],
+    ans_ids: list[int],
+    cfg: ExtractConfig,
+    bar: tqdm,
+) -> dict[str, np.ndarray]:
+    n = len(seqs)
+    order = sorted(range(n), key=lambda i: (-len(seqs[i]), i))  # longest first: OOM shows early
+    out: dict[str, np.ndarray] = {}
+    device = next(model.parameters()).device
+    for s in range(0, n, cfg.batch_size):
+        idx = order[s : s + cfg.batch_size]
+        ids, mask = pad_batch(tok, [seqs[i] for i in idx], device, cfg.padding_side)
+        r = run_batch(model, res, ids, mask, ans_ids)
+        for name in ("resid", "model_logits", "lens_logits", "lens_lse"):
+            t = getattr(r, name)
+            if name not in out:
+                out[name] = np.empty((n, *t.shape[1:]), dtype=np.float32)
+            out[name][idx] = t.numpy()
+        bar.update(len(idx))
+    return out
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n

@@ -1,0 +1,73 @@
+"""``make demo``: extract SmolLM2-135M on 200 MMLU humanities questions, then analyse the store.
+
+Reruns are cheap: a complete store is reused, an interrupted one is resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m layercal.demo", description=__doc__)
+    p.add_argument("--store", default="stores/demo-smollm2-mmlu-humanities.zarr")
+    p.add_argument("--report", default="reports/demo")
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--model", default="smollm2-135m")
+    args = p.parse_args(argv)
+
+    from extract.cli import main as extract_main
+    from layercal import format as fmt
+
+    store = Path(args.store)
+    cmd = [
+        "--model",
+        args.model,
+        "--dataset",
+        "mmlu",
+        "--split",
+        "test",
+        "--category",
+        "humanities",
+        "--limit",
+        str(args.n),
+        "--seed",
+        "0",
+        "--out",
+        str(store),
+        "--dtype",
+        "float32",
+        "--batch-size",
+        "16",
+    ]
+    if os.environ.get("LAYERCAL_DATA_DIR") is None and Path("../shared/data/mmlu").is_dir():
+        cmd += ["--data-dir", "../shared/data"]
+    complete = False
+    if store.exists():
+        import zarr
+
+        info = zarr.open_group(str(store), mode="r").attrs.get("layercal") or {}
+        complete = bool(info.get("status", {}).get("complete"))  # type: ignore[union-attr]
+        if not complete:
+            cmd.append("--resume")
+    if complete:
+        print(f"store {store} is complete; reusing it (delete it to extract again)")
+    else:
+        print("$ layercal extract " + " ".join(cmd), flush=True)
+        rc = extract_main(cmd)
+        if rc != 0:
+            return rc
+    from analyze.cli import main as analyze_main
+
+    print(f"\n$ layercal summary {store}", flush=True)
+    rc = analyze_main(["summary", str(store)])
+    print(f"\nstore: {store.resolve()}  (format {fmt.FORMAT_NAME} v{fmt.FORMAT_VERSION})")
+    print(f"open it with:  xarray.open_zarr({str(store)!r})")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""The activation store: one Zarr v3 group per (model, dataset, template).
+
+This module is the contract between the two stages (documented in docs/store-format.md): the
+extraction stage creates stores and writes blocks through it, the analysis stage reads the names
+and layout defined here. It imports numpy and zarr only.
+
+Write protocol (resumable, shardable): every array is pre-allocated at creation; per-example
+metadata, the unembedding and the final norm are written then. Activations are written one
+*block* of ``block`` consecutive examples at a time — each block is exactly one shard of
+``resid`` and one chunk of every other per-example array, so a block write replaces whole objects
+and never touches another block's bytes — and only then is the block's ``written`` chunk flipped.
+A killed writer therefore leaves each block either fully written and marked, or unmarked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from layercal.lens import NormSpec
+
+FORMAT_NAME = "layercal-activation-store"
+FORMAT_VERSION = 1
+CHUNK_EXAMPLES = 128  # inner chunk (the read unit): 128 examples x 1 layer x hidden
+DEFAULT_BLOCK = 256  # write unit: one shard of resid, one chunk of every per-example array
+W_U_CHUNK_ROWS = 4096  # W_U is chunked along vocab only
+
+# name -> dimension names. Activation arrays are written per block; the rest at creation.
+ACTIVATION_ARRAYS: dict[str, tuple[str, ...]] = {
+    "resid": ("example", "layer", "hidden"),
+    "model_logits": ("example", "choice"),
+    "lens_logits": ("example", "layer", "choice"),
+    "lens_lse": ("example", "layer"),
+}
+EXAMPLE_COORDS = ("example_id", "subject", "category")
+
+
+class StoreError(RuntimeError):
+    """A store cannot be created, resumed or read as asked; the message says what to do."""
+
+
+class StoreExistsError(StoreError, FileExistsError):
+    """A new store was asked for at a path that already holds one."""
+
+
+def compressor() -> BloscCodec:
+    """Blosc zstd with byte shuffle set explicitly (unset, Blosc picks bitshuffle)."""
+    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+
+
+@dataclass(frozen=True)
+class Layout:
+    n_examples: int
+    n_depth: int  # embedding output + one per decoder block
+    hidden: int
+    vocab: int
+    n_choices: int
+    block: int = DEFAULT_BLOCK
+
+    def __post_init__(self) -> None:
+        if self.block % CHUNK_EXAMPLES:
+            raise StoreError(f"block size {self.block} must be a multiple of {CHUNK_EXAMPLES}")
+        if min(self.n_examples, self.n_depth, self.hidden, self.vocab, self.n_choices) < 1:
+            raise StoreError(f"empty store layout: {self}")
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.n_examples // self.block)
+
+    def block_slice(self, b: int) -> slice:
+        return slice(b * self.block, min((b + 1) * self.block, self.n_examples))
+
+
+@dataclass(frozen=True)
+class ExampleMeta:
+    """Per-example metadata, known before any forward pass. Arrays of length n_examples."""
+
+    example_id: list[str]
+    subject: list[str]
+    category: list[str]
+    question: list[str]
+    choices: list[list[str]]  # ragged; padded with "" up to n_choices in the store
+    label: np.ndarray  # (n,) int
+    n_tokens: np.ndarray  # (n,) int prompt length in tokens
+
+
+def _arr(group: zarr.Group, name: str, data: np.ndarray, dims: tuple[str, ...], **kw: Any) -> None:
+    chunks = kw.pop("chunks", data.shape)
+    arr = group.create_array(
+        name,
+        shape=data.shape,
+        dtype=data.dtype if data.dtype.kind != "U" else str,
+        chunks=chunks,
+        dimension_names=dims,
+        compressors=compressor() if data.dtype.kind != "U" else "auto",
+        **kw,
+    )
+    arr[...] = data
+
+
+def sha256_bytes(*arrays: np.ndarray) -> str:
+    """sha256 over the little-endian C-order bytes of the arrays (a content fingerprint)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+    return h.hexdigest()
+
+
+def create_store(
+    path: str | os.PathLike[str],
+    layout: Layout,
+    meta: ExampleMeta,
+    *,
+    w_u: np.ndarray,
+    lm_head_bias: np.ndarray | None,
+    norm: NormSpec,
+    answer_token_ids: np.ndarray,
+    attrs: Mapping[str, Any],
+) -> zarr.Group:
+    """Create a new store at ``path`` and write everything known before the forward passes.
+
+    Refuses an existing path. ``attrs`` is recorded under ``attrs["layercal"]`` and must contain
+    ``identity`` (what must match on resume) and ``provenance``. The status ``created`` is set
+    last, so a store whose creation was interrupted is recognised as such.
+    """
+    path = Path(path)
+    if path.exists():
+        raise StoreExistsError(
+            f"{path} already exists. Pass --resume to continue filling it, or choose another --out."
+        )
+    n, L, d, K = layout.n_examples, layout.n_depth, layout.hidden, layout.n_choices
+    if w_u.shape != (layout.vocab, d):
+        raise StoreError(f"W_U has shape {w_u.shape}, expected {(layout.vocab, d)}")
+    try:
+        g = zarr.open_group(str(path), mode="w-", zarr_format=3)
+    except zarr.errors.BaseZarrError as e:  # another process created it first
+        raise StoreExistsError(f"{path} was created by another process meanwhile") from e
+    blk, ck = layout.block, CHUNK_EXAMPLES
+    coords: dict[str, Any] = {"coordinates": " ".join(EXAMPLE_COORDS)}
+    nan = np.float32(np.nan)
+    g.create_array(
+        "resid",
+        shape=(n, L, d),
+        dtype="float32",
+        chunks=(ck, 1, d),
+        shards=(blk, L, d),
+        compressors=compressor(),
+        dimension_names=ACTIVATION_ARRAYS["resid"],
+        fill_value=nan,
+        attributes=coords,
+    )
+    shapes = {"model_logits": (n, K), "lens_logits": (n, L, K), "lens_lse": (n, L)}
+    for name, shape in shapes.items():
+        g.create_array(
+            name,
+            shape=shape,
+            dtype="float32",
+            chunks=(blk, *shape[1:]),
+            compressors=compressor(),
+            dimension_names=ACTIVATION_ARRAYS[name],
+            fill_value=nan,
+            attributes=coords,
+        )
+    g.create_array("written", shape=(n,), dtype="bool", chunks=(blk,), dimension_names=("example",))
+    g.create_array(
+        "block_sha256",
+        shape=(layout.n_blocks,),
+        dtype=str,
+        chunks=(1,),
+        dimension_names=("block",),
+    )
+    # coordinates and per-example metadata
+    _arr(g, "example", np.arange(n, dtype=np.int64), ("example",))
+    _arr(g, "layer", np.arange(L, dtype=np.int64), ("layer",))
+    _arr(g, "choice", np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:K])), ("choice",))
+    for name in EXAMPLE_COORDS + ("question",):
+        _arr(g, name, np.array(getattr(meta, name), dtype=str), ("example",))
+    padded = np.array([list(c) + [""] * (K - len(c)) for c in meta.choices], dtype=str)
+    _arr(g, "choice_text", padded, ("example", "choice"))
+    mask = np.array([[k < len(c) for k in range(K)] for c in meta.choices], dtype=bool)
+    _arr(g, "choice_mask", mask, ("example", "choice"), attributes=coords)
+    _arr(g, "label", np.asarray(meta.label, dtype=np.int16), ("example",), attributes=coords)
+    _arr(g, "n_tokens", np.asarray(meta.n_tokens, dtype=np.int32), ("example",))
+    _arr(g, "answer_token_ids", np.asarray(answer_token_ids, dtype=np.int64), ("choice",))
+    # the lens as data
+    _arr(
+        g, "W_U", np.asarray(w_u, dtype=np.float32), ("vocab", "hidden"), chunks=(W_U_CHUNK_ROWS, d)
+    )
+    if lm_head_bias is not None:
+        _arr(g, "lm_head_bias", np.asarray(lm_head_bias, dtype=np.float32), ("vocab",))
+    _arr(g, "final_norm_weight", np.asarray(norm.weight, dtype=np.float32), ("hidden",))
+    if norm.bias is not None:
+        _arr(g, "final_norm_bias", np.asarray(norm.bias, dtype=np.float32), ("hidden",))
+    info = dict(attrs)
+    info.update(
+        format=FORMAT_NAME,
+        format_version=FORMAT_VERSION,
+        layout={
+            "n_examples": n,
+            "n_depth": L,
+            "hidden": d,
+            "vocab": layout.vocab,
+            "n_choices": K,
+            "block": blk,
+            "chunk_examples": ck,
+        },
+        final_norm={
+            "kind": norm.kind,
+            "eps": norm.eps,
+            "offset": norm.offset,
+            "softcap": norm.softcap,
+            "has_bias": norm.bias is not None,
+        },
+        has_lm_head_bias=lm_head_bias is not None,
+        status={"created": True, "complete": False},
+    )
+    g.attrs["layercal"] = _jsonable(info)
+    return g
+
+
+def array(g: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of a store group (typed accessor)."""
+    a = g[name]
+    if not isinstance(a, zarr.Array):
+        raise StoreError(f"'{name}' in the store is not an array")
+    return a
+
+
+def attrs(g: zarr.Group) -> dict[str, Any]:
+    """The layercal attributes of a store group (empty dict when absent)."""
+    info = g.attrs.asdict().get("layercal")
+    return dict(info) if isinstance(info, Mapping) else {}
+
+
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x, default=str))
+
+
+def open_for_write(
+    path: str | os.PathLike[str], *, wait_s: float = 0.0, sole_writer: bool = True
+) -> zarr.Group:
+    """Open an existing store to resume filling it; refuses stores it cannot safely continue.
+
+    ``wait_s``: how long to wait for another process (a sibling shard) to finish creating it.
+    ``sole_writer``: no other process writes now, so temp files of killed writes may be removed.
+    """
+    path = Path(path)
+    deadline = time.monotonic() + wait_s
+    while True:
+        info: dict[str, Any] = {}
+        if (path / "zarr.json").exists():
+            g = zarr.open_group(str(path), mode="r+", zarr_format=3)
+            if attrs(g):
+                info = check_format(g, str(path))
+        if info.get("status", {}).get("created"):
+            break
+        if time.monotonic() >= deadline:
+            if not (path / "zarr.json").exists():
+                raise StoreError(f"{path} is not a layercal store (no zarr.json). Check --out.")
+            raise StoreError(
+                f"{path} was interrupted while being created; it holds no activations. "
+                "Remove it and run the same command again without --resume."
+            )
+        time.sleep(0.5)
+    if sole_writer:
+        for partial in path.rglob("*.partial"):  # temp files of a write killed mid-way
+            partial.unlink(missing_ok=True)
+    return g
+
+
+def check_format(g: zarr.Group, where: str) -> dict[str, Any]:
+    """Return the layercal attributes, refusing non-stores and unknown format versions."""
+    info = attrs(g)
+    if info.get("format") != FORMAT_NAME:
+        raise StoreError(f"{where} is a Zarr group but not a layercal activation store.")
+    version = info.get("format_version")
+    if version != FORMAT_VERSION:
+        raise StoreError(
+            f"{where} uses store format version {version}; this layercal reads version "
+            f"{FORMAT_VERSION}. Use a layercal release that matches, or re-extract."
+        )
+    return info
+
+
+def layout_of(g: zarr.Group) -> Layout:
+    lay = attrs(g)["layout"]
+    return Layout(
+        n_examples=lay["n_examples"],
+        n_depth=lay["n_depth"],
+        hidden=lay["hidden"],
+        vocab=lay["vocab"],
+        n_choices=lay["n_choices"],
+        block=lay["block"],
+    )
+
+
+def norm_spec_from(
+    final_norm_attrs: Mapping[str, Any], weight: np.ndarray, bias: np.ndarray | None
+) -> NormSpec:
+    """Build the :class:`NormSpec` recorded as ``attrs["final_norm"]`` plus its parameters."""
+    fn = final_norm_attrs
+    if fn["kind"] not in ("rmsnorm", "layernorm"):
+        raise StoreError(f"unknown final norm kind {fn['kind']!r} in the store")
+    return NormSpec(
+        kind=fn["kind"],
+        weight=np.asarray(weight),
+        bias=None if bias is None else np.asarray(bias),
+        eps=float(fn["eps"]),
+        offset=float(fn["offset"]),
+        softcap=None if fn["softcap"] is None else float(fn["softcap"]),
+    )
+
+
+def norm_spec(g: zarr.Group) -> NormSpec:
+    """The final norm stored in the group, as a :class:`NormSpec`."""
+    fn = attrs(g)["final_norm"]
+    bias = np.asarray(array(g, "final_norm_bias")[...]) if fn["has_bias"] else None
+    return norm_spec_from(fn, np.asarray(array(g, "final_norm_weight")[...]), bias)
+
+
+def identity_diff(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """Human-readable differences between two identity records (empty when they match)."""
+    keys = sorted(set(stored) | set(wanted))
+    return [
+        f"{k}: store has {stored.get(k)!r}, this run has {wanted.get(k)!r}"
+        for k in keys
+        if stored.get(k) != wanted.get(k)
+    ]
+
+
+def written_mask(g: zarr.Group) -> np.ndarray:
+    return np.asarray(array(g, "written")[...], dtype=bool)
+
+
+def blocks_todo(g: zarr.Group, shard: tuple[int, int] = (0, 1)) -> list[int]:
+    """Blocks of this shard (``b % n == i``) not yet marked written."""
+    i, n = shard
+    lay = layout_of(g)
+    done = written_mask(g)
+    return [b for b in range(lay.n_blocks) if b % n == i and not done[lay.block_slice(b)].all()]
+
+
+def write_block(g: zarr.Group, b: int, arrays: Mapping[str, np.ndarray]) -> str:
+    """Write block ``b`` of every activation array, then mark it written. Returns its sha256."""
+    lay = layout_of(g)
+    sl = lay.block_slice(b)
+    missing = set(ACTIVATION_ARRAYS) - set(arrays)
+    if missing:
+        raise StoreError(f"block {b}: missing arrays {sorted(missing)}")
+    for name in ACTIVATION_ARRAYS:
+        data = np.asarray(arrays[name], dtype=np.float32)
+        target = array(g, name)
+        expected = (sl.stop - sl.start, *target.shape[1:])
+        if data.shape != expected:
+            raise StoreError(f"block {b}: {name} has shape {data.shape}, expected {expected}")
+        target[sl] = data
+    digest = sha256_bytes(*(np.asarray(arrays[k], dtype=np.float32) for k in ACTIVATION_ARRAYS))
+    array(g, "block_sha256")[b] = digest
+    array(g, "written")[sl] = True
+    return digest
+
+
+def finalize(path: str | os.PathLike[str], extra_status: Mapping[str, Any]) -> None:
+    """Mark a fully written store complete and consolidate its metadata (one read for remotes)."""
+    g = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    info = attrs(g)
+    info["status"] = _jsonable({"created": True, "complete": True, **extra_status})
+    g.attrs["layercal"] = info
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "consolidated metadata is not in the v3 spec"
+        zarr.consolidate_metadata(str(path))
+
+
+def remove_incomplete(path: str | os.PathLike[str]) -> None:
+    """Delete a store this process created moments ago and never wrote activations to."""
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,133 @@
+"""Capture and lens on tiny random models of every covered architecture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import ARCH_NAMES, VOCAB, tiny_model
+
+from extract.arch import ArchitectureError, resolve
+from extract.capture import run_batch
+from layercal.lens import lens_logits
+
+ANSWER_IDS = [5, 17, 33, 60]
+
+
+class _Tok:
+    pad_token_id = 0
+
+
+def _prompts(seed: int = 1, n: int = 5) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(1, VOCAB, (int(k),), generator=g).tolist() for k in (7, 12, 3, 9, 12)[:n]]
+
+
+def _run(model, seqs, side="left", batch_size=None):
+    from extract.tokens import pad_batch
+
+    res = resolve(model)
+    bs = batch_size or len(seqs)
+    outs = []
+    for s in range(0, len(seqs), bs):
+        ids, mask = pad_batch(_Tok(), seqs[s : s + bs], "cpu", side)
+        outs.append(run_batch(model, res, ids, mask, ANSWER_IDS))
+    return {
+        k: torch.cat([getattr(o, k) for o in outs]).numpy()
+        for k in ("resid", "model_logits", "lens_logits", "lens_lse")
+    }
+
+
+@pytest.fixture(scope="module", params=ARCH_NAMES)
+def arch_model(request):
+    return request.param, tiny_model(request.param)
+
+
+def test_capture_equals_independent_forward(arch_model):
+    """Hook rows equal hidden states of an unpadded single-prompt forward (block inputs), and the
+    final norm of the last depth equals HF's (post-norm) last hidden state."""
+    name, model = arch_model
+    seqs = _prompts()
+    out = _run(model, seqs)
+    res = resolve(model)
+    L = res.n_depth
+    assert out["resid"].shape == (len(seqs), L, 64)
+    for i, s in enumerate(seqs):
+        with torch.no_grad():
+            ref = model(torch.tensor([s]), output_hidden_states=True)
+        hs = ref.hidden_states
+        for depth in range(L - 1):  # hidden_states[l] = input of block l
+            np.testing.assert_allclose(
+                out["resid"][i, depth], hs[depth][0, -1].numpy(), atol=2e-5, rtol=1e-4
+            )
+        normed = res.final_norm(torch.from_numpy(out["resid"][i, -1])).detach().numpy()
+        np.testing.assert_allclose(normed, hs[-1][0, -1].numpy(), atol=2e-5, rtol=1e-4)
+        np.testing.assert_allclose(
+            out["model_logits"][i], ref.logits[0, -1, ANSWER_IDS].numpy(), atol=1e-4
+        )
+
+
+def test_numpy_lens_reproduces_model_logits(arch_model):
+    """The stored-data lens (numpy, float64) at the last depth equals the model's logits over
+    the whole vocabulary, and the torch lens extras match the numpy lens at every depth."""
+    name, model = arch_model
+    res = resolve(model)
+    seqs = _prompts()
+    out = _run(model, seqs)
+    w = res.unembed.weight.detach().numpy()
+    b = None if res.unembed.bias is None else res.unembed.bias.detach().numpy()
+    full = lens_logits(out["resid"], w, res.norm, b)  # (n, L, V)
+    with torch.no_grad():
+        for i, s in enumerate(seqs):
+            ref = model(torch.tensor([s])).logits[0, -1].numpy()
+            np.testing.assert_allclose(full[i, -1], ref, atol=1e-4)
+    np.testing.assert_allclose(out["lens_logits"], full[..., ANSWER_IDS], atol=1e-4)
+    lse = np.log(np.exp(full - full.max(-1, keepdims=True)).sum(-1)) + full.max(-1)
+    np.testing.assert_allclose(out["lens_lse"], lse, atol=1e-4)
+    if name == "gemma2":
+        assert res.norm.softcap == 5.0 and res.norm.offset == 1.0
+        assert np.abs(full).max() <= 5.0
+
+
+def test_batch_size_and_padding_side_invariance(arch_model):
+    name, model = arch_model
+    seqs = _prompts()
+    a = _run(model, seqs, "left")
+    b = _run(model, seqs, "right")
+    c = _run(model, seqs, "left", batch_size=1)
+    for k in a:
+        np.testing.assert_allclose(
+            a[k], b[k], atol=1e-4, rtol=1e-4, err_msg=f"{name} {k} padding side"
+        )
+        np.testing.assert_allclose(
+            a[k], c[k], atol=1e-4, rtol=1e-4, err_msg=f"{name} {k} batch size"
+        )
+
+
+def test_unknown_architecture_is_a_clear_error():
+    import transformers as tf
+
+    cfg = tf.OPTConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=1,
+        ffn_dim=64,
+        num_attention_heads=2,
+        word_embed_proj_dim=32,
+    )
+    model = tf.AutoModelForCausalLM.from_config(cfg)
+    with pytest.raises(ArchitectureError, match=r"'opt'.*not covered.*final norm.*extract/arch.py"):
+        resolve(model)
+
+
+def test_entry_that_does_not_match_names_the_missing_part(monkeypatch):
+    from extract import arch
+
+    model = tiny_model("llama")
+    monkeypatch.setitem(
+        arch.ARCHS, "llama", arch.ArchEntry("model.layers", "model.final_ln", "lm_head", "rmsnorm")
+    )
+    with pytest.raises(
+        ArchitectureError, match=r"no final norm at 'model.final_ln'.*extract/arch.py"
+    ):
+        resolve(model)
