@@ -1,0 +1,109 @@
+"""What one analysis of one store produces, and how it is saved.
+
+:class:`AnalysisResult` is the hand-off between the computation (``analyze.analysis``) and the
+presentation (``analyze.figures``, ``analyze.report``), and the unit that is cached next to a
+report. Column names of the tables are part of the command's output contract (layers.csv,
+by_group.csv, landmarks.json): extend them, never rename.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+# layers.csv: one row per layer. Each metric M in INTERVAL_METRICS also has M_lo and M_hi
+# (bootstrap 95% percentile interval, seeded; see params["bootstrap"]).
+LAYER_COLUMNS = (
+    "layer",
+    "n",
+    "accuracy",
+    "ece",
+    "mce",
+    "ece_equal_mass",
+    "brier",
+    "nll",
+    "mean_confidence",
+    "entropy",
+    "option_mass",
+    "vocab_entropy",
+    "kl_to_last",
+    "flip_rate",
+    "temperature",
+    "ece_temperature_scaled",
+    "nll_temperature_scaled",
+)
+INTERVAL_METRICS = ("accuracy", "ece", "mce", "brier", "nll", "mean_confidence")
+# by_group.csv: one row per (group_by, group, layer)
+GROUP_COLUMNS = (
+    "group_by",
+    "group",
+    "layer",
+    "n",
+    "accuracy",
+    "ece",
+    "mce",
+    "mean_confidence",
+    "brier",
+    "nll",
+)
+
+
+@dataclass
+class AnalysisResult:
+    """Per-layer analysis of one store.
+
+    ``layers``: polars DataFrame with LAYER_COLUMNS (+ ``*_lo``/``*_hi`` interval columns).
+    ``by_group``: polars DataFrame with GROUP_COLUMNS.
+    ``landmarks``: JSON-able dict — ``rise_layer``, ``plateau_layer``,
+    ``peak_miscalibration_layer``, ``correction_phase`` ({start, end, delta_ece, delta_ece_lo,
+    delta_ece_hi, delta_confidence, delta_confidence_lo, delta_confidence_hi, significant}), each
+    layer value an int or None (not reached), with the definitions used in ``definitions``.
+    ``reliability``: dict of arrays, each (L, M) for M bins: ``count``, ``sum_conf``,
+    ``sum_correct`` (equal-width bins on [0, 1]); ``conf_hist`` (L, 20) histogram of confidence.
+    ``meta``: store url, ``store_hash``, model, dataset, split, template name, n_examples,
+    n_layers, and ``params`` (bins, bootstrap, seed, split used for temperature fitting...).
+    """
+
+    layers: pl.DataFrame
+    by_group: pl.DataFrame
+    landmarks: dict[str, Any]
+    reliability: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """Short name for legends: the model and dataset."""
+        return str(self.meta.get("label") or self.meta.get("model") or "store")
+
+    def save(self, folder: str | Path) -> None:
+        """Write layers.csv, by_group.csv, landmarks.json, reliability.npz and meta.json."""
+        d = Path(folder)
+        d.mkdir(parents=True, exist_ok=True)
+        h = pl.lit(str(self.meta.get("store_hash")))
+        self.layers.with_columns(store_hash=h).write_csv(d / "layers.csv")
+        self.by_group.with_columns(store_hash=h).write_csv(d / "by_group.csv")
+        (d / "landmarks.json").write_text(
+            json.dumps({"store_hash": self.meta.get("store_hash"), **self.landmarks}, indent=2)
+        )
+        np.savez(d / "reliability.npz", **self.reliability)
+        (d / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> AnalysisResult:
+        d = Path(folder)
+        landmarks = json.loads((d / "landmarks.json").read_text())
+        landmarks.pop("store_hash", None)
+        with np.load(d / "reliability.npz", allow_pickle=False) as z:
+            rel = {k: z[k] for k in z.files}
+        return cls(
+            layers=pl.read_csv(d / "layers.csv").drop("store_hash", strict=False),
+            by_group=pl.read_csv(d / "by_group.csv").drop("store_hash", strict=False),
+            landmarks=landmarks,
+            reliability=rel,
+            meta=json.loads((d / "meta.json").read_text()),
+        )
