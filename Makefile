@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+LINT_DIRS := layercal extract analyze tests $(wildcard bench)
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check layercal extract analyze tests bench
-	$(VENV)/bin/ruff format --check layercal extract analyze tests bench
+	$(VENV)/bin/ruff check $(LINT_DIRS)
+	$(VENV)/bin/ruff format --check $(LINT_DIRS)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy layercal extract analyze

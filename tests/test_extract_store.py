@@ -187,3 +187,25 @@ def test_python_dash_m_extract_help():
     env = dict(os.environ)
     p = run([sys.executable, "-m", "layercal.cli", "extract", "--help"], env=env)
     assert p.returncode == 0 and "--subjects" in p.stdout
+
+
+@pytest.mark.parametrize("extra", [["--dtype", "bfloat16"], ["--device-map", "auto"]])
+def test_bf16_exact_and_device_map(tmp_path, tiny_llama_dir, data_dir, extra):
+    """bf16 activations are stored exactly (float32 holds every bf16 value); device_map="auto"
+    loads through accelerate and still captures only final-token rows."""
+    import torch
+
+    from extract.cli import main as extract_main
+
+    out = tmp_path / "s.zarr"
+    args = cli(tiny_llama_dir, out, data_dir, limit=24)[3:]
+    args = [a for a in args if a not in ("--dtype", "float32")] + extra
+    assert extract_main(args) == 0
+    ds = xr.open_zarr(out)
+    resid = torch.from_numpy(ds["resid"].values)
+    if "bfloat16" in extra:
+        assert ds.attrs["layercal"]["identity"]["dtype"] == "bfloat16"
+        assert torch.equal(resid.to(torch.bfloat16).float(), resid)
+    else:
+        assert ds.attrs["layercal"]["provenance"]["model"]["device"] == "device_map=auto"
+    assert resid.shape == (24, 5, 128) and torch.isfinite(resid).all()
