@@ -209,3 +209,24 @@ def test_bf16_exact_and_device_map(tmp_path, tiny_llama_dir, data_dir, extra):
     else:
         assert ds.attrs["layercal"]["provenance"]["model"]["device"] == "device_map=auto"
     assert resid.shape == (24, 5, 128) and torch.isfinite(resid).all()
+
+
+def test_truthfulqa_variable_choices(tmp_path, tiny_llama_dir, data_dir):
+    """TruthfulQA MC1: options shuffled with a seed, variable count kept in choice_mask."""
+    from extract.cli import main as extract_main
+
+    out = tmp_path / "tqa.zarr"
+    args = ["--model", str(tiny_llama_dir), "--dataset", "truthfulqa-mc1", "--split", "validation",
+            "--limit", "40", "--data-dir", str(data_dir), "--out", str(out), "--no-progress",
+            "--device", "cpu", "--dtype", "float32", "--block-size", "128"]
+    assert extract_main(args) == 0
+    ds = xr.open_zarr(out)
+    mask = ds["choice_mask"].values
+    K = ds.sizes["choice"]
+    assert K == mask.sum(1).max() and mask.sum(1).min() < K  # variable option counts
+    assert len(ds["answer_token_ids"]) == K
+    label = ds["label"].values
+    assert mask[np.arange(len(label)), label].all()
+    assert len(set(label.tolist())) > 1  # the true answer is not always first after shuffling
+    texts = ds["choice_text"].values
+    assert (texts[~mask] == "").all() and (texts[mask] != "").all()
