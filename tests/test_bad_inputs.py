@@ -13,7 +13,9 @@ SUBJECT = "formal_logic"
 
 
 def snapshot(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +27,23 @@ def existing_store(tmp_path_factory, tiny_llama_dir, data_dir) -> Path:
 
 
 def base_args(model, out, data_dir, dataset="mmlu"):
-    args = ["--model", str(model), "--dataset", str(dataset), "--limit", "16", "--out", str(out),
-            "--block-size", "128", "--no-progress", "--device", "cpu", "--dtype", "float32"]
+    args = [
+        "--model",
+        str(model),
+        "--dataset",
+        str(dataset),
+        "--limit",
+        "16",
+        "--out",
+        str(out),
+        "--block-size",
+        "128",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+    ]
     if dataset == "mmlu":
         args += ["--subjects", SUBJECT, "--data-dir", str(data_dir)]
     return args
@@ -55,8 +72,14 @@ def char_tokenizer_model(folder: Path) -> Path:
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     fast = tf.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]")
     torch.manual_seed(0)
-    cfg = tf.LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=1, num_attention_heads=2, pad_token_id=1)
+    cfg = tf.LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        pad_token_id=1,
+    )
     tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(str(folder))
     fast.save_pretrained(str(folder))
     return folder
@@ -65,15 +88,28 @@ def char_tokenizer_model(folder: Path) -> Path:
 def opt_model(folder: Path, tokenizer_dir: str) -> Path:
     import transformers as tf
 
-    cfg = tf.OPTConfig(vocab_size=49152, hidden_size=32, num_hidden_layers=1, ffn_dim=64,
-                       num_attention_heads=2, word_embed_proj_dim=32)
+    cfg = tf.OPTConfig(
+        vocab_size=49152,
+        hidden_size=32,
+        num_hidden_layers=1,
+        ffn_dim=64,
+        num_attention_heads=2,
+        word_embed_proj_dim=32,
+    )
     tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(str(folder))
     tf.AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(str(folder))
     return folder
 
 
-CASES = ["missing_data_dir", "malformed_row", "answer_outside_choices", "unknown_model",
-         "unknown_architecture", "multi_token_letter", "file_answer_outside"]
+CASES = [
+    "missing_data_dir",
+    "malformed_row",
+    "answer_outside_choices",
+    "unknown_model",
+    "unknown_architecture",
+    "multi_token_letter",
+    "file_answer_outside",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -111,9 +147,25 @@ def test_bad_input(case, tmp_path, tiny_llama_dir, smollm2_dir, data_dir, existi
 
 
 def test_bad_arguments_exit_2(capsys, tmp_path):
-    assert extract_main(["--model", "m", "--dataset", "mmlu", "--out", str(tmp_path / "o"),
-                         "--shard", "3/2"]) == 2
+    assert (
+        extract_main(
+            ["--model", "m", "--dataset", "mmlu", "--out", str(tmp_path / "o"), "--shard", "3/2"]
+        )
+        == 2
+    )
     assert "0 <= i < n" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        extract_main(["--model", "m", "--dataset", "mmlu", "--out", "o", "--subjects", "a",
-                      "--category", "stem"])
+        extract_main(
+            [
+                "--model",
+                "m",
+                "--dataset",
+                "mmlu",
+                "--out",
+                "o",
+                "--subjects",
+                "a",
+                "--category",
+                "stem",
+            ]
+        )

@@ -216,14 +216,32 @@ def test_truthfulqa_variable_choices(tmp_path, tiny_llama_dir, data_dir):
     from extract.cli import main as extract_main
 
     out = tmp_path / "tqa.zarr"
-    args = ["--model", str(tiny_llama_dir), "--dataset", "truthfulqa-mc1", "--split", "validation",
-            "--limit", "40", "--data-dir", str(data_dir), "--out", str(out), "--no-progress",
-            "--device", "cpu", "--dtype", "float32", "--block-size", "128"]
+    args = [
+        "--model",
+        str(tiny_llama_dir),
+        "--dataset",
+        "truthfulqa-mc1",
+        "--split",
+        "validation",
+        "--limit",
+        "40",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--block-size",
+        "128",
+    ]
     assert extract_main(args) == 0
     ds = xr.open_zarr(out)
     mask = ds["choice_mask"].values
     K = ds.sizes["choice"]
-    assert K == mask.sum(1).max() and mask.sum(1).min() < K  # variable option counts
+    assert mask.sum(1).max() == K and mask.sum(1).min() < K  # variable option counts
     assert len(ds["answer_token_ids"]) == K
     label = ds["label"].values
     assert mask[np.arange(len(label)), label].all()

@@ -28,7 +28,10 @@ BLOCK = textwrap.dedent(
 
 
 def test_analyze_imports_without_torch():
-    code = BLOCK + "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))"
+    code = (
+        BLOCK
+        + "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"

@@ -20,8 +20,17 @@ SUBJECTS = ["formal_logic", "high_school_us_history"]
 @pytest.fixture(scope="module")
 def smol_store(tmp_path_factory, smollm2, data_dir):
     out = tmp_path_factory.mktemp("smol") / "smol.zarr"
-    cfg = ExtractConfig(model="smollm2-135m", dataset="mmlu", out=str(out), subjects=SUBJECTS,
-                        data_dir=str(data_dir), limit=36, batch_size=8, block=128, progress=False)
+    cfg = ExtractConfig(
+        model="smollm2-135m",
+        dataset="mmlu",
+        out=str(out),
+        subjects=SUBJECTS,
+        data_dir=str(data_dir),
+        limit=36,
+        batch_size=8,
+        block=128,
+        progress=False,
+    )
     summary = extract(cfg, loaded=smollm2)
     assert summary.complete and summary.n_written == 36
     assert summary.self_check_max_abs_diff < 1e-3
@@ -30,7 +39,7 @@ def smol_store(tmp_path_factory, smollm2, data_dir):
 
 def test_store_opens_labelled_and_lens_equals_model_logits(smol_store):
     ds = xr.open_zarr(smol_store)
-    assert ds['resid'].dims == ('example', 'layer', 'hidden')
+    assert ds["resid"].dims == ("example", "layer", "hidden")
     assert ds["resid"].shape == (36, 31, 576) and ds["W_U"].shape == (49152, 576)
     assert set(ds["subject"].values) <= set(SUBJECTS)
     ids = ds["answer_token_ids"].values
@@ -74,8 +83,10 @@ def _example(ds, i):
 
     mask = ds["choice_mask"].values[i]
     return MCExample(
-        example_id=str(ds["example_id"].values[i]), subject=str(ds["subject"].values[i]),
-        category=str(ds["category"].values[i]), question=str(ds["question"].values[i]),
+        example_id=str(ds["example_id"].values[i]),
+        subject=str(ds["subject"].values[i]),
+        category=str(ds["category"].values[i]),
+        question=str(ds["question"].values[i]),
         choices=tuple(str(c) for c, m in zip(ds["choice_text"].values[i], mask) if m),
         label=int(ds["label"].values[i]),
     )
@@ -84,14 +95,38 @@ def _example(ds, i):
 def test_cli_builtin_name_and_summary(tmp_path, data_dir):
     """`python -m extract` with the built-in short name, then `layercal summary` on the store."""
     out = tmp_path / "cli.zarr"
-    cmd = [sys.executable, "-m", "extract", "--model", "smollm2-135m", "--dataset", "mmlu",
-           "--subjects", "formal_logic", "--limit", "8", "--data-dir", str(data_dir),
-           "--out", str(out), "--no-progress", "--dtype", "float32", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "extract",
+        "--model",
+        "smollm2-135m",
+        "--dataset",
+        "mmlu",
+        "--subjects",
+        "formal_logic",
+        "--limit",
+        "8",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "self-check" in p.stdout and "complete:   yes" in p.stdout
-    p = subprocess.run([sys.executable, "-m", "layercal.cli", "summary", str(out)],
-                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "layercal.cli", "summary", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert sum(1 for ln in lines if ln.strip()[:2].strip().isdigit()) == 31
