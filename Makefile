@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-LINT_DIRS := layercal extract analyze tests $(wildcard bench)
+LINT_DIRS := layercal extract analyze tests $(wildcard bench scripts)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_DIRS)

@@ -19,13 +19,15 @@ import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from analyze.results import AnalysisResult
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 GREY = "#777777"
-RC: dict[str, Any] = {
+LANDMARK_COLOR = "#444444"
+RC: Any = {  # Any: matplotlib types rc keys as a Literal union
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.labelsize": 9,
@@ -67,6 +69,7 @@ def save(fig: Figure, out_dir: Path, name: str) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"png": out_dir / f"{name}.png", "svg": out_dir / f"{name}.svg"}
     fig.savefig(paths["png"], dpi=150, metadata={"Software": None})
+    fig.set_layout_engine("none")  # keep the layout just computed: the SVG needs no second pass
     fig.savefig(paths["svg"], metadata={"Date": None})
     return paths
 
@@ -102,8 +105,9 @@ def layer_values(result: AnalysisResult) -> np.ndarray:
 
 
 def depth_denominator(result: AnalysisResult) -> int:
-    """Index of the last layer of the model (for relative depth), even for a layer subset."""
-    n = result.meta.get("n_layers")
+    """Index of the model's last depth (for relative depth), also when only some layers were
+    analysed: ``meta["n_depth"] - 1``, else the largest layer in the table."""
+    n = result.meta.get("n_depth")
     if isinstance(n, int) and n > 1:
         return n - 1
     return max(int(layer_values(result).max()), 1)
@@ -116,9 +120,11 @@ def x_of(result: AnalysisResult, layers: Any, relative: bool) -> np.ndarray:
 
 
 def chance(result: AnalysisResult) -> float | None:
-    """Chance accuracy 1/K (``meta["chance"]`` when the option count varies), else None."""
-    if isinstance(result.meta.get("chance"), (int, float)):
-        return float(result.meta["chance"])
+    """Chance accuracy 1/K: ``landmarks["chance_accuracy"]`` (1 / mean option count), else
+    ``meta["chance"]`` or ``1 / meta["n_choices"]``; None when unknown."""
+    for v in (result.landmarks.get("chance_accuracy"), result.meta.get("chance")):
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+            return float(v)
     k = result.meta.get("n_choices")
     return 1.0 / k if isinstance(k, int) and k > 0 else None
 
@@ -138,20 +144,52 @@ def correction_phase(result: AnalysisResult) -> dict[str, Any] | None:
 
 
 def mark_landmarks(
-    ax: Axes, result: AnalysisResult, relative: bool, c: str, *, label: bool
+    ax: Axes,
+    result: AnalysisResult,
+    relative: bool,
+    c: str,
+    *,
+    label: bool,
+    slot: int | None = None,
 ) -> None:
-    """Vertical lines at rise / plateau / peak and the correction phase (peak, end] shaded."""
+    """Vertical lines at rise / plateau / peak, and the correction phase (peak, end]: shaded
+    (``slot`` None, one store) or a bar along the top of the panel at height ``slot``
+    (several stores, where overlapping shading would be unreadable)."""
     for key, (name, ls) in LANDMARK_STYLE.items():
         layer = landmark_layer(result, key)
         if layer is None:
             continue
         x = float(x_of(result, [layer], relative)[0])
-        ax.axvline(x, color=c, ls=ls, lw=1.0, alpha=0.8, label=f"{name} (L{layer})" if label else None)
+        text = f"{name} (L{layer})" if label else None
+        ax.axvline(x, color=c, ls=ls, lw=1.0, alpha=0.8, label=text)
     cp = correction_phase(result)
-    if cp is not None:
-        x0, x1 = x_of(result, [cp["start"], cp["end"]], relative)
-        text = f"correction phase (L{cp['start']}–{cp['end']})" if label else None
+    if cp is None:
+        return
+    x0, x1 = x_of(result, [cp["start"], cp["end"]], relative)
+    text = f"correction phase (L{cp['start']}–{cp['end']})" if label else None
+    if slot is None:
         ax.axvspan(x0, x1, color=c, alpha=0.1, lw=0, label=text)
+    else:
+        y = 0.98 - 0.035 * slot
+        ax.plot(
+            [x0, x1],
+            [y, y],
+            transform=ax.get_xaxis_transform(),
+            color=c,
+            lw=3.5,
+            alpha=0.7,
+            solid_capstyle="butt",
+        )
+
+
+def landmark_key() -> list[Line2D]:
+    """Legend entries explaining the landmark line styles (several stores)."""
+    keys = [
+        Line2D([], [], color=GREY, ls=ls, lw=1.0, label=name)
+        for name, ls in LANDMARK_STYLE.values()
+    ]
+    keys.append(Line2D([], [], color=GREY, lw=3.5, alpha=0.7, label="correction phase"))
+    return keys
 
 
 def band(ax: Axes, x: np.ndarray, df: pl.DataFrame, name: str, c: str) -> None:

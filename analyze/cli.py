@@ -21,6 +21,9 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--allow-partial", action="store_true", help="analyse written examples only")
     p.add_argument("--storage-options", help="JSON dict passed to fsspec")
     p.set_defaults(func=run_summary)
+    __import__("analyze.store_cli").store_cli.add_parser(sub)  # `layercal store ...`
+    __import__("analyze.analyze_cli").analyze_cli.add_parser(sub)  # `layercal analyze ...`
+    __import__("analyze.ablate_cli").ablate_cli.add_parser(sub)  # nullspace, direction, steer
 
 
 def layer_table(ds: Any, bins: int = 10) -> tuple[list[dict[str, float]], float]:

@@ -10,15 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
+import matplotlib as mpl
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from analyze import _plot as P
 from analyze._reliability_plot import (
+    grid_layers,
     plot_confidence_hists,
     plot_reliability,
     plot_reliability_grid,
-    select_layers,
 )
 from analyze.results import AnalysisResult
 
@@ -29,7 +31,7 @@ __all__ = [
     "plot_metrics_over_depth",
     "plot_reliability",
     "plot_reliability_grid",
-    "select_layers",
+    "grid_layers",
     "write_figures",
 ]
 
@@ -46,10 +48,8 @@ PER_STORE = ("reliability_grid", "reliability_final", "confidence_hist")
 def _title(results: Sequence[AnalysisResult]) -> str:
     if len(results) > 1:
         return f"{len(results)} stores compared"
-    m = results[0].meta
-    data = "/".join(str(m[k]) for k in ("dataset", "split") if m.get(k))
-    n = f" (n={m['n_examples']})" if m.get("n_examples") else ""
-    return " · ".join(t for t in (results[0].label, data) if t) + n
+    n = results[0].meta.get("n_examples")
+    return results[0].label + (f" (n={n})" if n else "")
 
 
 def _curves(
@@ -62,10 +62,11 @@ def _curves(
     rs = list(results)
     panels = [p for p in panels if any(P.column(r.layers, p[0]) is not None for r in rs)]
     nrows = -(-len(panels) // ncols)
-    fig = P.new_figure(4.0 * ncols + 1.8, 2.3 * nrows + 0.6)
+    fig = P.new_figure(4.6 * ncols + 0.6, 2.3 * nrows + 1.2)
     axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
     single = len(rs) == 1
     for ax, (name, title) in zip(axes, panels):
+        first = ax is axes[0]
         for i, r in enumerate(rs):
             y = P.column(r.layers, name)
             if y is None:
@@ -73,37 +74,46 @@ def _curves(
             c = P.color(i)
             x = P.x_of(r, P.layer_values(r), relative)
             P.band(ax, x, r.layers, name, c)
-            P.mark_landmarks(ax, r, relative, c, label=single and ax is axes[0])
-            ax.plot(x, y, color=c, marker="o", ms=2.5, label=r.label if ax is axes[0] else None)
+            if single:
+                P.mark_landmarks(ax, r, relative, P.LANDMARK_COLOR, label=first)
+            else:
+                P.mark_landmarks(ax, r, relative, c, label=False, slot=i)
+            ax.plot(x, y, color=c, marker="o", ms=2.5, label=r.label if first else None)
             acc = P.column(r.layers, "accuracy")
             if name == "mean_confidence" and acc is not None:
                 ax.plot(x, acc, color=c, ls="--", lw=1.0, alpha=0.7)
         k = P.chance(rs[0])
         if name in ("accuracy", "mean_confidence") and k is not None:
-            ax.axhline(k, color=P.GREY, ls=(0, (1, 2)), lw=1.0)
-            ax.annotate(f"chance {k:.0%}", (0, k), xycoords=("axes fraction", "data"),
-                        xytext=(3, 2), textcoords="offset points", fontsize=7, color=P.GREY)
-        if name == "mean_confidence" and acc is not None:
-            ax.set_title(f"{title}; dashed: accuracy", loc="left")
-        else:
-            ax.set_title(title, loc="left")
+            ax.axhline(
+                k,
+                color=P.GREY,
+                ls=(0, (1, 2)),
+                lw=1.0,
+                label=f"chance 1/K = {k:.0%}" if first else None,
+            )
+        dashed = name == "mean_confidence" and any(
+            P.column(r.layers, "accuracy") is not None for r in rs
+        )
+        ax.set_title(f"{title}; dashed: accuracy" if dashed else title, loc="left")
         if name in ("accuracy", "mean_confidence", "option_mass", "flip_rate", "ece", "mce"):
             ax.set_ylim(bottom=0)
-    for ax in axes[len(panels):]:
+        if not single:  # headroom for the correction-phase bars along the top
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(lo, hi + (hi - lo) * 0.04 * (len(rs) + 1))
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     for ax in axes[-ncols:]:
         ax.set_xlabel(P.depth_label(relative))
         ax.xaxis.set_tick_params(labelbottom=True)
     handles, labels = axes[0].get_legend_handles_labels()
-    if P.correction_phase(rs[0]) is None or not single:
-        handles, labels = handles, labels
-    fig.legend(handles, labels, loc="outside right upper", frameon=False)
-    note = "bands: bootstrap 95% intervals" if any(
-        P.column(r.layers, f"{p}_lo") is not None for r in rs for p, _ in panels
-    ) else ""
+    extra: list[Artist] = [] if single else list(P.landmark_key())
+    if any(P.column(r.layers, f"{p}_lo") is not None for r in rs for p, _ in panels):
+        extra.append(Patch(color=P.GREY, alpha=0.3, lw=0, label="bootstrap 95% interval"))
+    handles += extra
+    labels += [str(h.get_label()) for h in extra]
+    # below the panels: a legend at the side would squeeze the narrow one-column figure
+    fig.legend(handles, labels, loc="outside lower center", frameon=False, ncol=ncols + 1)
     fig.suptitle(_title(rs), x=0.01, ha="left", fontsize=11)
-    if note:
-        fig.supxlabel(note, x=0.99, ha="right", fontsize=7, color=P.GREY)
     return fig
 
 
@@ -143,19 +153,29 @@ def plot_by_group(result: AnalysisResult, group_by: str = "category") -> Figure 
     with P.style():
         fig = P.new_figure(10.5 if many else 9.5, 3.4 if len(groups) < 25 else 5.0)
         axes = fig.subplots(1, 2, sharex=True)
-        cmap = __import__("matplotlib").colormaps["tab20"]
+        cmap = mpl.colormaps["tab20"]
         for ax, (name, title) in zip(axes, HEADLINE[:2]):
             for j, g in enumerate(groups):
                 sub = rows.filter(rows["group"] == g)
                 c = cmap(j % 20) if many else P.color(j)
-                n = int(sub["n"].max()) if "n" in sub.columns else None
+                n = int(sub["n"].to_numpy().max()) if "n" in sub.columns else None
                 label = f"{g} (n={n})" if n is not None else str(g)
-                ax.plot(sub["layer"].to_numpy(), sub[name].to_numpy(), color=c,
-                        lw=1.0 if many else 1.4, label=label if ax is axes[0] else None)
+                ax.plot(
+                    sub["layer"].to_numpy(),
+                    sub[name].to_numpy(),
+                    color=c,
+                    lw=1.0 if many else 1.4,
+                    label=label if ax is axes[0] else None,
+                )
             y = P.column(result.layers, name)
             if y is not None:
-                ax.plot(P.layer_values(result), y, color="black", lw=2.0,
-                        label="all examples" if ax is axes[0] else None)
+                ax.plot(
+                    P.layer_values(result),
+                    y,
+                    color="black",
+                    lw=2.0,
+                    label="all examples" if ax is axes[0] else None,
+                )
             k = P.chance(result)
             if name == "accuracy" and k is not None:
                 ax.axhline(k, color=P.GREY, ls=(0, (1, 2)), lw=1.0)
@@ -163,8 +183,7 @@ def plot_by_group(result: AnalysisResult, group_by: str = "category") -> Figure 
             ax.set_xlabel(P.depth_label(False))
             ax.set_ylim(bottom=0)
         ncol = 1 if len(groups) <= 20 else 2
-        fig.legend(loc="outside right upper", frameon=False, ncol=ncol,
-                   fontsize=7 if many else 8)
+        fig.legend(loc="outside right upper", frameon=False, ncol=ncol, fontsize=7 if many else 8)
         fig.suptitle(f"{result.label}: by {group_by}", x=0.01, ha="left", fontsize=11)
     return fig
 
@@ -197,16 +216,14 @@ def write_figures(
     emit("metrics_over_depth", plot_metrics_over_depth(rs, relative_depth=relative_depth))
     emit("confidence_over_depth", plot_confidence_over_depth(rs, relative_depth=relative_depth))
     for i, r in enumerate(rs):
-        layers = select_layers(r, n_grid)
+        layers = grid_layers(r, n_grid)
         emit(P.per_store_name("reliability_grid", i, rs), plot_reliability_grid(r, layers))
         last = int(P.layer_values(r)[-1])
         emit(P.per_store_name("reliability_final", i, rs), plot_reliability(r, last))
         emit(P.per_store_name("confidence_hist", i, rs), plot_confidence_hists(r, layers))
-        groups = set(r.by_group["group_by"].to_list()) if "group_by" in r.by_group.columns else set()
-        for g in sorted(groups):
-            emit(P.per_store_name(f"by_{P.slug(str(g))}", i, rs), plot_by_group(r, str(g)))
+        kinds = (
+            r.by_group["group_by"].unique().to_list() if "group_by" in r.by_group.columns else []
+        )
+        for g in sorted(map(str, kinds)):
+            emit(P.per_store_name(f"by_{P.slug(g)}", i, rs), plot_by_group(r, g))
     return written
-
-
-def _unused(_: np.ndarray) -> None:  # pragma: no cover - keeps numpy import for typing clarity
-    return None

@@ -90,7 +90,7 @@ class AnalysisResult:
         (d / "landmarks.json").write_text(
             json.dumps({"store_hash": self.meta.get("store_hash"), **self.landmarks}, indent=2)
         )
-        np.savez(d / "reliability.npz", **self.reliability)
+        np.savez(d / "reliability.npz", **self.reliability)  # type: ignore[arg-type]
         (d / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))
 
     @classmethod

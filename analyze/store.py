@@ -42,13 +42,18 @@ def open_store(
     ch = dict(DEFAULT_CHUNKS)
     ch.update(chunks or {})
     so = dict(storage_options or {})
+    store: Any = url
+    if url.endswith(".zip") and "://" not in url:  # one-file store from `layercal store pack`
+        store = zarr.storage.ZipStore(url, mode="r")
     try:
-        group = zarr.open_group(url, mode="r", storage_options=so or None)
+        group = zarr.open_group(store, mode="r", storage_options=so or None)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
         raise fmt.StoreError(f"no layercal store at {url}: {e}") from e
     info = fmt.check_format(group, url)
+    # finished stores carry consolidated metadata (one read for remote readers); unfinished don't
+    consolidated = bool(info.get("status", {}).get("complete"))
     ds = xr.open_zarr(
-        url, chunks=None, storage_options=so or None, consolidated=None, zarr_format=3
+        store, chunks=None, storage_options=so or None, consolidated=consolidated, zarr_format=3
     )
     ds = ds.chunk({k: v for k, v in ch.items() if k in ds.dims})
     written = fmt.written_mask(group)
@@ -77,13 +82,13 @@ def examples_frame(ds: xr.Dataset) -> pl.DataFrame:
     mask = ds["choice_mask"].values
     return pl.DataFrame(
         {
-            "example_id": ds["example_id"].values.astype(str),
-            "subject": ds["subject"].values.astype(str),
-            "category": ds["category"].values.astype(str),
+            "example_id": [str(x) for x in ds["example_id"].values.tolist()],
+            "subject": [str(x) for x in ds["subject"].values.tolist()],
+            "category": [str(x) for x in ds["category"].values.tolist()],
             "label": ds["label"].values.astype(np.int64),
             "n_choices": mask.sum(axis=1).astype(np.int64),
             "n_tokens": ds["n_tokens"].values.astype(np.int64),
-            "question": ds["question"].values.astype(str),
+            "question": [str(x) for x in ds["question"].values.tolist()],
         }
     )
 

@@ -13,6 +13,20 @@ def _csv(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or 'auto', got {text!r}"
+        ) from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 (or 'auto')")
+    return n
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -46,7 +60,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--template", help="prompt template file (JSON/TOML); default: lm-eval MMLU")
     p.add_argument("--out", required=True, help="store path, e.g. stores/NAME.zarr")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=16,
+        help="prompts per forward pass, or 'auto': the largest power of two up to 256 that fits",
+    )
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu", "mps"])
     p.add_argument("--device-map", help='e.g. "auto" to spread a model larger than one GPU')
@@ -67,7 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from extract.run import ExtractConfig, extract, parse_shard
 
-    if args.batch_size < 1:
+    if args.batch_size != "auto" and args.batch_size < 1:
         print("error: --batch-size must be at least 1", file=sys.stderr)
         return 2
     try:

@@ -10,6 +10,7 @@ which process or which run computed it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import platform
 import socket
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ from layercal import format as fmt
 from layercal.lens import lens_logits
 
 FP32_TOL = 1e-3
+AUTO_MAX_BATCH = 256  # --batch-size auto tries powers of two up to this
+AUTO_MEMORY_FRACTION = 0.5  # CPU/MPS: share of the available memory a batch may use
+AUTO_DEVICE_FRACTION = 0.9  # CUDA: the probe's peak must stay under this share of the device
 
 
 class SelfCheckError(RuntimeError):
@@ -55,7 +59,7 @@ class ExtractConfig:
     seed: int = 0
     shots: int = 0
     template: str | None = None  # path to a template file; None = the lm-eval MMLU template
-    batch_size: int = 16
+    batch_size: int | Literal["auto"] = 16  # "auto": the largest that fits (auto_batch_size)
     dtype: DType = "auto"
     device: Device = "auto"
     device_map: str | None = None
@@ -90,6 +94,11 @@ class ExtractSummary:
             f"examples:   {self.n_written}/{self.n_examples} written "
             f"({self.blocks_done} blocks this run, {rate:.2f} examples/s)",
             f"time:       {self.seconds:.1f} s",
+            *(
+                [f"batch size: auto -> {self.extra['batch_size']} (largest that fits)"]
+                if self.extra.get("batch_size_requested") == "auto"
+                else []
+            ),
             f"size:       {self.store_bytes / 2**20:.1f} MiB on disk",
             f"self-check: lens(last layer) vs model logits, max |diff| = "
             f"{self.self_check_max_abs_diff:.2e} -> passed",
@@ -191,6 +200,12 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
     sample = sorted(range(len(prompts)), key=lambda i: len(seqs[i]))
     probe = [prompts[i] for i in {sample[0], sample[-1], 0, len(prompts) - 1}]
     ans_ids = answer_token_ids(tok, probe, K)
+    requested = cfg.batch_size
+    if requested == "auto":
+        cfg = dataclasses.replace(
+            cfg,
+            batch_size=auto_batch_size(model, res, tok, seqs, ans_ids, cfg.block, cfg.padding_side),
+        )
     w_u, bias = unembedding_arrays(res)
     identity = {
         "model": loaded.provenance.get("model"),
@@ -210,6 +225,7 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
         "started": started,
         "host": socket.gethostname(),
         "batch_size": cfg.batch_size,
+        "batch_size_requested": requested,
         "padding_side": cfg.padding_side,
         "shard": f"{cfg.shard[0]}/{cfg.shard[1]}",
     }
@@ -309,7 +325,9 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
     mask = fmt.written_mask(g)
     complete = bool(mask.all())
     extra = {
-        "examples_per_s": n_todo / max(bar.format_dict.get("elapsed", seconds) or seconds, 1e-9)
+        "examples_per_s": n_todo / max(bar.format_dict.get("elapsed", seconds) or seconds, 1e-9),
+        "batch_size": cfg.batch_size,
+        "batch_size_requested": requested,
     }
     if complete:
         fmt.finalize(
@@ -352,8 +370,10 @@ def _compute_block(
     order = sorted(range(n), key=lambda i: (-len(seqs[i]), i))  # longest first: OOM shows early
     out: dict[str, np.ndarray] = {}
     device = next(model.parameters()).device
-    for s in range(0, n, cfg.batch_size):
-        idx = order[s : s + cfg.batch_size]
+    bs = cfg.batch_size
+    assert isinstance(bs, int), "--batch-size auto is resolved before the first block"
+    for s in range(0, n, bs):
+        idx = order[s : s + bs]
         ids, mask = pad_batch(tok, [seqs[i] for i in idx], device, cfg.padding_side)
         r = run_batch(model, res, ids, mask, ans_ids)
         for name in ("resid", "model_logits", "lens_logits", "lens_lse"):
@@ -363,6 +383,91 @@ def _compute_block(
             out[name][idx] = t.numpy()
         bar.update(len(idx))
     return out
+
+
+def forward_bytes_per_prompt(config: Any, seq_len: int, itemsize: int) -> int:
+    """Rough peak bytes one prompt of ``seq_len`` tokens adds to a forward pass with capture and
+    lens extras: a decoder layer's activations (residual, q/k/v/o, MLP), the attention scores
+    (materialised on CPU: heads x T x T, with softmax), the 4D mask, and the lens chunk over the
+    vocabulary. Conservative: SmolLM2-135M in fp32, batch 16 at T = 653, peaks 0.9 GB above the
+    loaded model; this gives 1.1 GB (CPU SDPA does not materialise every T x T score)."""
+    d = int(config.hidden_size)
+    heads = int(config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or d // heads)
+    kv = int(getattr(config, "num_key_value_heads", None) or heads) * head_dim
+    inter = int(getattr(config, "intermediate_size", None) or 4 * d)
+    per_token = 6 * d + 2 * kv + 3 * inter
+    return itemsize * (
+        seq_len * per_token + (3 * heads + 1) * seq_len**2 + 3 * 8 * config.vocab_size
+    )
+
+
+def _largest_fitting(sizes: Sequence[int], fits: Any) -> int:
+    """The first of ``sizes`` (largest first) for which ``fits(size)``; 1 if none does."""
+    for bs in sizes:
+        if fits(bs):
+            return bs
+    return 1
+
+
+def _probe_fits(
+    model: Any,
+    res: Resolved,
+    tok: Any,
+    seqs: Sequence[Sequence[int]],
+    ans_ids: list[int],
+    padding_side: str,
+) -> bool:
+    """Run one batch with capture on a CUDA device; False if it runs out of memory or peaks
+    above AUTO_DEVICE_FRACTION of the device (headroom for fragmentation)."""
+    device = next(model.parameters()).device
+    try:
+        torch.cuda.reset_peak_memory_stats(device)
+        ids, mask = pad_batch(tok, seqs, device, padding_side)
+        run_batch(model, res, ids, mask, ans_ids)
+        torch.cuda.synchronize(device)
+        total = torch.cuda.get_device_properties(device).total_memory
+        return torch.cuda.max_memory_allocated(device) <= AUTO_DEVICE_FRACTION * total
+    except torch.cuda.OutOfMemoryError:
+        return False
+    finally:
+        torch.cuda.empty_cache()
+
+
+def auto_batch_size(
+    model: Any,
+    res: Resolved,
+    tok: Any,
+    seqs: Sequence[Sequence[int]],
+    ans_ids: list[int],
+    block: int,
+    padding_side: str = "left",
+    available_bytes: int | None = None,
+) -> int:
+    """The largest power of two (at most AUTO_MAX_BATCH, and no larger than needed for the
+    examples of one block) whose batch of the *longest* prompts fits in memory.
+
+    CUDA: tried from the largest down, catching ``torch.cuda.OutOfMemoryError``. CPU and MPS: the
+    estimate :func:`forward_bytes_per_prompt` against AUTO_MEMORY_FRACTION of the available
+    memory (psutil), since running out of host memory kills the process instead of raising.
+    """
+    if not seqs:
+        return 1
+    need = min(len(seqs), block)
+    cap = min(AUTO_MAX_BATCH, 1 << (need - 1).bit_length())
+    sizes = [1 << k for k in range(cap.bit_length())][::-1]
+    longest = sorted(seqs, key=len, reverse=True)
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        return _largest_fitting(
+            sizes, lambda bs: _probe_fits(model, res, tok, longest[:bs], ans_ids, padding_side)
+        )
+    import psutil
+
+    avail = psutil.virtual_memory().available if available_bytes is None else available_bytes
+    itemsize = next(model.parameters()).element_size()
+    per = forward_bytes_per_prompt(model.config, len(longest[0]), max(itemsize, 4))
+    return _largest_fitting(sizes, lambda bs: bs * per <= AUTO_MEMORY_FRACTION * avail)
 
 
 def _du(path: Path) -> int:

@@ -64,8 +64,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n$ layercal summary {store}", flush=True)
     rc = analyze_main(["summary", str(store)])
-    print(f"\nstore: {store.resolve()}  (format {fmt.FORMAT_NAME} v{fmt.FORMAT_VERSION})")
+    if rc != 0:
+        return rc
+    print(f"\n$ layercal analyze {store} --out {args.report}", flush=True)
+    rc = analyze_main(["analyze", str(store), "--out", args.report])
+    print(f"\nstore:  {store.resolve()}  (format {fmt.FORMAT_NAME} v{fmt.FORMAT_VERSION})")
     print(f"open it with:  xarray.open_zarr({str(store)!r})")
+    print(f"report: {(Path(args.report) / 'report.html').resolve()}")
     return rc
 
 

@@ -69,3 +69,17 @@ def lens_logits(
     if spec.softcap is not None:
         z = spec.softcap * np.tanh(z / spec.softcap)
     return z
+
+
+FP32_TOL = 1e-3
+
+
+def self_check_tolerance(dtype: str | None, logits: np.ndarray) -> float:
+    """Bound on |lens(last layer) - model logits| (and on recomputed vs recorded lens values).
+
+    1e-3 for float32 models (None counts as float32). For bf16/fp16 models the model rounds its
+    own final norm and unembedding, so the bound is 0.05 + 2% of the largest |logit| given.
+    """
+    if dtype in (None, "float32"):
+        return FP32_TOL
+    return 0.05 + 0.02 * float(np.nanmax(np.abs(logits), initial=0.0))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import copy
+import hashlib
 import re
 from pathlib import Path
 
@@ -11,8 +13,15 @@ import matplotlib.image as mpimg
 import numpy as np
 import polars as pl
 import pytest
+from matplotlib.patches import Rectangle
 
 from analyze import metrics as M
+from analyze._findings import ci, num, pct
+from analyze._plot import use_relative, x_of
+from analyze._render import Heading, Para, Table, to_html
+from analyze.figures import grid_layers, plot_metrics_over_depth, plot_reliability, write_figures
+from analyze.landmarks import depth_landmarks
+from analyze.report import findings, write_report
 from analyze.results import INTERVAL_METRICS, AnalysisResult
 
 K = 4
@@ -103,11 +112,21 @@ def synthetic_result(
     return AnalysisResult(
         layers=layers,
         by_group=pl.DataFrame(group_rows),
-        landmarks=_landmarks(layers, conf, correct, boots, bins),
+        landmarks=depth_landmarks(
+            layers["layer"].to_numpy(),
+            layers["accuracy"].to_numpy(),
+            layers["ece"].to_numpy(),
+            conf,
+            correct,
+            float(K),
+            n_bins=bins,
+            n_boot=200,
+            seed=seed,
+        ),
         reliability=rel,
         meta={
-            "url": f"/data/stores/{label}.zarr",
-            "store_hash": f"{abs(hash((label, kind))) % 16**16:016x}",
+            "store": f"/data/stores/{label}.zarr",
+            "store_hash": hashlib.sha256(f"{label}/{kind}".encode()).hexdigest()[:16],
             "model": label,
             "label": label,
             "dataset": "mmlu",
@@ -115,43 +134,241 @@ def synthetic_result(
             "template": "lm-eval-mmlu",
             "n_examples": n,
             "n_layers": n_layers,
-            "n_choices": K,
             "params": {"bins": bins, "bootstrap": n_boot, "seed": seed},
         },
     )
 
 
-def _landmarks(layers, conf, correct, boots, bins) -> dict:
-    """Landmarks by the methods.md definitions, ΔECE/Δconfidence with paired bootstrap."""
-    acc, ece = layers["accuracy"].to_numpy(), layers["ece"].to_numpy()
-    last = len(acc) - 1
-    above = np.flatnonzero(acc >= 1 / K + 0.05)
-    rise = int(above[0]) if above.size else None
-    near = np.abs(acc - acc[-1]) <= 0.01
-    plateau = int(next(i for i in range(last + 1) if near[i:].all()))
-    out = {
-        "rise_layer": rise,
-        "plateau_layer": plateau,
-        "peak_miscalibration_layer": None,
-        "correction_phase": None,
-        "definitions": {"rise_layer": "first layer with accuracy >= 1/K + 0.05"},
-    }
-    if rise is None:
-        return out
-    peak = rise + int(np.argmax(ece[rise:]))
-    out["peak_miscalibration_layer"] = peak
-    d_ece = [
-        M.ece(conf[last, b], correct[last, b], bins) - M.ece(conf[peak, b], correct[peak, b], bins)
-        for b in boots
-    ]
-    d_conf = [conf[last, b].mean() - conf[peak, b].mean() for b in boots]
-    lo, hi = np.percentile(d_ece, [2.5, 97.5])
-    clo, chi = np.percentile(d_conf, [2.5, 97.5])
-    out["correction_phase"] = {
-        "start": peak, "end": last, "delta_ece": float(ece[last] - ece[peak]),
-        "delta_ece_lo": float(lo), "delta_ece_hi": float(hi),
-        "delta_confidence": float(conf[last].mean() - conf[peak].mean()),
-        "delta_confidence_lo": float(clo), "delta_confidence_hi": float(chi),
-        "significant": bool(hi < 0),
-    }  # fmt: skip
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def rising() -> AnalysisResult:
+    """Accuracy rises at ~60% depth, ECE peaks, then a significant correction phase."""
+    return synthetic_result("correction", n_layers=20, n=600)
+
+
+@pytest.fixture(scope="module")
+def flat() -> AnalysisResult:
+    """Accuracy at chance throughout: no landmarks after the (absent) rise."""
+    return synthetic_result("flat", n_layers=12, n=400, label="guesser-1b")
+
+
+@pytest.fixture(scope="module")
+def single_report(tmp_path_factory, rising) -> Path:
+    r = copy.deepcopy(rising)
+    r.meta["template"] = "<mmlu & 'friends'>"  # must come out escaped
+    return write_report([r], tmp_path_factory.mktemp("single"), n_grid=4)
+
+
+@pytest.fixture(scope="module")
+def multi_report(tmp_path_factory, rising) -> Path:
+    other = synthetic_result("correction", n_layers=14, n=400, label="synthetic-1b", seed=1)
+    other.by_group = other.by_group.clear()  # no group table: no group figure, no error
+    return write_report([rising, other], tmp_path_factory.mktemp("multi"), fmt="md", n_grid=2)
+
+
+def _with_phase(r: AnalysisResult, **changes) -> AnalysisResult:
+    out = copy.deepcopy(r)
+    out.landmarks["correction_phase"].update(changes)
     return out
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def test_write_figures_png_and_svg(tmp_path, flat):
+    figs = write_figures([flat], tmp_path / "figs", n_grid=4)
+    expected = {"metrics_over_depth", "confidence_over_depth", "reliability_grid"}
+    expected |= {"reliability_final", "confidence_hist", "by_category"}
+    assert set(figs) == expected
+    for name, paths in figs.items():
+        assert set(paths) == {"png", "svg"}
+        assert paths["png"] == tmp_path / "figs" / f"{name}.png"
+        img = mpimg.imread(paths["png"])
+        assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 300, name
+        assert img[..., :3].std() > 0.05, f"{name} is blank"
+        svg = paths["svg"].read_text()
+        assert svg.startswith("<?xml") and "<svg" in svg and len(svg) > 10_000
+
+
+def test_figures_leave_global_style_alone(rising):
+    before = dict(mpl.rcParams)
+    plot_metrics_over_depth([rising])
+    plot_reliability(rising)
+    assert dict(mpl.rcParams) == before
+
+
+def test_reliability_bars_are_bin_accuracies(rising):
+    fig = plot_reliability(rising)
+    rel, last = rising.reliability, -1
+    full = rel["count"][last] > 0
+    acc = rel["sum_correct"][last][full] / rel["count"][last][full]
+    bars = fig.axes[0].patches[: int(full.sum())]  # accuracy bars come first, gaps after
+    np.testing.assert_allclose([b.get_height() for b in bars if isinstance(b, Rectangle)], acc)
+    assert f"ECE {rising.layers['ece'][-1]:.3f}" in fig.axes[0].get_title(loc="left")
+
+
+def test_grid_layers_span_depth_and_include_landmarks(rising):
+    chosen = grid_layers(rising, 6)
+    lm = rising.landmarks
+    assert chosen[0] == 0 and chosen[-1] == 19 and len(chosen) == 6
+    assert lm["rise_layer"] in chosen and lm["peak_miscalibration_layer"] in chosen
+    assert chosen == sorted(set(chosen))
+
+
+# --------------------------------------------------------------------------- report
+
+
+def test_html_report_is_self_contained(single_report, rising):
+    html = single_report.read_text(encoding="utf-8")
+    assert single_report.name == "report.html"
+    for external in ('src="http', "src='http", "<link", "@import", "url(http", "<script"):
+        assert external not in html
+    srcs = re.findall(r'<img src="([^"]+)"', html)
+    assert len(srcs) == 6 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    png = base64.b64decode(srcs[0].split(",", 1)[1])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    lm, cp = rising.landmarks, rising.landmarks["correction_phase"]
+    assert rising.meta["store_hash"] in html
+    assert f"<td>{lm['rise_layer']}</td>" in html and f"<td>{lm['plateau_layer']}</td>" in html
+    assert f"<td>{lm['peak_miscalibration_layer']}</td>" in html
+    assert f"<td>{cp['start']} → {cp['end']}</td>" in html
+    assert f"<td>{num(cp['delta_ece'])}</td>" in html
+    assert ci(cp["delta_ece_lo"], cp["delta_ece_hi"]) in html
+    assert "a confidence correction phase" in html
+    assert "&lt;mmlu &amp; &#x27;friends&#x27;&gt;" in html and "<mmlu" not in html
+    assert html.count("<tr class='hl'>") >= 3  # landmark rows of the per-layer table
+
+
+def test_markdown_report_links_the_figures(single_report):
+    md = (single_report.parent / "report.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\((figures/[^)]+\.(?:png|svg))\)", md)
+    assert "figures/metrics_over_depth.png" in links and len(links) == 12
+    assert all((single_report.parent / link).is_file() for link in links)
+    assert "| rise |" in md and "| layer | accuracy | ECE |" in md
+
+
+def test_several_stores_side_by_side(multi_report, rising):
+    assert multi_report.name == "report.md" and multi_report.is_file()
+    html = (multi_report.parent / "report.html").read_text(encoding="utf-8")
+    assert "Side by side" in html and "2 stores compared" in html
+    assert html.count("synthetic-1b") >= 3 and html.count("synthetic-7b") >= 3
+    assert rising.meta["store_hash"] in html
+    figs = {p.name for p in (multi_report.parent / "figures").iterdir()}
+    for i, label in ((1, "synthetic-7b"), (2, "synthetic-1b")):
+        assert f"reliability_grid_{i}-{label}.png" in figs
+        assert f"confidence_hist_{i}-{label}.svg" in figs
+    assert "by_category_1-synthetic-7b.png" in figs and "by_category_2-synthetic-1b.png" not in figs
+    assert "metrics_over_depth.png" in figs  # one overlaid figure for both
+    assert len(re.findall(r'<img src="data:image/png;base64,', html)) == 2 + 4 + 3
+
+
+def test_relative_depth_when_layer_counts_differ(rising, flat):
+    assert use_relative([rising, flat], None) and not use_relative([rising, rising], None)
+    assert not use_relative([rising, flat], False)
+    np.testing.assert_allclose(x_of(rising, [0, 19], True), [0.0, 1.0])
+
+
+def test_write_report_rejects_unknown_format(tmp_path, rising):
+    with pytest.raises(ValueError, match="fmt"):
+        write_report([rising], tmp_path, fmt="pdf")
+    assert not (tmp_path / "figures").exists()
+
+
+def test_render_escapes_everything():
+    page = to_html([Heading(2, "<h>"), Para("a < b & c"), Table(["<th>"], [["<td>"]])], "<t>")
+    assert "<h>" not in page.replace("<html", "").replace("<head", "")
+    assert "&lt;t&gt;" in page and "a &lt; b &amp; c" in page and "&lt;td&gt;" in page
+    assert "<tr class='hl'>" not in page
+
+
+# --------------------------------------------------------------------------- findings
+
+
+def test_findings_significant_correction_phase(rising):
+    text = " ".join(findings(rising))
+    cp = rising.landmarks["correction_phase"]
+    assert cp["significant"] and cp["delta_confidence_hi"] < 0
+    assert f"starts to rise at layer {rising.landmarks['rise_layer']}" in text
+    assert f"ECE peaks at {num(rising.layers['ece'][cp['start']])} at layer {cp['start']}" in text
+    assert f"(ΔECE {num(cp['delta_ece'])}, {ci(cp['delta_ece_lo'], cp['delta_ece_hi'])})" in text
+    assert "a confidence correction phase" in text and "no significant" not in text
+
+
+def test_findings_interval_including_zero_is_not_a_correction_phase(rising):
+    r = _with_phase(
+        rising, delta_ece=-0.02, delta_ece_lo=-0.06, delta_ece_hi=0.01, significant=False
+    )
+    text = " ".join(findings(r))
+    assert "(ΔECE −0.020, 95% CI [−0.060, 0.010]); the interval includes 0" in text
+    assert "no significant correction phase" in text and "a confidence correction phase" not in text
+
+
+def test_findings_accuracy_at_chance(flat):
+    assert flat.landmarks["rise_layer"] is None
+    text = " ".join(findings(flat))
+    assert "Accuracy never rises clearly above chance (25%)" in text
+    assert "(the rise threshold is 30.0%)" in text
+    assert "No peak-miscalibration layer is defined" in text and "correction phase:" not in text
+
+
+def test_findings_threshold_crossed_by_noise(flat):
+    r = copy.deepcopy(flat)
+    r.landmarks["first_crossing_layer"] = 3
+    r.layers = r.layers.with_columns(
+        accuracy=pl.when(pl.col("layer") == 3).then(0.33).otherwise(pl.col("accuracy"))
+    )
+    text = " ".join(findings(r))
+    assert "does not rise above chance (25%) for good" in text
+    assert "crosses the rise threshold (30.0%) at layer 3 (33.0%)" in text
+    assert "guessing" in text and "No peak-miscalibration layer" in text
+
+
+def test_findings_rise_that_does_not_hold(rising):
+    r = copy.deepcopy(rising)
+    last = pl.col("layer") == r.layers["layer"].max()
+    r.layers = r.layers.with_columns(
+        accuracy=pl.when(last).then(0.27).otherwise(pl.col("accuracy")),
+        accuracy_lo=pl.when(last).then(0.22).otherwise(pl.col("accuracy_lo")),
+    )
+    text = " ".join(findings(r))
+    assert "does not stay there" in text and "not clearly above chance (25%)" in text
+    assert "confidence receding towards a guess" in text
+    assert "a confidence correction phase" not in text
+
+
+def test_findings_gap_closed_by_accuracy_not_confidence(rising):
+    r = _with_phase(
+        rising, delta_confidence=0.03, delta_confidence_lo=0.01, delta_confidence_hi=0.05
+    )
+    text = " ".join(findings(r))
+    assert "accuracy catches up with confidence" in text
+    assert "mean confidence changes by 0.030 (95% CI [0.010, 0.050])" in text
+
+
+def test_findings_peak_at_last_layer():
+    r = synthetic_result("late_peak", n_layers=12, n=300)
+    assert (
+        r.landmarks["peak_miscalibration_layer"] == 11 and r.landmarks["correction_phase"] is None
+    )
+    assert "ECE is highest at the last layer" in " ".join(findings(r))
+
+
+def test_findings_without_intervals(rising):
+    r = copy.deepcopy(rising)
+    r.layers = r.layers.drop([c for c in r.layers.columns if c.endswith(("_lo", "_hi"))])
+    for k in ("delta_ece_lo", "delta_ece_hi", "significant"):
+        r.landmarks["correction_phase"].pop(k)
+    text = " ".join(findings(r))
+    assert "95% CI" not in text.split("mean confidence changes")[0]
+    assert "without a bootstrap interval its significance is unknown" in text
+
+
+def test_findings_last_layer_and_temperature(rising):
+    text = findings(rising)[-2:]
+    last = rising.layers.row(-1, named=True)
+    state = "overconfident" if last["mean_confidence"] - last["accuracy"] > 0.02 else "about as"
+    assert text[0].startswith(f"At the last layer the model is {state}")
+    assert f"accuracy {pct(last['accuracy'])}" in text[0]
+    assert f"Temperature scaling (T = {last['temperature']:.2f})" in text[1]

@@ -132,3 +132,22 @@ def test_cli_builtin_name_and_summary(tmp_path, data_dir):
     assert sum(1 for ln in lines if ln.strip()[:2].strip().isdigit()) == 31
     diff = float(lines[-1].rsplit("=", 1)[1])
     assert diff < 1e-3
+
+
+def test_examples_frame_joins_on_example_id(smol_store):
+    import polars as pl
+
+    from analyze.store import examples_frame, open_store
+
+    ds = open_store(smol_store)
+    df = examples_frame(ds)
+    assert df.height == 36 and df["example_id"].n_unique() == 36
+    assert set(df["subject"].to_list()) <= set(SUBJECTS)
+    acc = pl.DataFrame(
+        {
+            "example_id": df["example_id"],
+            "correct": ds["model_logits"].values.argmax(1) == df["label"].to_numpy(),
+        }
+    )
+    joined = df.join(acc, on="example_id")
+    assert joined.height == 36 and joined["n_choices"].to_list() == [4] * 36

@@ -1,0 +1,302 @@
+"""One store -> one :class:`AnalysisResult`: per-layer metrics, groups, temperature, landmarks.
+
+``analyze_store`` reads ``resid`` once (``analyze.vocab.lens_pass``); everything after that works
+on (layers, examples, options) arrays. Splits: the examples are divided, per subject and seeded,
+into a "fit" half (``temperature_split`` of each subject) and an "eval" half. Temperature scaling
+is always fitted per layer on the fit half and measured on the eval half, whatever ``split`` says;
+``split`` only chooses the examples every other metric is computed on (all, fit or eval).
+Results are cached under ``cache_dir/<key>/``, key = sha256 of the store's content fingerprint and
+every parameter, so a rerun with the same parameters does not read ``resid`` at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import dask
+import numpy as np
+import polars as pl
+import xarray as xr
+from numpy.typing import NDArray
+
+from analyze import metrics as M
+from analyze._binning import bin_sums
+from analyze._probs import answer_probs, brier_terms, nll_terms
+from analyze._tables import (
+    group_metrics,
+    nanmean0,
+    select_examples,
+    store_meta,
+    temperature_columns,
+)
+from analyze.landmarks import depth_landmarks
+from analyze.results import INTERVAL_METRICS, LAYER_COLUMNS, AnalysisResult
+from analyze.store import IncompleteStoreError, open_store
+from analyze.vocab import (
+    VOCAB_CHUNK,
+    full_vocab_arrays,
+    lens_pass,
+    option_mass,
+    recorded_checks,
+)
+from layercal.format import StoreError
+
+Split = Literal["all", "fit", "eval"]
+GroupBy = Literal["subject", "category"]
+DEFAULT_VOCAB_EXAMPLES = 128  # full-vocab lens: ~10-30 ms per example over 31 layers, 2 cores
+CONF_HIST_BINS = 20
+CACHE_VERSION = 1  # bump when the computation changes, so old cache entries are not reused
+PASS_CHUNKS = {"example": 256, "layer": -1}  # one shard of a default store per task
+TEMPERATURE_COLUMNS = ("temperature", "ece_temperature_scaled", "nll_temperature_scaled")
+
+
+def analyze_store(
+    ds_or_path: xr.Dataset | str | os.PathLike[str],
+    *,
+    bins: int = 10,
+    mce_min_count: int = 1,
+    n_boot: int = 1000,
+    seed: int = 0,
+    layers: Sequence[int] | None = None,
+    split: Split = "all",
+    group_by: Sequence[GroupBy] = ("subject", "category"),
+    temperature_split: float = 0.5,
+    vocab_examples: int | None = DEFAULT_VOCAB_EXAMPLES,
+    storage_options: dict[str, Any] | None = None,
+    allow_partial: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> AnalysisResult:
+    """Analyse one store (a path, an fsspec URL or a Dataset from ``open_store``).
+
+    ``layers``: depths to report (None = all); the last depth is always added, being the
+    reference of kl_to_last, flip_rate and the landmarks. ``vocab_examples``: how many of the
+    analysed examples (seeded sample) get the full-vocabulary lse and entropy; None = all.
+    ``temperature_split``: fraction of each subject in the fit half. ``cache_dir``: where results
+    are cached (None: no cache). Raises StoreError for a store that cannot be read as asked.
+    """
+    t0 = time.perf_counter()
+    ds, small, url = _open(ds_or_path, storage_options, allow_partial)
+    if split not in ("all", "fit", "eval"):
+        raise ValueError(f"split must be 'all', 'fit' or 'eval', got {split!r}")
+    if not 0.0 < temperature_split < 1.0:
+        raise ValueError(f"temperature_split must be in (0, 1), got {temperature_split!r}")
+    bad = sorted(set(group_by) - {"subject", "category"})
+    if bad:
+        raise ValueError(f"group_by accepts 'subject' and 'category', got {bad}")
+    for name, value in (("bins", bins), ("n_boot", n_boot), ("mce_min_count", mce_min_count)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if vocab_examples is not None and (not isinstance(vocab_examples, int) or vocab_examples < 0):
+        raise ValueError(
+            f"vocab_examples must be None (all) or an integer >= 0, got {vocab_examples!r}"
+        )
+    positions = select_layers(ds, layers)
+    params: dict[str, Any] = {
+        "bins": int(bins),
+        "mce_min_count": int(mce_min_count),
+        "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "alpha": 0.05},
+        "seed": int(seed),
+        "layers": [int(ds["layer"].values[i]) for i in positions],
+        "split": split,
+        "group_by": list(group_by),
+        "temperature_split": float(temperature_split),
+        "vocab_examples": vocab_examples,
+        "cache_version": CACHE_VERSION,
+    }
+    key = cache_key(small, params)
+    entry = Path(cache_dir) / key if cache_dir is not None else None
+    if entry is not None and (entry / "meta.json").is_file():
+        res = AnalysisResult.load(entry)
+        res.meta.update(store=url, cache_hit=True, cache_dir=str(entry))
+        return res
+    if len(positions) < ds.sizes["layer"]:
+        ds, small = ds.isel(layer=positions), small.isel(layer=positions)
+    res = _compute(ds, small, params, url)
+    res.meta.update(cache_key=key, cache_hit=False)
+    res.meta["timing"]["total_s"] = time.perf_counter() - t0
+    if entry is not None:
+        _save_atomic(res, entry)
+        res.meta["cache_dir"] = str(entry)
+    return res
+
+
+def _open(
+    ds_or_path: xr.Dataset | str | os.PathLike[str],
+    storage_options: dict[str, Any] | None,
+    allow_partial: bool,
+) -> tuple[xr.Dataset, xr.Dataset, str]:
+    """Two views of one store: chunked for the pass over resid, and with every example in one
+    chunk for the small per-example arrays (the labels, masks and ids are stored as single
+    chunks, which many example chunks would each decode again). Returns (pass, small, url)."""
+    if not isinstance(ds_or_path, xr.Dataset):
+        url = os.fspath(ds_or_path)
+        views = [
+            open_store(url, chunks=ch, storage_options=storage_options, allow_partial=allow_partial)
+            for ch in (PASS_CHUNKS, {"example": -1, "layer": -1})
+        ]
+        return views[0], views[1], url
+    ds, url = ds_or_path, str(ds_or_path.encoding.get("source", "<dataset>"))
+    written = np.asarray(ds["written"].values, bool)
+    if not written.all():
+        if not allow_partial:
+            raise IncompleteStoreError(
+                f"the dataset is missing {int((~written).sum())} of {written.size} examples; "
+                "finish the extraction, or pass allow_partial=True"
+            )
+        ds = ds.isel(example=np.flatnonzero(written))
+    return ds.chunk(PASS_CHUNKS), ds.chunk({"example": -1}), url
+
+
+def select_layers(ds: xr.Dataset, layers: Sequence[int] | None) -> list[int]:
+    """Positions along ``ds.layer`` of the requested depths plus the last; checks the range."""
+    have = [int(x) for x in ds["layer"].values]
+    if layers is None:
+        return list(range(len(have)))
+    missing = sorted(set(int(x) for x in layers) - set(have))
+    if missing:
+        raise ValueError(f"layers {missing} are not in the store, which has depths 0..{have[-1]}")
+    return sorted({have.index(int(x)) for x in layers} | {len(have) - 1})
+
+
+def fingerprint(ds: xr.Dataset) -> str:
+    """sha256 of what the store holds: identity, per-block activation digests, written examples."""
+    h = hashlib.sha256(json.dumps(ds.attrs["layercal"]["identity"], sort_keys=True).encode())
+    h.update("\n".join(str(x) for x in ds["block_sha256"].values).encode())
+    h.update(np.asarray(ds["example"].values, np.int64).tobytes())  # which examples are kept
+    h.update(np.asarray(ds["written"].values, bool).tobytes())
+    return h.hexdigest()
+
+
+def cache_key(ds: xr.Dataset, params: dict[str, Any]) -> str:
+    """Cache key: sha256 of the store fingerprint and the parameters (JSON, sorted keys)."""
+    text = json.dumps({"store": fingerprint(ds), "params": params}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _save_atomic(res: AnalysisResult, entry: Path) -> None:
+    tmp = entry.with_name(f".tmp-{entry.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    res.save(tmp)
+    try:
+        os.replace(tmp, entry)
+    except OSError:  # another process stored the same entry meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read(
+    ds: xr.Dataset,
+    small: xr.Dataset,
+    in_vocab: NDArray[np.bool_],
+    frame: pl.DataFrame,
+    mask: NDArray[np.bool_],
+) -> tuple[xr.Dataset, xr.Dataset]:
+    """The one read of resid, with the recorded lens values, as one dask computation."""
+    recorded = small[["lens_logits", "lens_lse", "model_logits", "choice_mask"]]
+    out, recorded = dask.compute(lens_pass(ds, in_vocab), recorded)
+    z = out["answer_logits"].values
+    finite = np.where(mask[:, None, :], np.isfinite(z), True).all(axis=(1, 2))
+    if not finite.all():
+        first = frame["example_id"][int(np.flatnonzero(~finite)[0])]
+        raise StoreError(
+            f"resid of {int((~finite).sum())} examples marked written (first: {first}) holds "
+            "nan or inf: the store is damaged. Run `layercal store verify` on it, or re-extract."
+        )
+    return out, recorded
+
+
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _lap(timing: dict[str, float], name: str, start: tuple[float, float]) -> tuple[float, float]:
+    """Record wall and CPU seconds (all threads) since ``start`` as name_s, name_cpu_s."""
+    now = _clock()
+    timing[f"{name}_s"], timing[f"{name}_cpu_s"] = now[0] - start[0], now[1] - start[1]
+    return now
+
+
+def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str) -> AnalysisResult:
+    timing: dict[str, float] = {}
+    t = _clock()
+    frame, mask, is_fit, rows, in_vocab = select_examples(small, params)
+    label = frame["label"].to_numpy()
+    out, recorded = _read(ds, small, in_vocab, frame, mask)
+    z = out["answer_logits"].values  # (n, L, K)
+    lse, vent = full_vocab_arrays(out)  # (n, L), nan where not sampled
+    t = _lap(timing, "lens_pass", t)
+
+    checks, warnings = recorded_checks(recorded, z, lse)
+    rec_lse = np.asarray(recorded["lens_lse"].values, np.float64)
+    mass = option_mass(z, np.where(np.isfinite(lse), lse, rec_lse), mask)[rows]
+    za, lab, msk = np.moveaxis(z[rows], 1, 0), label[rows], mask[rows]  # (L, n, K)
+    bins, min_count, boot = params["bins"], params["mce_min_count"], params["bootstrap"]
+    lay = [int(x) for x in ds["layer"].values]
+    m = M.per_layer_metrics(za, lab, msk, n_bins=bins, mce_min_count=min_count)
+    t = _lap(timing, "metrics", t)
+    ci = M.per_layer_bootstrap(
+        za, lab, msk, bins, boot["n_boot"], boot["seed"], boot["alpha"], min_count
+    )
+    t = _lap(timing, "bootstrap", t)
+    temp, temp_info = temperature_columns(np.moveaxis(z, 1, 0), label, mask, is_fit, bins)
+    t = _lap(timing, "temperature", t)
+    probs = answer_probs(za, msk)
+    conf, correct = probs.max(axis=-1), (probs.argmax(axis=-1) == lab).astype(np.float64)
+    by_group = group_metrics(
+        frame[rows.tolist()],
+        conf,
+        correct,
+        brier_terms(probs, lab, msk),
+        nll_terms(probs, lab),
+        lay,
+        params["group_by"],
+        bins,
+        min_count,
+    )
+    k_mean = float(frame["n_choices"].to_numpy()[rows].mean())
+    marks = depth_landmarks(
+        lay,
+        m["accuracy"],
+        m["ece"],
+        conf,
+        correct,
+        k_mean,
+        n_bins=bins,
+        n_boot=boot["n_boot"],
+        seed=boot["seed"],
+        alpha=boot["alpha"],
+    )
+    _lap(timing, "groups_landmarks", t)
+
+    cols: dict[str, Any] = {"layer": lay, "n": [rows.size] * len(lay)}
+    cols.update({k: m[k] for k in LAYER_COLUMNS if k in m})
+    cols.update(option_mass=mass.mean(axis=0), vocab_entropy=nanmean0(vent[rows]))
+    cols.update({k: temp[k] for k in (*TEMPERATURE_COLUMNS, "ece_eval", "nll_eval")})
+    for k in INTERVAL_METRICS:
+        cols[f"{k}_lo"], cols[f"{k}_hi"] = ci[k]
+    intervals = [f"{k}_{s}" for k in INTERVAL_METRICS for s in ("lo", "hi")]
+    layers_df = pl.DataFrame(cols).select([*LAYER_COLUMNS, *intervals, "ece_eval", "nll_eval"])
+    count, s_conf, s_corr = bin_sums(conf, correct, bins)
+    reliability = {"count": count, "sum_conf": s_conf, "sum_correct": s_corr}
+    reliability["conf_hist"] = bin_sums(conf, correct, CONF_HIST_BINS)[0]
+    meta = store_meta(ds, url, params, rows.size, lay)
+    meta.update(checks=checks, warnings=warnings + temp_info.pop("warnings"), timing=timing)
+    at_bound = [lay[i] for i in temp_info.pop("at_bound", [])]
+    meta["temperature"] = {
+        "fit_on": "fit",
+        "measured_on": "eval",
+        **temp_info,
+        "at_bound_layers": at_bound,
+    }
+    meta["vocab"] = {
+        "n_examples": int(in_vocab[rows].sum()),
+        "chunk_rows": VOCAB_CHUNK,
+        "option_mass_lse": "recomputed where sampled, else lens_lse recorded at extraction",
+    }
+    return AnalysisResult(layers_df, by_group, marks, reliability, meta)

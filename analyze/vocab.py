@@ -1,0 +1,294 @@
+"""The logit lens over the full vocabulary, in one lazy pass over ``resid``.
+
+Per (example, layer) the pass gives the K answer-token logits and, for the examples chosen for
+the full-vocabulary computation, the log-sum-exp and the entropy of the softmax over the whole
+vocabulary. W_U is applied in blocks of ``VOCAB_CHUNK`` rows with a streaming log-sum-exp (per
+block: max m, sum of exp(z - m) and of exp(z - m)(z - m); blocks combine exactly), so memory is
+bounded by (rows of one resid chunk) x VOCAB_CHUNK, whatever the store size. Everything comes out
+of a single dask graph: ``resid`` is read once.
+
+The full-vocabulary matmul costs 2 * V * d flops per (example, layer) — about 1.7 TFLOP per 1000
+SmolLM2 examples over 31 depths — so on a CPU it is done for a seeded sample of examples by
+default (``vocab_examples``); the option mass of every example uses the log-sum-exp recorded at
+extraction, which the sample cross-checks (``recorded_checks``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from numpy.typing import NDArray
+
+from analyze.store import norm_spec_of
+from layercal.lens import NormSpec, final_norm, self_check_tolerance
+
+VOCAB_CHUNK = 8192  # rows of W_U per block of the streaming log-sum-exp
+VOCAB_ROWS = 1024  # (example, layer) rows per full-vocabulary task: 2 x 32 MiB of logits
+
+
+@dataclass(frozen=True)
+class LensData:
+    """What the lens needs. ``w_answer``: (K, d) float32 answer rows of W_U, ``b_answer``: (K,)
+    or None; ``w_u``: (V, d) float32 and ``bias``: (V,) for the full vocabulary, or None when
+    only answer tokens are wanted."""
+
+    spec: NormSpec
+    w_answer: NDArray[np.float32]
+    b_answer: NDArray[np.float32] | None
+    w_u: NDArray[np.float32] | None = None
+    bias: NDArray[np.float32] | None = None
+
+    @classmethod
+    def from_arrays(
+        cls,
+        spec: NormSpec,
+        w_u: NDArray[Any],
+        bias: NDArray[Any] | None,
+        answer_ids: NDArray[np.integer[Any]],
+    ) -> LensData:
+        """From a whole W_U (V, d), lm_head bias (V,) or None and answer token ids (K,)."""
+        w = np.ascontiguousarray(w_u, dtype=np.float32)
+        b = None if bias is None else np.asarray(bias, np.float32)
+        return cls(spec, w[answer_ids], None if b is None else b[answer_ids], w, b)
+
+    @classmethod
+    def of(cls, ds: xr.Dataset, *, full_vocab: bool = True) -> LensData:
+        """Read the lens of an opened store; W_U whole only when ``full_vocab``.
+
+        W_U is copied into one float32 array chunk by chunk (no second copy in flight)."""
+        ids = np.asarray(ds["answer_token_ids"].values, dtype=np.int64)
+        has_b = "lm_head_bias" in ds
+        bias = np.asarray(ds["lm_head_bias"].values, np.float32) if has_b else None
+        w_answer = np.asarray(ds["W_U"].isel(vocab=ids).values, np.float32)
+        w_u = None
+        if full_vocab:
+            w_u = np.empty(ds["W_U"].shape, np.float32)
+            for lo in range(0, w_u.shape[0], VOCAB_CHUNK):
+                w_u[lo : lo + VOCAB_CHUNK] = ds["W_U"][lo : lo + VOCAB_CHUNK].values
+        b_answer = None if bias is None else bias[ids]
+        return cls(norm_spec_of(ds), w_answer, b_answer, w_u, bias if full_vocab else None)
+
+
+def vocab_lse_entropy(
+    normed: NDArray[np.floating[Any]],
+    w_u: NDArray[np.float32],
+    bias: NDArray[np.float32] | None = None,
+    softcap: float | None = None,
+    chunk: int = VOCAB_CHUNK,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Log-sum-exp and entropy (nats) of softmax(W_U · x + b) over the whole vocabulary.
+
+    ``normed``: (r, d) final-normed residuals; ``w_u``: (V, d); ``bias``: (V,) or None;
+    ``softcap``: c for z <- c tanh(z / c). Returns two (r,) float64 arrays. Streams over blocks of
+    ``chunk`` vocabulary rows; two (r, chunk) float32 buffers are all it holds. Logits are float32
+    (abs error ~1e-5 for logits ~20); the per-block sums and their combination are float64.
+    """
+    x = np.ascontiguousarray(normed, dtype=np.float32)
+    r = x.shape[0]
+    z_buf = np.empty((r, min(chunk, w_u.shape[0])), np.float32)
+    e_buf = np.empty_like(z_buf)
+    big_m = big_s = big_t = np.zeros(r)  # running max M, sum exp(z - M), sum exp(z - M)(z - M)
+    for lo in range(0, w_u.shape[0], chunk):
+        w_c = w_u[lo : lo + chunk]
+        z, e = z_buf[:, : w_c.shape[0]], e_buf[:, : w_c.shape[0]]
+        np.matmul(x, w_c.T, out=z)
+        if bias is not None:
+            z += bias[lo : lo + chunk]
+        if softcap is not None:
+            np.tanh(z / softcap, out=z)
+            z *= softcap
+        m = z.max(axis=1).astype(np.float64)
+        np.subtract(z, m[:, None].astype(np.float32), out=z)
+        np.exp(z, out=e)
+        s = e.sum(axis=1, dtype=np.float64)
+        t = np.einsum("ij,ij->i", e, z).astype(np.float64)
+        if lo == 0:
+            big_m, big_s, big_t = m, s, t
+            continue
+        new_m = np.maximum(big_m, m)
+        a_old, a_new = np.exp(big_m - new_m), np.exp(m - new_m)
+        # sum exp(z - M')(z - M') = a (sum exp(z - M)(z - M) + (M - M') sum exp(z - M))
+        big_t = a_old * (big_t + big_s * (big_m - new_m)) + a_new * (t + s * (m - new_m))
+        big_s = a_old * big_s + a_new * s
+        big_m = new_m
+    lse = big_m + np.log(big_s)
+    return lse, np.log(big_s) - big_t / big_s  # H = lse - E[z] = log S - E[z - M]
+
+
+def answer_logits_of(h: NDArray[np.floating[Any]], lens: LensData) -> NDArray[np.float64]:
+    """Lens logits of the answer tokens, (..., d) -> (..., K) float64, without materialising
+    the normed residual: the norm is folded into the K unembedding rows.
+
+    With W̃ = W ∘ (offset + γ) and s = 1/sqrt(mean square (+ eps)) of h (centred for LayerNorm),
+    z = s (h · W̃) + W · β + b. Products and sums over d are float32 (the residual's own
+    precision; relative error ~1e-6 against ``layercal.lens.lens_logits``), the rest float64.
+    """
+    spec = lens.spec
+    w = lens.w_answer.astype(np.float64)
+    w_t = (w * (np.asarray(spec.weight, np.float64) + spec.offset)).T.astype(np.float32)
+    const = np.zeros(w.shape[0])
+    if spec.bias is not None:
+        const = const + w @ np.asarray(spec.bias, np.float64)
+    if lens.b_answer is not None:
+        const = const + lens.b_answer.astype(np.float64)
+    x = np.asarray(h, np.float32)
+    if spec.kind == "layernorm":
+        x = x - x.mean(axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
+    mean_sq = np.einsum("...d,...d->...", x, x).astype(np.float64) / x.shape[-1]
+    z = (x @ w_t).astype(np.float64) / np.sqrt(mean_sq + spec.eps)[..., None] + const
+    if spec.softcap is not None:
+        z = spec.softcap * np.tanh(z / spec.softcap)
+    return z
+
+
+def _normed_rows(
+    h: NDArray[np.float32], in_vocab: NDArray[np.bool_], spec: NormSpec
+) -> NDArray[np.float32]:
+    """Final-normed residuals of the sampled examples of one chunk: (n, l, d) -> (r, l, d)."""
+    return final_norm(h[np.asarray(in_vocab, bool)], spec).astype(np.float32)
+
+
+def _vocab_block(x: NDArray[np.float32], lens: LensData) -> NDArray[np.float64]:
+    """(r, l, d) normed rows -> (r, l, 2): full-vocabulary lse and entropy."""
+    assert lens.w_u is not None
+    lse, ent = vocab_lse_entropy(x.reshape(-1, x.shape[-1]), lens.w_u, lens.bias, lens.spec.softcap)
+    return np.stack([lse, ent], axis=-1).reshape(*x.shape[:2], 2)
+
+
+def lens_pass(
+    ds: xr.Dataset, in_vocab: NDArray[np.bool_], lens: LensData | None = None
+) -> xr.Dataset:
+    """The lazy single pass over ``ds.resid`` (dims example, layer, hidden).
+
+    ``in_vocab``: (n,) bool, examples whose full-vocabulary quantities are computed. Returns a
+    lazy Dataset: ``answer_logits`` (example, layer, choice) for every example; ``vocab_lse`` and
+    ``vocab_entropy`` (vocab_example, layer) for the sampled ones, ``vocab_example`` holding
+    their positions along ``example`` (``full_vocab_arrays`` spreads them to (n, L)).
+
+    Both branches start from the same resid read tasks, so computing the Dataset reads resid
+    once. The sampled rows are normed where their chunk is read, then regrouped in order into
+    blocks of about VOCAB_ROWS rows: large matrix products, and a block runs as soon as the
+    chunks holding its examples are read.
+    """
+    sample = np.flatnonzero(np.asarray(in_vocab, bool))
+    lens = lens or LensData.of(ds, full_vocab=sample.size > 0)
+    resid = ds["resid"].data
+    if not isinstance(resid, da.Array):
+        resid = da.from_array(resid, chunks=(2048, 1, -1))
+    resid = resid.rechunk({2: -1})
+    n_layers, k = resid.shape[1], lens.w_answer.shape[0]
+    answers = resid.map_blocks(
+        answer_logits_of,
+        chunks=(*resid.chunks[:2], (k,)),
+        dtype=np.float64,
+        meta=np.empty((0, 0, 0), np.float64),
+        lens=lens,
+    )
+    if sample.size:
+        mask = da.from_array(np.asarray(in_vocab, bool), chunks=(resid.chunks[0],))
+        bounds = np.cumsum((0, *resid.chunks[0]))
+        counts = tuple(int(np.asarray(in_vocab[a:b]).sum()) for a, b in zip(bounds, bounds[1:]))
+        normed = da.blockwise(
+            _normed_rows,
+            "eld",
+            resid,
+            "eld",
+            mask,
+            "e",
+            adjust_chunks={"e": counts},
+            dtype=np.float32,
+            meta=np.empty((0, 0, 0), np.float32),
+            spec=lens.spec,
+        )
+        normed = normed.rechunk({0: max(1, VOCAB_ROWS // n_layers), 1: -1})
+        stats = normed.map_blocks(
+            _vocab_block,
+            chunks=(normed.chunks[0], normed.chunks[1], (2,)),
+            dtype=np.float64,
+            meta=np.empty((0, 0, 0), np.float64),
+            lens=lens,
+        )
+    else:
+        stats = da.zeros((0, n_layers, 2), chunks=(0, -1, -1))
+    dims = ("example", "layer")
+    coords = {c: ds[c] for c in ("example", "layer", "choice")}
+    return xr.Dataset(
+        {
+            "answer_logits": ((*dims, "choice"), answers),
+            "vocab_lse": (("vocab_example", "layer"), stats[..., 0]),
+            "vocab_entropy": (("vocab_example", "layer"), stats[..., 1]),
+        },
+        coords={**coords, "vocab_example": sample},
+    )
+
+
+def full_vocab_arrays(out: xr.Dataset) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Full-vocab lse and entropy of a computed ``lens_pass`` as (n, L), nan where not sampled."""
+    n, n_layers = out.sizes["example"], out.sizes["layer"]
+    lse, ent = np.full((n, n_layers), np.nan), np.full((n, n_layers), np.nan)
+    rows = np.asarray(out["vocab_example"].values, np.intp)
+    lse[rows] = out["vocab_lse"].values
+    ent[rows] = out["vocab_entropy"].values
+    return lse, ent
+
+
+def option_mass(
+    answer_logits: NDArray[np.float64], lse: NDArray[np.float64], choice_mask: NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    """Full-vocabulary probability of the present answer tokens, summed.
+
+    ``answer_logits``: (n, L, K); ``lse``: (n, L) log-sum-exp over the vocabulary;
+    ``choice_mask``: (n, K). Returns (n, L) in [0, 1].
+    """
+    p = np.exp(answer_logits - lse[..., None])
+    return np.where(choice_mask[:, None, :], p, 0.0).sum(axis=-1)
+
+
+def recorded_checks(
+    ds: xr.Dataset, answer_logits: NDArray[np.float64], lse: NDArray[np.float64]
+) -> tuple[dict[str, Any], list[str]]:
+    """Compare the recomputed lens with what extraction recorded; never raises.
+
+    ``answer_logits``: (n, L', K) and ``lse``: (n, L') (nan where not computed) for the layers of
+    ``ds.layer`` selected in ``ds``. Returns (checks, warnings): max abs differences against
+    ``lens_logits``, ``lens_lse`` and, at the last depth, ``model_logits``, with the tolerance
+    used and ``ok``; a warning sentence per failed check.
+    """
+    dtype = ds.attrs.get("layercal", {}).get("identity", {}).get("dtype")
+    rec_z = np.asarray(ds["lens_logits"].values, np.float64)
+    rec_lse = np.asarray(ds["lens_lse"].values, np.float64)
+    tol = self_check_tolerance(dtype, rec_z)
+    checks: dict[str, Any] = {"tolerance": tol}
+    mask = np.asarray(ds["choice_mask"].values, bool)[:, None, :]
+    diffs = {"lens_logits": np.where(mask, np.abs(answer_logits - rec_z), np.nan)}
+    sampled = np.isfinite(lse)
+    checks["lse_examples_checked"] = int(sampled.any(axis=1).sum())
+    diffs["lens_lse"] = np.where(sampled, np.abs(lse - rec_lse), np.nan)
+    warnings: list[str] = []
+    for name, d in diffs.items():
+        worst = float(np.nanmax(d)) if np.isfinite(d).any() else float("nan")
+        checks[f"{name}_max_abs_diff"] = worst
+        if np.isfinite(d).any() and not worst <= tol:
+            warnings.append(
+                f"{name} recomputed from resid differs from the value recorded at extraction by "
+                f"{worst:.3g} (> {tol:.3g}): the store's final norm/W_U and its activations "
+                "disagree. Run `layercal store verify` on it, or re-extract."
+            )
+    last = int(ds["layer"].values[-1])
+    checks["model_logits_max_abs_diff"] = float("nan")
+    if last == int(ds.attrs.get("layercal", {}).get("layout", {}).get("n_depth", last + 1)) - 1:
+        model = np.asarray(ds["model_logits"].values, np.float64)
+        d = np.where(mask[:, 0], np.abs(answer_logits[:, -1] - model), np.nan)
+        checks["model_logits_max_abs_diff"] = float(np.nanmax(d))
+        if not checks["model_logits_max_abs_diff"] <= tol:
+            warnings.append(
+                f"the lens at the last depth differs from the model's own logits by "
+                f"{checks['model_logits_max_abs_diff']:.3g} (> {tol:.3g}): the recorded final "
+                "norm or unembedding is not the model's. Re-extract with a fixed layercal."
+            )
+    checks["ok"] = not warnings
+    return checks, warnings

@@ -1,0 +1,204 @@
+"""Benchmark of the analysis stage at full MMLU scale (not a timed test).
+
+Builds (or takes with --store) a synthetic store of SmolLM2's shape — 14,042 examples x 31 depths
+x 576 hidden, vocabulary 49,152 — written through ``layercal.format`` so it is a real store, then
+prints the time of ``analyze_store`` (no cache), the time of one plain sequential read of
+``resid``, their ratio and the peak RSS. The last line is one JSON object.
+
+The synthetic W_U repeats 512 distinct rows 96 times, so the log-sum-exp recorded at build time is
+exact and cheap (log 96 + the log-sum-exp over the distinct rows); the analysis does not know and
+computes over all 49,152 rows. The residuals carry a planted answer signal that rises with depth.
+
+    python bench/analyze.py [--store PATH] [--keep] [--n-boot 1000] [--vocab-examples N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+N, L, D, V, K, R = 14042, 31, 576, 49152, 4, 512
+
+
+def build(path: Path, n: int = N, seed: int = 0) -> None:
+    """Write the synthetic store at ``path``: planted signal, exact recorded lens values."""
+    from layercal import format as fmt
+    from layercal.lens import NormSpec, lens_logits
+
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(R, D)).astype(np.float32) / np.sqrt(D) * 1.5
+    w_u = base[np.arange(V) % R]
+    ids = np.arange(K)
+    spec = NormSpec("rmsnorm", (1 + 0.1 * rng.normal(size=D)).astype(np.float32), None, 1e-5)
+    subjects = [f"subject_{i:02d}" for i in range(57)]
+    subj = [subjects[i % 57] for i in range(n)]
+    cats = ["humanities", "stem", "social_sciences", "other"]
+    label = rng.integers(0, K, n)
+    meta = fmt.ExampleMeta(
+        example_id=[f"synthetic/test/{i}" for i in range(n)],
+        subject=subj,
+        category=[cats[i % 57 % 4] for i in range(n)],
+        question=["q"] * n,
+        choices=[["a", "b", "c", "d"]] * n,
+        label=label,
+        n_tokens=np.full(n, 100),
+    )
+    ident = {"model": "synthetic-smollm2-shape", "dataset": "synthetic", "split": "test"}
+    g = fmt.create_store(
+        path,
+        fmt.Layout(n, L, D, V, K),
+        meta,
+        w_u=w_u,
+        lm_head_bias=None,
+        norm=spec,
+        answer_token_ids=ids,
+        attrs={"identity": ident, "provenance": {"template": {"name": "synthetic"}}},
+    )
+    lay = fmt.layout_of(g)
+    # signal strength per depth: none before ~16, rising to strong; an overconfident bump late
+    depth = np.arange(L)
+    strength = 6 / (1 + np.exp(-(depth - 20) / 2)) * np.where((depth > 23) & (depth < 30), 1.6, 1)
+    unit = base[:K] / np.linalg.norm(base[:K], axis=1, keepdims=True) * np.sqrt(D)
+    for b in range(lay.n_blocks):
+        sl = lay.block_slice(b)
+        m = sl.stop - sl.start
+        # the planted answer: the label with probability growing with depth, else a random one
+        p_right = 0.25 + 0.5 / (1 + np.exp(-(depth - 20) / 2))
+        right = rng.random((m, L)) < p_right
+        pick = np.where(right, label[sl, None], rng.integers(0, K, (m, L)))
+        h = rng.normal(size=(m, L, D)).astype(np.float32)
+        h += (strength[None, :, None] * 0.02) * unit[pick]
+        z = lens_logits(h, base[ids], spec)
+        lse = np.log(V // R) + _logsumexp(lens_logits(h, base, spec))
+        fmt.write_block(
+            g,
+            b,
+            {"resid": h, "model_logits": z[:, -1], "lens_logits": z, "lens_lse": lse},
+        )
+    fmt.finalize(path, {"synthetic": True})
+
+
+def _logsumexp(z: np.ndarray) -> np.ndarray:
+    m = z.max(axis=-1)
+    return m + np.log(np.exp(z - m[..., None]).sum(axis=-1))
+
+
+def read_once(path: Path) -> float:
+    """Seconds to read every chunk of resid once, shard by shard (sequential, zarr only)."""
+    import zarr
+
+    arr = zarr.open_group(str(path), mode="r")["resid"]
+    assert isinstance(arr, zarr.Array)
+    step = arr.shards[0] if arr.shards else arr.chunks[0]
+    t0 = time.perf_counter()
+    total = 0.0
+    for lo in range(0, arr.shape[0], step):
+        total += float(np.asarray(arr[lo : lo + step]).sum(dtype=np.float64))
+    return time.perf_counter() - t0
+
+
+def _cpu() -> float:
+    """CPU seconds of this process so far (user + system, all threads)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _timed(fn: Any) -> tuple[Any, float, float]:
+    """(result, wall seconds, CPU seconds) of fn()."""
+    w, c = time.perf_counter(), _cpu()
+    out = fn()
+    return out, time.perf_counter() - w, _cpu() - c
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--store", type=Path, help="use this store (built there if it does not exist)")
+    p.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--keep", action="store_true", help="keep the temporary store")
+    p.add_argument("--n", type=int, default=N, help="examples (default: MMLU test, 14042)")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--vocab-examples", default=None, help="N or 'all' (default: the library's)")
+    args = p.parse_args(argv)
+    if args.build_only:
+        build(args.store, args.n)
+        return 0
+
+    tmp = None
+    store = args.store
+    if store is None:
+        tmp = Path(tempfile.mkdtemp(prefix="layercal-bench-"))
+        store = tmp / "synthetic.zarr"
+    if not store.exists():
+        t0 = time.perf_counter()
+        # built in a child process so that its memory does not count in this one's peak RSS
+        cmd = [sys.executable, __file__, "--build-only", "--store", str(store), "--n", str(args.n)]
+        subprocess.run(cmd, check=True)
+        print(f"built {store} in {time.perf_counter() - t0:.1f} s", flush=True)
+    try:
+        return _measure(store, args)
+    finally:
+        if tmp is not None and not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _measure(store: Path, args: argparse.Namespace) -> int:
+    from analyze.analysis import DEFAULT_VOCAB_EXAMPLES, analyze_store
+
+    size = sum(f.stat().st_size for f in (store / "resid").rglob("*") if f.is_file())
+    read_once(store)  # warm the page cache, so that both timings see the same cache state
+    reads = [_timed(lambda: read_once(store)) for _ in range(3)]
+    read_s, read_cpu = min(r[1] for r in reads), min(r[2] for r in reads)
+    vocab = args.vocab_examples
+    vocab_n = None if vocab == "all" else int(vocab) if vocab else DEFAULT_VOCAB_EXAMPLES
+    load = os.getloadavg()[0]
+    res, analysis_s, analysis_cpu = _timed(
+        lambda: analyze_store(store, n_boot=args.n_boot, vocab_examples=vocab_n)
+    )
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    timing = res.meta.get("timing", {})
+    out = {
+        "n_examples": int(res.meta["n_examples"]),
+        "n_layers": int(res.meta["n_layers"]),
+        "resid_bytes_on_disk": size,
+        "read_s": round(read_s, 3),
+        "analysis_s": round(analysis_s, 3),
+        "analysis_vs_read": round(analysis_s / read_s, 3),
+        "read_cpu_s": round(read_cpu, 3),
+        "analysis_cpu_s": round(analysis_cpu, 3),
+        "analysis_vs_read_cpu": round(analysis_cpu / read_cpu, 3),
+        "peak_rss_mb": round(rss_mb, 1),
+        "load_avg_1min": round(load, 2),
+        "cpus": os.cpu_count(),
+        "vocab_examples": res.meta["vocab"]["n_examples"],
+        "n_boot": args.n_boot,
+        "stages_s": {k: round(float(v), 3) for k, v in timing.items()},
+        "checks_ok": bool(res.meta["checks"]["ok"]),
+        "landmarks": {k: res.landmarks.get(k) for k in ("rise_layer", "plateau_layer")},
+    }
+    mib = size / 2**20
+    print(
+        f"resid on disk: {mib:.0f} MiB; one sequential read: {read_s:.2f} s ({read_cpu:.2f} CPU s)"
+    )
+    print(f"analyze_store (no cache): {analysis_s:.2f} s ({analysis_cpu:.2f} CPU s)")
+    print(f"ratio: {analysis_s / read_s:.2f}x one read (CPU time: {analysis_cpu / read_cpu:.2f}x)")
+    print(f"stages: {out['stages_s']}")
+    print(f"peak RSS: {rss_mb:.0f} MiB; load average at start: {load:.1f} on {os.cpu_count()} CPUs")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

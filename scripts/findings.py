@@ -1,0 +1,285 @@
+"""Run the whole experiment on the full-MMLU and TruthfulQA stores; collect the numbers.
+
+    python scripts/findings.py --mmlu stores/smollm2-mmlu.zarr --truthfulqa stores/smollm2-tqa.zarr \
+        [--out reports/findings] [--n-boot 1000] [--main-estimator pca]
+
+Steps, each with the public command so the outputs are the documented ones:
+
+1. ``layercal analyze`` on both stores: per-layer curves, landmarks, correction phase (if the
+   analysis command is installed in this checkout);
+2. ``layercal nullspace`` on the MMLU store: SVD of W̃, null-space share per layer, ablations;
+3. ``layercal direction fit`` with every estimator on MMLU-humanities (window: the correction
+   phase, else the last 5 layers), compared with a refit on TruthfulQA;
+4. ``layercal steer`` with each direction: α chosen on humanities dev, reported on humanities
+   test, transferred unchanged to the other MMLU categories and to TruthfulQA.
+
+Writes ``findings.json`` (every number docs/findings.md quotes) and ``findings.md`` (a draft:
+the numbers in sentences, then every command's report section) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analyze.cli import main as layercal  # noqa: E402
+
+ESTIMATORS = ("mean", "pca", "per_layer", "contrast")
+
+
+def step(name: str, argv: list[str], log: dict[str, Any]) -> bool:
+    """Run one layercal command in-process; record its time and exit code."""
+    print(f"\n$ layercal {' '.join(argv)}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        rc = layercal(argv)
+    except SystemExit as e:  # argparse: an unknown command in this checkout
+        rc = int(e.code or 0) or 2
+    log[name] = {"argv": argv, "rc": rc, "seconds": round(time.perf_counter() - t0, 1)}
+    if rc != 0:
+        print(f"  -> {name} failed (exit {rc}); continuing", flush=True)
+    return rc == 0
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def layer_summary(folder: Path) -> dict[str, Any]:
+    """Per store: last-layer accuracy/ECE, ECE peak, landmarks (from ``layercal analyze``)."""
+    out: dict[str, Any] = {}
+    layers = folder / "layers.csv"
+    marks = _read_json(folder / "landmarks.json") or {}
+    if not layers.is_file():
+        return out
+    df = pl.read_csv(layers)
+    stores = marks.get("stores", {"store": marks})
+    for name, lm in stores.items():
+        d = df.filter(pl.col("store") == name) if "store" in df.columns else df
+        last = d.sort("layer").tail(1).row(0, named=True)
+        peak = d.sort("ece", descending=True).head(1).row(0, named=True)
+        out[name] = {
+            "n": last.get("n"),
+            "last_layer": last["layer"],
+            "accuracy_last": last["accuracy"],
+            "ece_last": last["ece"],
+            "ece_last_ci": [last.get("ece_lo"), last.get("ece_hi")],
+            "max_ece_layer": peak["layer"],
+            "max_ece": peak["ece"],
+            "landmarks": {
+                k: lm.get(k)
+                for k in (
+                    "rise_layer",
+                    "plateau_layer",
+                    "peak_miscalibration_layer",
+                    "correction_phase",
+                )
+            },
+            "notes": lm.get("notes", []),
+        }
+    return out
+
+
+def nullspace_summary(folder: Path) -> dict[str, Any]:
+    meta = _read_json(folder / "meta.json")
+    if meta is None:
+        return {}
+    k0, last = meta["default_k"], max(meta["layers"])
+    share = pl.read_csv(folder / "share.csv").filter(pl.col("layer") == last)
+    abl = pl.read_csv(folder / "ablation.csv").filter(
+        (pl.col("layer") == last) & (pl.col("k") == k0) & (pl.col("beta") == meta["betas"][0])
+    )
+    cols = [
+        "condition",
+        "d_ece",
+        "d_ece_lo",
+        "d_ece_hi",
+        "d_accuracy",
+        "d_entropy",
+        "removed",
+        "logit_change",
+        "logit_gain",
+        "norm_ratio",
+        "option_mass_delta",
+    ]
+    return {
+        "default_k": k0,
+        "smallest_singular_values": meta["singular_values_smallest"][:k0],
+        "share_last_layer": {r["kind"]: r["share_mean"] for r in share.iter_rows(named=True)},
+        "random_expected": share["random_expected"][0],
+        "ablation_last_layer": abl.select([c for c in cols if c in abl.columns]).to_dicts(),
+    }
+
+
+def direction_summary(folder: Path) -> dict[str, Any]:
+    info = _read_json(folder / "direction.json")
+    if info is None:
+        return {}
+    keys = ("estimator", "window", "window_source", "window_notes", "split", "diagnostics")
+    return {k: info.get(k) for k in keys}
+
+
+def steer_summary(folder: Path) -> dict[str, Any]:
+    meta = _read_json(folder / "meta.json")
+    if meta is None:
+        return {}
+    tab = pl.read_csv(folder / "steering.csv")
+    tr = pl.read_csv(folder / "transfer.csv") if (folder / "transfer.csv").stat().st_size else None
+    return {
+        "chosen": meta["chosen"],
+        "scale": meta["scale"],
+        "splits": meta["splits"],
+        "test": tab.to_dicts(),
+        "transfer": [] if tr is None or not tr.height else tr.to_dicts(),
+    }
+
+
+def draft(found: dict[str, Any], out: Path, main: str) -> str:
+    """findings.md: the headline numbers as sentences, then the command sections."""
+    lines = ["# Findings (draft generated by scripts/findings.py)", ""]
+    for name, s in found.get("layers", {}).items():
+        cp = (s["landmarks"] or {}).get("correction_phase")
+        cp_text = (
+            "no correction phase"
+            if not cp
+            else (
+                f"correction phase ({cp['start']}, {cp['end']}]: ΔECE {cp['delta_ece']:+.3f} "
+                f"[{cp['delta_ece_lo']:+.3f}, {cp['delta_ece_hi']:+.3f}]"
+            )
+        )
+        lines.append(
+            f"- {name}: last-layer accuracy {s['accuracy_last']:.3f}, ECE "
+            f"{s['ece_last']:.3f}; largest ECE {s['max_ece']:.3f} at layer "
+            f"{s['max_ece_layer']}; {cp_text}."
+        )
+    ns = found.get("nullspace") or {}
+    if ns:
+        sh = ns["share_last_layer"]
+        lines.append(
+            f"- Null space (k = {ns['default_k']}): {sh.get('null', float('nan')):.3f} of "
+            f"the last layer's residual norm (top-k {sh.get('top', float('nan')):.3f}, "
+            f"random {ns['random_expected']:.3f})."
+        )
+    st = (found.get("steer") or {}).get(main) or {}
+    rows = {r["method"]: r for r in st.get("test", [])}
+    if "direction" in rows:
+        r, t = rows["direction"], rows.get("temperature", {})
+        lines.append(
+            f"- Steering ({main}, α = {st['chosen']['direction']:g}) on humanities test: "
+            f"ΔECE {r['d_ece']:+.3f} [{r['d_ece_lo']:+.3f}, {r['d_ece_hi']:+.3f}], "
+            f"Δaccuracy {r['d_accuracy']:+.3f}; temperature scaling ΔECE "
+            f"{t.get('d_ece', float('nan')):+.3f}."
+        )
+    lines.append("")
+    for sub in ("nullspace", f"direction-{main}", f"steer-{main}"):
+        section = out / sub / "section.md"
+        if section.is_file():
+            text = section.read_text().replace("](figures/", f"]({sub}/figures/")
+            lines += [text, ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--mmlu", required=True, help="the full-MMLU store")
+    p.add_argument("--truthfulqa", help="the TruthfulQA MC1 store of the same model")
+    p.add_argument("--out", default="reports/findings")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--main-estimator", choices=ESTIMATORS, default="pca")
+    p.add_argument("--source-category", default="humanities")
+    p.add_argument("--skip-analysis", action="store_true")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log: dict[str, Any] = {}
+    boot = ["--n-boot", str(args.n_boot)]
+    tqa = [args.truthfulqa] if args.truthfulqa else []
+    if not args.skip_analysis:
+        step("analysis", ["analyze", args.mmlu, *tqa, "--out", str(out / "analysis"), *boot], log)
+    step(
+        "nullspace",
+        [
+            "nullspace",
+            args.mmlu,
+            "--out",
+            str(out / "nullspace"),
+            "--n-boot",
+            str(min(args.n_boot, 200)),
+        ],
+        log,
+    )
+    compare = ["--compare", f"truthfulqa={args.truthfulqa}"] if args.truthfulqa else []
+    transfer = ["--transfer", f"truthfulqa={args.truthfulqa}"] if args.truthfulqa else []
+    for est in ESTIMATORS:
+        d = out / f"direction-{est}"
+        if step(
+            f"direction-{est}",
+            [
+                "direction",
+                "fit",
+                args.mmlu,
+                "-o",
+                str(d),
+                "--estimator",
+                est,
+                "--category",
+                args.source_category,
+                *compare,
+            ],
+            log,
+        ):
+            step(
+                f"steer-{est}",
+                [
+                    "steer",
+                    args.mmlu,
+                    "--direction",
+                    str(d),
+                    "--out",
+                    str(out / f"steer-{est}"),
+                    *boot,
+                    *transfer,
+                ],
+                log,
+            )
+    found: dict[str, Any] = {
+        "stores": {"mmlu": args.mmlu, "truthfulqa": args.truthfulqa},
+        "steps": log,
+        "layers": layer_summary(out / "analysis"),
+        "nullspace": nullspace_summary(out / "nullspace"),
+        "direction": {e: direction_summary(out / f"direction-{e}") for e in ESTIMATORS},
+        "steer": {
+            e: steer_summary(out / f"steer-{e}")
+            for e in ESTIMATORS
+            if (out / f"steer-{e}" / "meta.json").is_file()
+        },
+    }
+    vecs = {}
+    for e in ESTIMATORS:
+        f = out / f"direction-{e}" / "direction.npz"
+        if f.is_file():
+            import numpy as np
+
+            vecs[e] = np.load(f)["vector"]
+    found["estimator_cosines"] = {
+        f"{a}|{b}": float(vecs[a] @ vecs[b]) for a in vecs for b in vecs if a < b
+    }
+    (out / "findings.json").write_text(json.dumps(found, indent=2, default=str) + "\n")
+    (out / "findings.md").write_text(draft(found, out, args.main_estimator))
+    failed = [k for k, v in log.items() if v["rc"] != 0]
+    print(
+        f"\nwrote {out}/findings.json and findings.md" + (f"; failed: {failed}" if failed else "")
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

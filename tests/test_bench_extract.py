@@ -1,0 +1,222 @@
+"""bench/extract.py (issue 6) as a CI smoke run on a tiny model, its report, and --batch-size auto.
+
+The smoke run checks that the benchmark runs and reports, never how fast anything is."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import zarr
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench" / "extract.py"
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("bench_extract", BENCH)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+bench = _bench_module()
+
+
+def test_smoke_run_on_tiny_model(tiny_llama_dir, data_dir):
+    cmd = [
+        sys.executable,
+        str(BENCH),
+        "--model",
+        str(tiny_llama_dir),
+        "--n",
+        "6",
+        "--batch-size",
+        "4",
+        "--repeats",
+        "1",
+        "--variants",
+        "bare,layercal,naive",
+        "--data-dir",
+        str(data_dir),
+        "--device",
+        "cpu",
+    ]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    for key in ("layercal_vs_bare", "layercal_vs_naive", "peak_rss_vs_bare", "prompts_per_s"):
+        assert isinstance(out[key], float) and out[key] > 0, key
+    assert out["layercal_vs_best_peer"] is None and out["best_peer"] is None
+    assert out["n"] == 6 and out["batch_size"] == 4
+    per = out["variants"]
+    assert set(per) == {"bare", "layercal", "naive"}
+    assert per["bare"]["disk_bytes_per_example"] == 0
+    # the layercal store holds W_U (vocab 49152 x hidden 128 fp32): far more than its activations
+    assert (
+        per["layercal"]["disk_bytes_per_example"]
+        > per["layercal"]["activation_bytes_per_example"]
+        > 0
+    )
+    # the naive loop saved fp32 residuals of 5 depths x 128 for each example, plus 4 logits
+    assert per["naive"]["disk_bytes_per_example"] >= 5 * 128 * 4
+    # same residuals as layercal's store (all depths but the post-norm last one)
+    assert per["naive"]["max_abs_diff_vs_layercal"] < 1e-4
+    # bare runs layercal's own (length-sorted) batches
+    assert per["layercal"]["padded_tokens"] == per["bare"]["padded_tokens"]
+    assert "layercal / bare" in p.stdout
+
+
+def _run(seconds, rss, **kw):
+    return {"seconds": seconds, "peak_rss": rss, "padded_tokens": 100, "disk_bytes": 0, **kw}
+
+
+def test_report_names_skipped_peers_and_picks_best_peer():
+    meta = {"n": 10, "tokens": 1000, "batch_size": 4, "model": "m", "device": "cpu", "repeats": 2}
+    runs = {
+        "bare": [_run(2.0, 100), _run(4.0, 100)],
+        "layercal": [_run(3.0, 120), _run(3.0, 120)],
+        "naive": [_run(9.0, 400), _run(9.0, 400)],
+        "nnsight": [_run(6.0, 300), _run(6.0, 300)],
+        "nnsight-sorted": [_run(4.0, 300), _run(4.0, 300)],
+    }
+    skipped = {"transformerlens": "cannot import transformer_lens (No module)"}
+    s = bench.summarize(runs, skipped, {"naive": 1e-5}, meta)
+    assert s["layercal_vs_bare"] == pytest.approx(1.0)  # medians: 3 s vs 3 s
+    assert s["layercal_vs_naive"] == pytest.approx(3.0)
+    assert s["best_peer"] == "nnsight-sorted"
+    assert s["layercal_vs_best_peer"] == pytest.approx(4.0 / 3.0)
+    assert s["peak_rss_vs_bare"] == pytest.approx(1.2)
+    assert s["prompts_per_s"] == pytest.approx(10 / 3)
+    lines = bench.report_lines(s)
+    assert any(
+        ln.startswith("skipped TransformerLens (transformerlens): cannot import") for ln in lines
+    )
+    assert json.loads(json.dumps(s))["skipped"] == skipped
+    none = bench.summarize({"layercal": runs["layercal"]}, skipped, {}, meta)
+    assert none["layercal_vs_best_peer"] is None and none["layercal_vs_bare"] is None
+
+
+def test_sorted_batches_follow_extract_blocks():
+    lengths = [3, 9, 1, 9, 5, 2, 7]
+    # blocks of 4: [0..3] sorted longest first (ties by index), then [4..6]
+    assert bench.sorted_batches(lengths, 2, 4) == [[1, 3], [0, 2], [6, 4], [5]]
+    assert bench.unsorted_batches(7, 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert bench.padded_tokens(lengths, [[1, 3], [0, 2]]) == 2 * 9 + 2 * 3
+
+
+def test_random_shapes_are_the_real_configs():
+    import transformers as tf
+
+    with torch.device("meta"):
+        m1 = tf.AutoModelForCausalLM.from_config(
+            tf.LlamaConfig(**bench.RANDOM_SHAPES["llama-3.2-1b"])
+        )
+        m8 = tf.AutoModelForCausalLM.from_config(
+            tf.LlamaConfig(**bench.RANDOM_SHAPES["llama-3-8b"])
+        )
+    n1 = sum(p.numel() for p in m1.parameters())  # tied embeddings counted once
+    n8 = sum(p.numel() for p in m8.parameters())
+    assert n1 == 1_235_814_400 and n8 == 8_030_261_248
+
+
+# --------------------------------------------------------------------------------------------
+# --batch-size auto
+
+
+@pytest.fixture(scope="module")
+def tiny_loaded(tiny_llama_dir):
+    from extract.models import load_model
+
+    return load_model(str(tiny_llama_dir), dtype="float32", device="cpu")
+
+
+def _auto(lm, n_seqs, lengths=(40, 300, 120), **kw):
+    from extract.arch import resolve
+    from extract.run import auto_batch_size
+
+    seqs = [[5] * lengths[i % len(lengths)] for i in range(n_seqs)]
+    return auto_batch_size(lm.model, resolve(lm.model), lm.tokenizer, seqs, [1, 2], 256, **kw)
+
+
+def test_auto_batch_size_on_cpu_follows_memory_budget(tiny_loaded):
+    from extract.run import AUTO_MEMORY_FRACTION, forward_bytes_per_prompt
+
+    per = forward_bytes_per_prompt(tiny_loaded.model.config, 300, 4)  # longest prompt: 300
+    assert _auto(tiny_loaded, 24, available_bytes=2**40) == 32  # capped: 24 examples need 32
+    assert _auto(tiny_loaded, 1000, available_bytes=2**40) == 256  # capped by AUTO_MAX_BATCH
+    budget = int(20 * per / AUTO_MEMORY_FRACTION)
+    assert _auto(tiny_loaded, 1000, available_bytes=budget) == 16  # 16 fit, 32 do not
+    assert _auto(tiny_loaded, 1000, available_bytes=1) == 1
+    # longer prompts -> fewer per batch for the same memory
+    assert _auto(tiny_loaded, 1000, lengths=(600,), available_bytes=budget) < 16
+
+
+def test_auto_batch_size_on_cuda_backs_off_on_out_of_memory(tiny_loaded, monkeypatch):
+    import extract.run as run
+
+    tried = []
+
+    def fake_run_batch(model, res, ids, mask, ans):
+        tried.append(ids.shape[0])
+        if ids.shape[0] > 8:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    for name in ("reset_peak_memory_stats", "synchronize", "empty_cache"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 0)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda *a: type("P", (), {"total_memory": 1})
+    )
+    monkeypatch.setattr(run, "run_batch", fake_run_batch)
+    from extract.arch import resolve
+
+    res = resolve(tiny_loaded.model)
+    seqs = [[5] * k for k in (10, 30, 20)] * 20
+    longest = sorted(seqs, key=len, reverse=True)
+
+    def fits(bs):
+        return run._probe_fits(
+            tiny_loaded.model, res, tiny_loaded.tokenizer, longest[:bs], [1, 2], "left"
+        )
+
+    assert run._largest_fitting([64, 32, 16, 8, 4, 2, 1], fits) == 8
+    assert tried == [60, 32, 16, 8]  # 64 asked, only 60 prompts exist; the longest ones first
+
+
+def test_extract_records_the_auto_batch_size(tmp_path, tiny_loaded, data_dir, tiny_llama_dir):
+    from extract.cli import add_arguments
+    from extract.run import ExtractConfig, extract
+
+    cfg = ExtractConfig(
+        model=str(tiny_llama_dir),
+        dataset="mmlu",
+        out=str(tmp_path / "auto.zarr"),
+        category="stem",
+        data_dir=str(data_dir),
+        limit=24,
+        batch_size="auto",
+        progress=False,
+    )
+    summary = extract(cfg, loaded=tiny_loaded)
+    assert summary.complete and summary.extra["batch_size"] == 32
+    assert "batch size: auto -> 32 (largest that fits)" in summary.lines()
+    run = zarr.open_group(str(tmp_path / "auto.zarr"), mode="r").attrs["layercal"]["runs"][-1]
+    assert run["batch_size"] == 32 and run["batch_size_requested"] == "auto"
+
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    base = ["--model", "m", "--dataset", "mmlu", "--out", "o"]
+    assert p.parse_args([*base, "--batch-size", "auto"]).batch_size == "auto"
+    assert p.parse_args([*base, "--batch-size", "8"]).batch_size == 8
+    for bad in ("0", "big"):
+        with pytest.raises(SystemExit):
+            p.parse_args([*base, "--batch-size", bad])

@@ -1,0 +1,219 @@
+"""Full-vocabulary logit lens: streaming lse/entropy, folded answer logits, the one-pass graph,
+the cross-checks against recorded values, and the real SmolLM2 lens equal to its logits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from analyze.analysis import analyze_store
+from analyze.store import open_store
+from analyze.vocab import (
+    LensData,
+    answer_logits_of,
+    full_vocab_arrays,
+    lens_pass,
+    option_mass,
+    recorded_checks,
+    vocab_lse_entropy,
+)
+from layercal import format as fmt
+from layercal.lens import NormSpec, final_norm, lens_logits
+
+ANSWER_IDS = np.array([10, 20, 30, 40])
+SCALE = 8.0  # answer rows of W_U are SCALE * e_k, so a resid with mean square 1 gives z_k
+
+
+def make_store(
+    path: Path,
+    logits: np.ndarray,
+    label: np.ndarray,
+    *,
+    subjects: list[str] | None = None,
+    d: int = 64,
+    vocab: int = 1000,
+    blocks: list[int] | None = None,
+    seed: int = 0,
+) -> Path:
+    """A real store whose lens gives exactly ``logits`` (n, L, K) on the answer tokens.
+
+    RMSNorm with weight 1 and eps 0 leaves a residual of mean square 1 unchanged, and the answer
+    rows of W_U are SCALE * e_k: h = [z / SCALE, noise, filler] with the filler setting the mean
+    square to 1 gives lens logits z. The rest of W_U is random. ``blocks``: blocks to write
+    (default all, then the store is finalized).
+    """
+    n, n_layers, k = logits.shape
+    rng = np.random.default_rng(seed)
+    w_u = np.zeros((vocab, d), np.float32)
+    w_u[:, k:] = rng.normal(0, 0.7, (vocab, d - k))
+    w_u[ANSWER_IDS[:k]] = 0.0
+    w_u[ANSWER_IDS[:k], np.arange(k)] = SCALE
+    spec = NormSpec("rmsnorm", np.ones(d, np.float32), None, 0.0)
+    h = np.zeros((n, n_layers, d))
+    h[..., :k] = logits / SCALE
+    h[..., k:-1] = rng.normal(0, 0.5, (n, n_layers, d - k - 1))
+    h[..., -1] = np.sqrt(d - (h[..., :-1] ** 2).sum(-1))
+    h = h.astype(np.float32)
+    subjects = subjects or [f"s{i % 3}" for i in range(n)]
+    meta = fmt.ExampleMeta(
+        example_id=[f"ex/{i:05d}" for i in range(n)],
+        subject=subjects,
+        category=["c" + s[-1] for s in subjects],
+        question=["q"] * n,
+        choices=[[str(j) for j in range(k)]] * n,
+        label=label,
+        n_tokens=np.full(n, 10),
+    )
+    ident = {"model": "planted", "dataset": "synthetic", "split": "test", "dtype": "float32"}
+    g = fmt.create_store(
+        path,
+        fmt.Layout(n, n_layers, d, vocab, k, block=128),
+        meta,
+        w_u=w_u,
+        lm_head_bias=None,
+        norm=spec,
+        answer_token_ids=ANSWER_IDS[:k],
+        attrs={"identity": ident, "provenance": {"template": {"name": "planted"}}},
+    )
+    z = lens_logits(h, w_u[ANSWER_IDS[:k]], spec)
+    lse = logsumexp(lens_logits(h, w_u, spec), axis=-1)
+    lay = fmt.layout_of(g)
+    todo = range(lay.n_blocks) if blocks is None else blocks
+    for b in todo:
+        sl = lay.block_slice(b)
+        arrays = {
+            "resid": h[sl],
+            "model_logits": z[sl, -1],
+            "lens_logits": z[sl],
+            "lens_lse": lse[sl],
+        }
+        fmt.write_block(g, b, arrays)
+    if blocks is None:
+        fmt.finalize(path, {})
+    return path
+
+
+def random_logits(n: int = 256, n_layers: int = 5, k: int = 4, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 1, (n, n_layers, k)) * np.linspace(0.5, 4, n_layers)[None, :, None]
+    return z, rng.integers(0, k, n)
+
+
+def direct(h: np.ndarray, w_u: np.ndarray, spec: NormSpec, bias=None):
+    """lse, entropy and answer mass from the whole-vocabulary logits in one float64 array."""
+    full = lens_logits(h, w_u, spec, bias)
+    lse = logsumexp(full, axis=-1)
+    logp = full - lse[..., None]
+    return lse, -(np.exp(logp) * logp).sum(-1), np.exp(logp)
+
+
+@pytest.mark.parametrize("chunk", [64, 1000, 333])
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_streaming_lse_and_entropy_equal_whole_vocab(chunk, softcap):
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(1000, 32)).astype(np.float32)
+    b = rng.normal(size=1000).astype(np.float32)
+    x = rng.normal(size=(7, 32)) * 2
+    spec = NormSpec("rmsnorm", np.ones(32), None, 1e-6, 0.0, softcap)
+    lse_ref, ent_ref, _ = direct(x, w, spec, b)
+    lse, ent = vocab_lse_entropy(final_norm(x, spec), w, b, softcap, chunk=chunk)
+    np.testing.assert_allclose(lse, lse_ref, atol=2e-5)
+    np.testing.assert_allclose(ent, ent_ref, atol=2e-5)
+    assert (ent > 0).all() and (ent < np.log(1000)).all()
+
+
+@pytest.mark.parametrize(
+    "kind,bias,offset,softcap",
+    [
+        ("rmsnorm", False, 0.0, None),
+        ("layernorm", True, 0.0, None),
+        ("rmsnorm", False, 1.0, 5.0),
+    ],
+)
+def test_folded_answer_logits_equal_reference_lens(kind, bias, offset, softcap):
+    rng = np.random.default_rng(2)
+    d, v = 48, 200
+    spec = NormSpec(
+        kind, rng.normal(size=d), rng.normal(size=d) if bias else None, 1e-5, offset, softcap
+    )
+    w = rng.normal(size=(v, d)).astype(np.float32)
+    b = rng.normal(size=v).astype(np.float32)
+    h = (rng.normal(size=(6, 3, d)) * 4 + 1).astype(np.float32)
+    lens = LensData.from_arrays(spec, w, b, np.array([5, 9, 1]))
+    ref = lens_logits(h, w[[5, 9, 1]], spec, b[[5, 9, 1]])
+    np.testing.assert_allclose(answer_logits_of(h, lens), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_one_pass_gives_vocab_quantities_of_sampled_examples(tmp_path):
+    z, label = random_logits()
+    ds = open_store(make_store(tmp_path / "s.zarr", z, label), chunks={"example": 128})
+    sample = np.zeros(256, bool)
+    sample[[0, 5, 130, 255]] = True
+    out = lens_pass(ds, sample).compute()
+    vocab_lse, vocab_ent = full_vocab_arrays(out)
+    np.testing.assert_allclose(out["answer_logits"].values, z, atol=2e-6)
+    spec = NormSpec("rmsnorm", np.ones(64), None, 0.0)
+    lse, ent, p = direct(ds["resid"].values[sample], ds["W_U"].values, spec)
+    np.testing.assert_allclose(vocab_lse[sample], lse, atol=1e-4)
+    np.testing.assert_allclose(vocab_ent[sample], ent, atol=1e-4)
+    assert np.isnan(vocab_lse[~sample]).all() and np.isnan(vocab_ent[~sample]).all()
+    mass = option_mass(out["answer_logits"].values, vocab_lse, ds["choice_mask"].values)
+    np.testing.assert_allclose(mass[sample], p[..., ANSWER_IDS].sum(-1), atol=1e-5)
+    checks, warnings = recorded_checks(ds, out["answer_logits"].values, vocab_lse)
+    assert checks["ok"] and not warnings and checks["lse_examples_checked"] == 4
+    assert checks["lens_lse_max_abs_diff"] < 1e-4 and checks["model_logits_max_abs_diff"] < 1e-5
+
+
+def test_mismatch_with_recorded_lens_is_reported(tmp_path):
+    z, label = random_logits(n=128)
+    path = make_store(tmp_path / "s.zarr", z, label)
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r+")
+    g["lens_lse"][:5] = g["lens_lse"][:5] + 0.5  # an extraction whose recorded lse is off
+    g["lens_logits"][3, 2, 1] = g["lens_logits"][3, 2, 1] - 0.2
+    res = analyze_store(path, n_boot=20, vocab_examples=None)
+    checks, warnings = res.meta["checks"], res.meta["warnings"]
+    assert not checks["ok"]
+    assert checks["lens_lse_max_abs_diff"] == pytest.approx(0.5, abs=1e-3)
+    assert checks["lens_logits_max_abs_diff"] == pytest.approx(0.2, abs=1e-3)
+    assert any("lens_lse" in w and "layercal store verify" in w for w in warnings)
+    assert any("lens_logits" in w for w in warnings)
+
+
+@pytest.mark.slow
+def test_real_smollm2_lens_equals_model_logits_and_recorded_lse(tmp_path, smollm2, data_dir):
+    from extract.run import ExtractConfig, extract
+
+    out = tmp_path / "smol.zarr"
+    cfg = ExtractConfig(
+        model="smollm2-135m",
+        dataset="mmlu",
+        out=str(out),
+        subjects=["philosophy"],
+        data_dir=str(data_dir),
+        limit=16,
+        batch_size=8,
+        block=128,
+        progress=False,
+    )
+    assert extract(cfg, loaded=smollm2).complete
+    ds = open_store(out)
+    sample = np.zeros(16, bool)
+    sample[:3] = True
+    res = lens_pass(ds, sample).compute()
+    z = res["answer_logits"].values
+    vocab_lse, vocab_ent = full_vocab_arrays(res)
+    assert np.abs(z[:, -1] - ds["model_logits"].values).max() < 1e-4  # the lens is the model
+    checks, warnings = recorded_checks(ds, z, vocab_lse)
+    assert checks["ok"], warnings
+    assert checks["lens_lse_max_abs_diff"] < 1e-3 and checks["lse_examples_checked"] == 3
+    lse, ent, _ = direct(ds["resid"].values[:2, -1], ds["W_U"].values, LensData.of(ds).spec)
+    np.testing.assert_allclose(vocab_lse[:2, -1], lse, atol=1e-3)
+    np.testing.assert_allclose(vocab_ent[:2, -1], ent, atol=1e-3)
+    result = analyze_store(out, n_boot=20, vocab_examples=2)
+    assert result.meta["checks"]["ok"] and result.meta["model"] == "smollm2-135m"
+    assert result.meta["checks"]["model_logits_max_abs_diff"] < 1e-4
