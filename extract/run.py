@@ -34,9 +34,8 @@ from extract.prompts import PromptTemplate, answer_continuations
 from extract.tokens import answer_token_ids, pad_batch, tokenize
 from layercal import __version__, git_commit
 from layercal import format as fmt
-from layercal.lens import lens_logits
+from layercal.lens import lens_logits, self_check_tolerance
 
-FP32_TOL = 1e-3
 AUTO_MAX_BATCH = 256  # --batch-size auto tries powers of two up to this
 AUTO_MEMORY_FRACTION = 0.5  # CPU/MPS: share of the available memory a batch may use
 AUTO_DEVICE_FRACTION = 0.9  # CUDA: the probe's peak must stay under this share of the device
@@ -106,12 +105,7 @@ class ExtractSummary:
         ]
 
 
-def tolerance(dtype: str, logits: np.ndarray) -> float:
-    """Self-check bound: 1e-3 in float32; for 16-bit models the model rounds its own final norm
-    and unembedding, so the bound is 0.05 + 2% of the largest |logit| (docs/store-format.md)."""
-    if dtype == "float32":
-        return FP32_TOL
-    return 0.05 + 0.02 * float(np.abs(logits).max(initial=0.0))
+tolerance = self_check_tolerance  # 1e-3 in float32; looser for 16-bit (docs/store-format.md)
 
 
 def self_check(
