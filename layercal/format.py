@@ -136,17 +136,19 @@ def create_store(
     last, so a store whose creation was interrupted is recognised as such.
     """
     path = Path(path)
-    if path.exists():
-        raise StoreExistsError(
-            f"{path} already exists. Pass --resume to continue filling it, or choose another --out."
-        )
     n, L, d, K = layout.n_examples, layout.n_depth, layout.hidden, layout.n_choices
     if w_u.shape != (layout.vocab, d):
         raise StoreError(f"W_U has shape {w_u.shape}, expected {(layout.vocab, d)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        g = zarr.open_group(str(path), mode="w-", zarr_format=3)
-    except zarr.errors.BaseZarrError as e:  # another process created it first
-        raise StoreExistsError(f"{path} was created by another process meanwhile") from e
+        # mkdir is atomic: of several shards starting at once exactly one creates the store,
+        # the others get FileExistsError and join it once its status says ``created``.
+        path.mkdir()
+    except FileExistsError as e:
+        raise StoreExistsError(
+            f"{path} already exists. Pass --resume to continue filling it, or choose another --out."
+        ) from e
+    g = zarr.open_group(str(path), mode="w-", zarr_format=3)
     blk, ck = layout.block, CHUNK_EXAMPLES
     coords: dict[str, Any] = {"coordinates": " ".join(EXAMPLE_COORDS)}
     nan = np.float32(np.nan)
