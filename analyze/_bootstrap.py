@@ -102,22 +102,24 @@ def _counts(block: NDArray[Any], n: int) -> NDArray[np.float64]:
     return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
 
 
-def _bin_design(
+def _bin_designs(
     bins: NDArray[np.intp], conf: NDArray[np.float64], correct: NDArray[np.float64], m: int
-) -> NDArray[np.float64]:
-    """Dense (n, 3 * Lc * M) matrix: per-example one-hot bin, conf and correct in that bin.
+) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+    """Dense (n, Lc * M) one-hot bin matrix (float32) and the same holding conf - correct.
 
-    bins, conf, correct: (Lc, n). ``weights @ design`` gives the weighted count, sum_conf and
-    sum_correct of every (layer, bin) in one matrix product.
+    bins, conf, correct: (Lc, n). ``weights @ onehot`` gives the weighted count of every
+    (layer, bin), exactly: the weights are integer draw counts, float32 holds integers up to
+    2**24 exactly whatever the summation order. ``weights @ gap`` gives the weighted
+    sum_conf - sum_correct, all that ECE and MCE need besides the counts.
     """
     lc, n = bins.shape
-    design = np.zeros((n, 3, lc * m))
-    rows = np.arange(n)
+    onehot = np.zeros((n, lc * m), np.float32)
+    gap = np.zeros((n, lc * m))
+    rows = np.arange(n)[:, None]
     cols = (np.arange(lc)[:, None] * m + bins).T  # (n, Lc)
-    design[rows[:, None], 0, cols] = 1.0
-    design[rows[:, None], 1, cols] = conf.T
-    design[rows[:, None], 2, cols] = correct.T
-    return design.reshape(n, 3 * lc * m)
+    onehot[rows, cols] = 1.0
+    gap[rows, cols] = (conf - correct).T
+    return onehot, gap
 
 
 def per_layer_bootstrap(
@@ -135,7 +137,8 @@ def per_layer_bootstrap(
     logits_lk: (L, n, K); label: (n,); choice_mask: (n, K). Returns {metric: (lo, hi)}, each (L,).
     Every resample b is a weight vector w_b (n,) of multinomial draw counts, shared by all layers,
     so every statistic is a weighted mean (w @ per-example values / n) or a weighted bin sum
-    (w @ one-hot bin design): two matrix products per block of resamples instead of a Python loop.
+    (w @ one-hot bin design, and w @ the design holding conf - correct): a few matrix products
+    per block of resamples instead of a Python loop.
     The resamples equal those of ``bootstrap_ci`` with the same seed.
     """
     z = as_scores(logits_lk, "logits_lk")
@@ -155,7 +158,18 @@ def per_layer_bootstrap(
     per_example = np.stack([correct, conf, brier_terms(probs, lab, mask), nll_terms(probs, lab)])
     mean_design = per_example.reshape(len(means_of) * n_layers, n).T  # (n, 4L)
     bins = bin_index(conf, m)
-    layers_per_block = max(1, _BLOCK // (n * 3 * m))
+    # the bin designs do not depend on the resamples: build them once, in slices of layers that
+    # keep each design about _BLOCK elements, and reuse them for every block of resamples
+    layers_per_block = max(1, _BLOCK // (n * m))
+    designs = [
+        _bin_designs(
+            bins[lo : lo + layers_per_block],
+            conf[lo : lo + layers_per_block],
+            correct[lo : lo + layers_per_block],
+            m,
+        )
+        for lo in range(0, n_layers, layers_per_block)
+    ]
 
     out: dict[str, list[NDArray[np.float64]]] = {k: [] for k in (*means_of, "ece", "mce")}
     for block in resample_indices(np.random.default_rng(seed), n, n_boot):
@@ -163,13 +177,14 @@ def per_layer_bootstrap(
         means = (w @ mean_design / n).reshape(-1, len(means_of), n_layers)
         for j, name in enumerate(means_of):
             out[name].append(means[:, j])
+        w32 = w.astype(np.float32)
         ece_parts, mce_parts = [], []
-        for lo in range(0, n_layers, layers_per_block):
-            sl = slice(lo, min(lo + layers_per_block, n_layers))
-            sums = w @ _bin_design(bins[sl], conf[sl], correct[sl], m)
-            count, s_conf, s_corr = sums.reshape(w.shape[0], 3, -1, m).transpose(1, 0, 2, 3)
-            ece_parts.append(ece_from_sums(count, s_conf, s_corr))
-            mce_parts.append(mce_from_sums(count, s_conf, s_corr, min_count))
+        for onehot, gap in designs:
+            count = (w32 @ onehot).astype(np.float64).reshape(w.shape[0], -1, m)
+            s_gap = (w @ gap).reshape(w.shape[0], -1, m)
+            zero = np.zeros_like(s_gap)
+            ece_parts.append(ece_from_sums(count, s_gap, zero))
+            mce_parts.append(mce_from_sums(count, s_gap, zero, min_count))
         out["ece"].append(np.concatenate(ece_parts, axis=1))
         out["mce"].append(np.concatenate(mce_parts, axis=1))
     return {name: _interval(np.concatenate(v), alpha) for name, v in out.items()}

@@ -17,6 +17,7 @@ from analyze import _plot as P
 from analyze._findings import findings
 from analyze._render import Block, Bullets, Heading, Image, Para, Table, to_html, to_markdown
 from analyze._report_tables import comparison_row, landmark_blocks, layer_table, store_table
+from analyze._sections import section_blocks
 from analyze.figures import write_figures
 from analyze.results import AnalysisResult
 
@@ -108,13 +109,15 @@ def write_report(
     fmt: str = "html",
     relative_depth: bool | None = None,
     n_grid: int = 12,
+    include_sections: bool = True,
 ) -> Path:
     """Write figures (``out_dir/figures``, PNG+SVG), ``report.html`` and ``report.md``.
 
     ``report.html`` is self-contained (inline CSS, PNGs as data URIs); ``report.md`` links the
     PNG files. ``relative_depth`` and ``n_grid`` (layers in the reliability grid) go to
     :func:`~analyze.figures.write_figures`. Returns the path of the report in ``fmt`` (``"html"``
-    or ``"md"``)."""
+    or ``"md"``). ``include_sections``: append every ``out_dir/<folder>/section.md`` written by
+    ``layercal nullspace`` / ``direction fit`` / ``steer`` run with ``--out out_dir/<folder>``."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     rs = list(results)
@@ -136,6 +139,9 @@ def write_report(
         blocks += _comparison(rs, figs)
         for i, r in enumerate(rs):
             blocks += [Heading(2, f"{i + 1}. {r.label}"), *_store_section(r, i, rs, figs, 3)]
+    hashes = {str(r.meta.get("store_hash")) for r in rs}
+    if include_sections and (extra := section_blocks(out, hashes, shift=1)):
+        blocks += [Heading(2, "Further analyses"), *extra]
     (out / "report.html").write_text(to_html(blocks, title), encoding="utf-8")
     (out / "report.md").write_text(to_markdown(blocks, title, out), encoding="utf-8")
     return out / f"report.{fmt}"

@@ -214,6 +214,30 @@ def test_cli_direction_fit_steer_and_nullspace(stores, tmp_path, capsys):
     assert set(abl["layer"]) == {6, 7} and set(abl["k"]) == {1, 5}
     assert "## Null space of the unembedding" in (ns / "section.md").read_text()
 
+    # `layercal analyze --out` the same folder takes the three sections into its report
+    assert cli(["analyze", store, "--out", str(tmp_path), "--n-boot", "20", "--no-cache"]) == 0
+    md = (tmp_path / "report.md").read_text()
+    order = [
+        md.index(h)
+        for h in (
+            "## Further analyses",
+            "### Null space of the unembedding",
+            "### Calibration direction",
+            "From steer/section.md",
+        )
+    ]
+    assert order == sorted(order)
+    assert "(ns/figures/" in md and "(steer/figures/reliability.png)" in md
+    page = (tmp_path / "report.html").read_text()
+    assert "<h3>Calibration direction</h3>" in page and "| direction |" not in page
+    n_img = page.count("data:image/png;base64")
+    assert n_img >= len(list(tmp_path.glob("*/figures/*.png")))
+    assert "not a store of this report" not in md
+    # the same folder analysed for another store: the direction section says it is foreign
+    other = str(stores["other_model"])
+    assert cli(["analyze", other, "--out", str(tmp_path), "--n-boot", "20", "--no-cache"]) == 0
+    assert "not a store of this report" in (tmp_path / "report.md").read_text()
+
     capsys.readouterr()
     bad = tmp_path / "bad"
     assert cli(["steer", str(stores["other_model"]), "--direction", str(d), "--out", str(bad)]) == 1
