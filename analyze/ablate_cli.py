@@ -41,10 +41,12 @@ def _labelled(text: str) -> tuple[str, str]:
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
+    from analyze.cli import add_remote_args
+
     p.add_argument("store", help="store path or fsspec URL")
-    p.add_argument("--storage-options", help="JSON dict passed to fsspec")
     p.add_argument("--allow-partial", action="store_true", help="use the written examples only")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, resamples, controls")
+    add_remote_args(p)  # --storage-options (also for --compare/--transfer stores), --scheduler
 
 
 def add_parser(sub: Any) -> None:
@@ -137,8 +139,9 @@ def add_parser(sub: Any) -> None:
 def _open(args: argparse.Namespace, path: str | None = None) -> Any:
     from analyze.store import open_store
 
-    so = json.loads(args.storage_options) if args.storage_options else None
-    return open_store(path or args.store, storage_options=so, allow_partial=args.allow_partial)
+    return open_store(
+        path or args.store, storage_options=args.storage_options, allow_partial=args.allow_partial
+    )
 
 
 def _fail(e: Exception) -> int:
@@ -158,26 +161,28 @@ def _write(out: Path, tables: dict[str, Any], meta: dict[str, Any] | None) -> No
 def run_nullspace(args: argparse.Namespace) -> int:
     from analyze._ablate_figures import nullspace_figures
     from analyze._ablate_sections import nullspace_section
+    from analyze._scheduler import scheduler_of
     from analyze.nullspace import DEFAULT_FRACTIONS
     from analyze.nullspace import run_nullspace as run
     from analyze.svd import unembed_svd
     from layercal.format import StoreError
 
     try:
-        ds = _open(args)
-        svd = unembed_svd(ds, method=args.svd_method, cache_dir=args.cache_dir)
-        res = run(
-            ds,
-            svd,
-            layers=args.layers,
-            fractions=args.fractions or DEFAULT_FRACTIONS,
-            betas=args.beta or [0.0],
-            n_random=args.random,
-            seed=args.seed,
-            n_bins=args.bins,
-            n_boot=args.n_boot,
-            vocab_examples=args.vocab_examples,
-        )
+        with scheduler_of(args):
+            ds = _open(args)
+            svd = unembed_svd(ds, method=args.svd_method, cache_dir=args.cache_dir)
+            res = run(
+                ds,
+                svd,
+                layers=args.layers,
+                fractions=args.fractions or DEFAULT_FRACTIONS,
+                betas=args.beta or [0.0],
+                n_random=args.random,
+                seed=args.seed,
+                n_bins=args.bins,
+                n_boot=args.n_boot,
+                vocab_examples=args.vocab_examples,
+            )
     except (StoreError, ValueError) as e:
         return _fail(e)
     out = Path(args.out)
@@ -192,37 +197,39 @@ def run_nullspace(args: argparse.Namespace) -> int:
 def run_direction_fit(args: argparse.Namespace) -> int:
     from analyze._ablate_figures import direction_figures
     from analyze._ablate_sections import direction_section
+    from analyze._scheduler import scheduler_of
     from analyze.direction import category_cosines, compare_store, fit_direction
     from analyze.svd import default_k, unembed_svd
     from layercal.format import StoreError
 
     try:
-        ds = _open(args)
-        d = fit_direction(
-            ds,
-            estimator=args.estimator,
-            window=args.window,
-            last_m=args.last_m,
-            fit_fraction=args.fit_fraction,
-            seed=args.seed,
-            category=args.category,
-            subjects=args.subjects,
-            overconfident_quantile=args.overconfident_quantile,
-            n_boot=args.n_boot,
-        )
-        diag = d.info["diagnostics"]
-        if not args.no_svd:
-            k = default_k(d.hidden)
-            share = float(unembed_svd(ds).null_share(d.vector, k))
-            diag["null_space_share"] = {
-                "k": k,
-                "share": share,
-                "random_expected": (k / d.hidden) ** 0.5,
-            }
-        diag["category_cosines"] = category_cosines(ds, d)
-        diag["compare"] = [
-            compare_store(d, _open(args, path), label) for label, path in args.compare
-        ]
+        with scheduler_of(args):
+            ds = _open(args)
+            d = fit_direction(
+                ds,
+                estimator=args.estimator,
+                window=args.window,
+                last_m=args.last_m,
+                fit_fraction=args.fit_fraction,
+                seed=args.seed,
+                category=args.category,
+                subjects=args.subjects,
+                overconfident_quantile=args.overconfident_quantile,
+                n_boot=args.n_boot,
+            )
+            diag = d.info["diagnostics"]
+            if not args.no_svd:
+                k = default_k(d.hidden)
+                share = float(unembed_svd(ds).null_share(d.vector, k))
+                diag["null_space_share"] = {
+                    "k": k,
+                    "share": share,
+                    "random_expected": (k / d.hidden) ** 0.5,
+                }
+            diag["category_cosines"] = category_cosines(ds, d)
+            diag["compare"] = [
+                compare_store(d, _open(args, path), label) for label, path in args.compare
+            ]
     except (StoreError, ValueError) as e:
         return _fail(e)
     import polars as pl
@@ -243,35 +250,37 @@ def run_direction_fit(args: argparse.Namespace) -> int:
 def run_steer(args: argparse.Namespace) -> int:
     from analyze._ablate_figures import steer_figures
     from analyze._ablate_sections import steer_section
+    from analyze._scheduler import scheduler_of
     from analyze.direction import Direction
     from analyze.steer import DEFAULT_ALPHAS, DEFAULT_BETAS, run_steering
     from analyze.svd import unembed_svd
     from layercal.format import StoreError
 
     try:
-        ds = _open(args)
-        direction = Direction.load(args.direction)
-        sweeper, online = None, None
-        if args.online:
-            sweeper, online = _online_sweeper(args, ds, direction)
-        res = run_steering(
-            ds,
-            direction,
-            alphas=args.alphas or DEFAULT_ALPHAS,
-            layer=args.layer,
-            dev_fraction=args.dev_fraction,
-            seed=args.seed,
-            n_random=args.random,
-            betas=args.betas or DEFAULT_BETAS,
-            k=args.k,
-            svd=None if args.no_nullspace else unembed_svd(ds),
-            max_accuracy_drop=args.max_accuracy_drop,
-            n_bins=args.bins,
-            n_boot=args.n_boot,
-            sweeper=sweeper,
-            transfer=[(label, _open(args, p)) for label, p in args.transfer],
-            limit=args.limit,
-        )
+        with scheduler_of(args):
+            ds = _open(args)
+            direction = Direction.load(args.direction)
+            sweeper, online = None, None
+            if args.online:
+                sweeper, online = _online_sweeper(args, ds, direction)
+            res = run_steering(
+                ds,
+                direction,
+                alphas=args.alphas or DEFAULT_ALPHAS,
+                layer=args.layer,
+                dev_fraction=args.dev_fraction,
+                seed=args.seed,
+                n_random=args.random,
+                betas=args.betas or DEFAULT_BETAS,
+                k=args.k,
+                svd=None if args.no_nullspace else unembed_svd(ds),
+                max_accuracy_drop=args.max_accuracy_drop,
+                n_bins=args.bins,
+                n_boot=args.n_boot,
+                sweeper=sweeper,
+                transfer=[(label, _open(args, p)) for label, p in args.transfer],
+                limit=args.limit,
+            )
     except (StoreError, ValueError, RuntimeError) as e:
         return _fail(e)
     out = Path(args.out)

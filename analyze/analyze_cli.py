@@ -65,6 +65,8 @@ def _vocab_examples(text: str) -> str:
 
 def add_parser(sub: Any) -> None:
     """Register ``analyze`` on an argparse subparsers object."""
+    from analyze.cli import add_remote_args
+
     p = sub.add_parser(
         "analyze",
         help="per-layer calibration tables, landmarks and report.html for one or more stores",
@@ -121,10 +123,8 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="analyse only the written examples of an unfinished store",
     )
-    p.add_argument(
-        "--storage-options", metavar="JSON", help="dict passed to fsspec for remote stores"
-    )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    add_remote_args(p)
     p.set_defaults(func=run)
 
 
@@ -191,17 +191,36 @@ def _describe(res: Any, seconds: float) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Analyse every store, write the tables, then the report; 1 on a store error."""
-    from analyze.analysis import DEFAULT_VOCAB_EXAMPLES, analyze_store
-    from layercal.format import StoreError
+    from analyze._scheduler import scheduler_of
+    from analyze.analysis import DEFAULT_VOCAB_EXAMPLES
 
     out: Path = args.out
     text = args.vocab_examples
     vocab = DEFAULT_VOCAB_EXAMPLES if text is None else None if text == "all" else int(text)
     try:
-        so = json.loads(args.storage_options) if args.storage_options else None
-    except json.JSONDecodeError as e:
-        print(f"error: --storage-options is not valid JSON: {e}", file=sys.stderr)
-        return 2
+        with scheduler_of(args):
+            results = _analyze_all(args, vocab)
+    except (_Failed, ValueError) as e:  # a store, or a scheduler that could not be started
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    write_tables(results, out, _names(list(args.stores)))
+    from analyze.report import write_report  # figures: matplotlib, only now
+
+    report = write_report(results, out)
+    print(f"report: {report}")
+    return 0
+
+
+class _Failed(Exception):
+    """A store could not be analysed (the message names it)."""
+
+
+def _analyze_all(args: argparse.Namespace, vocab: int | None) -> list[Any]:
+    """``analyze_store`` on each store in turn, printing a summary of each."""
+    from analyze.analysis import analyze_store
+    from layercal.format import StoreError
+
     results = []
     for store in args.stores:
         t0 = time.perf_counter()
@@ -217,21 +236,14 @@ def run(args: argparse.Namespace) -> int:
                 group_by=tuple(args.by or ("subject", "category")),
                 temperature_split=args.temperature_split,
                 vocab_examples=vocab,
-                storage_options=so,
+                storage_options=args.storage_options,
                 allow_partial=args.allow_partial,
-                cache_dir=None if args.no_cache else out / ".cache",
+                cache_dir=None if args.no_cache else args.out / ".cache",
             )
         except (StoreError, ValueError) as e:
-            print(f"error: {store}: {e}", file=sys.stderr)
-            return 1
+            raise _Failed(f"{store}: {e}") from e
         for w in res.meta.get("warnings", []):
             print(f"warning: {store}: {w}", file=sys.stderr)
         print("\n".join(_describe(res, time.perf_counter() - t0)), flush=True)
         results.append(res)
-    out.mkdir(parents=True, exist_ok=True)
-    write_tables(results, out, _names(list(args.stores)))
-    from analyze.report import write_report  # figures: matplotlib, only now
-
-    report = write_report(results, out)
-    print(f"report: {report}")
-    return 0
+    return results

@@ -9,9 +9,36 @@ from typing import Any
 
 import numpy as np
 
+SO_HELP = (
+    "JSON object of fsspec options for a store given as a URL, e.g. '{\"anon\": true}' or "
+    '\'{"key": "...", "secret": "..."}\''
+)
 
-def _storage_options(text: str | None) -> dict[str, Any] | None:
-    return json.loads(text) if text else None
+
+def storage_options_arg(text: str) -> dict[str, Any]:
+    """argparse type of ``--storage-options``: a JSON object (credentials, endpoint, ...)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e}): {text!r}") from e
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def add_storage_options(
+    p: Any, flag: str = "--storage-options", help: str = SO_HELP, **kw: Any
+) -> None:
+    """Add ``flag`` (parsed to a dict, or None when absent) to parser or group ``p``."""
+    p.add_argument(flag, type=storage_options_arg, metavar="JSON", help=help, **kw)
+
+
+def add_remote_args(p: argparse.ArgumentParser) -> None:
+    """The options every analysis command shares: ``--storage-options`` and the scheduler."""
+    from analyze._scheduler import add_scheduler_args
+
+    add_storage_options(p)
+    add_scheduler_args(p)
 
 
 def add_subcommands(sub: Any) -> None:
@@ -19,7 +46,7 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("store", help="store path or fsspec URL")
     p.add_argument("--bins", type=int, default=10)
     p.add_argument("--allow-partial", action="store_true", help="analyse written examples only")
-    p.add_argument("--storage-options", help="JSON dict passed to fsspec")
+    add_remote_args(p)
     p.set_defaults(func=run_summary)
     __import__("analyze.store_cli").store_cli.add_parser(sub)  # `layercal store ...`
     __import__("analyze.analyze_cli").analyze_cli.add_parser(sub)  # `layercal analyze ...`
@@ -48,16 +75,16 @@ def layer_table(ds: Any, bins: int = 10) -> tuple[list[dict[str, float]], float]
 
 
 def run_summary(args: argparse.Namespace) -> int:
+    from analyze._scheduler import scheduler_of
     from analyze.store import open_store
     from layercal.format import StoreError
 
     try:
         ds = open_store(
-            args.store,
-            storage_options=_storage_options(args.storage_options),
-            allow_partial=args.allow_partial,
+            args.store, storage_options=args.storage_options, allow_partial=args.allow_partial
         )
-        rows, last_diff = layer_table(ds, args.bins)
+        with scheduler_of(args):
+            rows, last_diff = layer_table(ds, args.bins)
     except (StoreError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

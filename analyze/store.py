@@ -7,18 +7,22 @@ analysis (whole layers of many examples), not the tiny inner Zarr chunks.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import polars as pl
 import xarray as xr
 import zarr
+from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store
+from zarr.core.buffer import Buffer, BufferPrototype
 
 from layercal import format as fmt
 from layercal.lens import NormSpec
 
 DEFAULT_CHUNKS = {"example": 2048, "layer": 1, "hidden": -1, "choice": -1, "vocab": 8192}
+WHOLE_OBJECT_CACHE_BYTES = 256 << 20  # see _WholeObjects
 
 
 class IncompleteStoreError(fmt.StoreError):
@@ -41,10 +45,14 @@ def open_store(
     url = os.fspath(path_or_url)
     ch = dict(DEFAULT_CHUNKS)
     ch.update(chunks or {})
-    so = dict(storage_options or {})
+    # options are for URLs; a local path ignores them (one command may mix local and remote stores)
+    so = dict(storage_options or {}) if "://" in url else {}
     store: Any = url
     if url.endswith(".zip") and "://" not in url:  # one-file store from `layercal store pack`
         store = zarr.storage.ZipStore(url, mode="r")
+    elif _ignores_ranges(url, so):
+        fs_store = zarr.storage.FsspecStore.from_url(url, storage_options=so, read_only=True)
+        store, so = _WholeObjects(fs_store), {}
     try:
         group = zarr.open_group(store, mode="r", storage_options=so or None)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
@@ -100,3 +108,66 @@ def store_hash(ds: xr.Dataset) -> str:
 
     ident = ds.attrs["layercal"]["identity"]
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _ignores_ranges(url: str, storage_options: Mapping[str, Any]) -> bool:
+    """True for an http(s) server that answers a byte-range request with the whole object
+    (``python -m http.server`` does). fsspec hands such a reply on as if it were the range
+    (fsspec issue #1626), which would give zarr's sharded reads the wrong bytes."""
+    if not url.startswith(("http://", "https://")):
+        return False
+    from fsspec.core import url_to_fs
+
+    fs, root = url_to_fs(url, **storage_options)
+    try:
+        head = fs.cat_file(f"{root.rstrip('/')}/zarr.json", start=0, end=2)
+    except (OSError, ValueError):  # no store there: zarr reports it next
+        return False
+    return len(head) != 2
+
+
+class _WholeObjects(zarr.storage.WrapperStore[Store]):
+    """A store over a server that ignores byte ranges: it fetches whole objects and cuts the
+    ranges locally. The last objects fetched for a range (up to WHOLE_OBJECT_CACHE_BYTES) are
+    kept, so a shard's index and its inner chunks cost one download; whole-object reads (a full
+    shard, metadata) are not kept. The cache is not pickled (dask workers start empty)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self._cache: OrderedDict[str, Buffer] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_store": self._store}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["_store"])  # type: ignore[misc]
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        if byte_range is None:
+            return await self._store.get(key, prototype)
+        buf = self._cache.get(key)
+        if buf is None:
+            buf = await self._store.get(key, prototype)
+            if buf is None:
+                return None
+            self._keep(key, buf)
+        n = len(buf)
+        if isinstance(byte_range, RangeByteRequest):
+            return buf[byte_range.start : byte_range.end]
+        if isinstance(byte_range, OffsetByteRequest):
+            return buf[byte_range.offset : n]
+        return buf[max(0, n - byte_range.suffix) : n]
+
+    async def get_partial_values(
+        self, prototype: BufferPrototype, key_ranges: Iterable[tuple[str, ByteRequest | None]]
+    ) -> list[Buffer | None]:
+        return [await self.get(key, prototype, r) for key, r in key_ranges]
+
+    def _keep(self, key: str, buf: Buffer) -> None:
+        if len(buf) > WHOLE_OBJECT_CACHE_BYTES:
+            return
+        self._cache[key] = buf
+        while sum(len(b) for b in self._cache.values()) > WHOLE_OBJECT_CACHE_BYTES:
+            self._cache.popitem(last=False)

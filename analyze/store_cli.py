@@ -11,32 +11,18 @@ import json
 import sys
 from typing import Any
 
-SO_HELP = (
-    'JSON dict of fsspec options, e.g. \'{"anon": true}\' or \'{"key": "...", "secret": "..."}\''
-)
-
-
-def _options(text: str | None) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--storage-options is not valid JSON ({e}): {text!r}") from e
-    if not isinstance(value, dict):
-        raise ValueError(f"--storage-options must be a JSON object, got {text!r}")
-    return value
-
 
 def add_parser(sub: Any) -> None:
     """Register the ``store`` subcommand group on an argparse subparsers object."""
+    from analyze.cli import SO_HELP, add_storage_options
+
     p = sub.add_parser("store", help="inspect, verify, pack, publish and merge activation stores")
     ss = p.add_subparsers(dest="store_command", required=True, metavar="COMMAND")
 
     q = ss.add_parser("info", help="one screen: model, data, shapes, sizes, completeness")
     q.add_argument("store", help="store folder, FILE.zip or fsspec URL")
     q.add_argument("--json", action="store_true", help="print a JSON object instead")
-    q.add_argument("--storage-options", help=SO_HELP)
+    add_storage_options(q)
     q.set_defaults(func=run_info)
 
     q = ss.add_parser("verify", help="recompute checksums and the lens self-check; exit 1 if bad")
@@ -44,7 +30,7 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--sample", type=int, default=256, help="examples for the lens self-check")
     q.add_argument("--seed", type=int, default=0, help="seed of the self-check sample")
     q.add_argument("--json", action="store_true", help="print a JSON object instead")
-    q.add_argument("--storage-options", help=SO_HELP)
+    add_storage_options(q)
     q.set_defaults(func=run_verify)
 
     q = ss.add_parser("pack", help="pack a store into one .zip (opened directly by analysis)")
@@ -56,15 +42,15 @@ def add_parser(sub: Any) -> None:
     q = ss.add_parser("publish", help="copy to an fsspec destination with a dataset card")
     q.add_argument("store", help="store folder, FILE.zip or fsspec URL")
     q.add_argument("dest", help="destination: folder, file://, s3://, gs://, hf://, memory://")
-    q.add_argument("--storage-options", help="for DEST: " + SO_HELP)
-    q.add_argument("--source-storage-options", help="for STORE: " + SO_HELP)
+    add_storage_options(q, help="for DEST: " + SO_HELP)
+    add_storage_options(q, "--source-storage-options", help="for STORE: " + SO_HELP)
     _ship_flags(q)
     q.set_defaults(func=run_publish)
 
     q = ss.add_parser("merge", help="combine shard stores written by separate machines")
     q.add_argument("out", help="new local store folder to write")
     q.add_argument("shards", nargs="+", metavar="SHARD_STORE", help="shard stores to combine")
-    q.add_argument("--storage-options", help="for SHARD_STOREs given as URLs: " + SO_HELP)
+    add_storage_options(q, help="for SHARD_STOREs given as URLs: " + SO_HELP)
     q.set_defaults(func=run_merge)
 
 
@@ -94,7 +80,7 @@ def _guard(func: Any) -> Any:
 def run_info(args: argparse.Namespace) -> int:
     from analyze.storetools import format_info, store_info
 
-    d = store_info(args.store, _options(args.storage_options))
+    d = store_info(args.store, args.storage_options)
     print(json.dumps(d, indent=1) if args.json else format_info(d))
     return 0
 
@@ -106,7 +92,7 @@ def run_verify(args: argparse.Namespace) -> int:
     rep = verify_store(
         args.store,
         sample=args.sample,
-        storage_options=_options(args.storage_options),
+        storage_options=args.storage_options,
         seed=args.seed,
     )
     if args.json:
@@ -149,8 +135,8 @@ def run_publish(args: argparse.Namespace) -> int:
     r = publish(
         args.store,
         args.dest,
-        storage_options=_options(args.storage_options),
-        source_storage_options=_options(args.source_storage_options),
+        storage_options=args.storage_options,
+        source_storage_options=args.source_storage_options,
         allow_partial=args.allow_partial,
         overwrite=args.overwrite,
         verify=not args.no_verify,
@@ -168,7 +154,7 @@ def run_publish(args: argparse.Namespace) -> int:
 def run_merge(args: argparse.Namespace) -> int:
     from analyze.storetools import merge
 
-    r = merge(args.out, args.shards, storage_options=_options(args.storage_options))
+    r = merge(args.out, args.shards, storage_options=args.storage_options)
     for store in args.shards:
         blocks = [b for b, s in r.sources.items() if s == store]
         print(f"  {store}: {len(blocks)} blocks")
