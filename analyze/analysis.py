@@ -51,7 +51,9 @@ from layercal.format import StoreError
 
 Split = Literal["all", "fit", "eval"]
 GroupBy = Literal["subject", "category"]
-DEFAULT_VOCAB_EXAMPLES = 128  # full-vocab lens: ~10-30 ms per example over 31 layers, 2 cores
+# full-vocab lens sample: ~25 ms CPU per example over 31 SmolLM2 layers (2*V*d flops per row);
+# 32 keeps it under a third of one read of resid at full MMLU scale (docs/benchmarks.md)
+DEFAULT_VOCAB_EXAMPLES = 32
 CONF_HIST_BINS = 20
 CACHE_VERSION = 1  # bump when the computation changes, so old cache entries are not reused
 PASS_CHUNKS = {"example": 256, "layer": -1}  # one shard of a default store per task
@@ -246,30 +248,19 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     za, lab, msk = np.moveaxis(z[rows], 1, 0), label[rows], mask[rows]  # (L, n, K)
     bins, min_count, boot = params["bins"], params["mce_min_count"], params["bootstrap"]
     lay = [int(x) for x in ds["layer"].values]
-    # the bootstrap (matrix products, GIL released) runs beside the other per-layer stages
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bootstrap")
+    # the bootstrap and the landmarks' paired bootstrap (numpy, GIL mostly released) run in
+    # threads beside the other per-layer stages
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="analysis")
     ci_future = pool.submit(
         _timed_bootstrap, za, lab, msk, bins, boot["n_boot"], boot["seed"], boot["alpha"], min_count
     )
     m = M.per_layer_metrics(za, lab, msk, n_bins=bins, mce_min_count=min_count)
     t = _lap(timing, "metrics", t)
-    temp, temp_info = temperature_columns(np.moveaxis(z, 1, 0), label, mask, is_fit, bins)
-    t = _lap(timing, "temperature", t)
     probs = answer_probs(za, msk)
     conf, correct = probs.max(axis=-1), (probs.argmax(axis=-1) == lab).astype(np.float64)
-    by_group = group_metrics(
-        frame[rows.tolist()],
-        conf,
-        correct,
-        brier_terms(probs, lab, msk),
-        nll_terms(probs, lab),
-        lay,
-        params["group_by"],
-        bins,
-        min_count,
-    )
     k_mean = float(frame["n_choices"].to_numpy()[rows].mean())
-    marks = depth_landmarks(
+    marks_future = pool.submit(
+        depth_landmarks,
         lay,
         m["accuracy"],
         m["ece"],
@@ -281,6 +272,20 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
         seed=boot["seed"],
         alpha=boot["alpha"],
     )
+    temp, temp_info = temperature_columns(np.moveaxis(z, 1, 0), label, mask, is_fit, bins)
+    t = _lap(timing, "temperature", t)
+    by_group = group_metrics(
+        frame[rows.tolist()],
+        conf,
+        correct,
+        brier_terms(probs, lab, msk),
+        nll_terms(probs, lab),
+        lay,
+        params["group_by"],
+        bins,
+        min_count,
+    )
+    marks = marks_future.result()
     t = _lap(timing, "groups_landmarks", t)
     ci, boot_s = ci_future.result()
     pool.shutdown()

@@ -116,7 +116,7 @@ def add_parser(sub: Any) -> None:
         "--vocab-examples",
         type=_vocab_examples,
         metavar="N|all",
-        help="examples given the full-vocabulary lens: a number or 'all' (default 128)",
+        help="examples given the full-vocabulary lens: a number or 'all' (default 32)",
     )
     p.add_argument(
         "--allow-partial",
