@@ -9,17 +9,19 @@ and batch size. Each run of a variant is its own subprocess, so peak RSS is per 
 are interleaved (A B C A B C) to cancel machine drift, and medians are reported. Model loading is
 never timed. Variants:
 
-- ``bare``: the decoder only (``model.base_model``: no capture, no unembedding, no writing) on the
-  same length-sorted batches extract uses, tokenised beforehand — the floor for this approach;
-  ``bare-unsorted``: the same on batches in dataset order;
+- ``bare``: the decoder only (``model.base_model``: no capture, no unembedding, no writing) on
+  exactly the batches extract uses (longest first, cut by batch size and token budget,
+  ``extract.batching``), tokenised beforehand — the floor for this approach; ``bare-sorted``: the
+  same on plain length-sorted batches of ``--batch-size`` (what the peers' ``-sorted`` variants
+  get); ``bare-unsorted`` (opt-in): on batches in dataset order;
 - ``layercal``: :func:`extract.run.extract` end to end into a fresh store (dataset, tokenise,
   forward, capture, lens extras, self-check, compress, write);
 - ``naive``: ``output_hidden_states=True`` on unsorted, right-padded batches, full logits, last
   token gathered afterwards, ``np.save``;
 - ``transformerlens[-sorted]``: ``TransformerBridge.run_with_cache`` restricted to the residual
   hooks, ``nnsight[-sorted]``: ``trace`` + ``.save()`` of each block's last-token output; both
-  under ``torch.no_grad``, given layercal's token ids or prompts, in dataset order or in
-  extract's sorted batches, and ``np.save`` at the end.
+  under ``torch.no_grad``, given layercal's token ids or prompts, in dataset order or in plain
+  length-sorted batches of ``--batch-size``, and ``np.save`` at the end.
 
 The last line of output is one JSON object (``layercal_vs_bare``, ``layercal_vs_naive``,
 ``layercal_vs_best_peer``, ``peak_rss_vs_bare``, ``prompts_per_s``, per-variant figures).
@@ -49,6 +51,7 @@ sys.path.insert(0, str(_HERE.parent))
 
 VARIANTS = (
     "bare",
+    "bare-sorted",
     "bare-unsorted",
     "layercal",
     "naive",
@@ -176,19 +179,25 @@ def _config(args: argparse.Namespace, out: str) -> Any:
         limit=args.n,
         seed=args.seed,
         batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         dtype=args.dtype,
         device=args.device,
         progress=False,
     )
 
 
-def sorted_batches(lengths: Sequence[int], batch_size: int, block: int) -> list[list[int]]:
-    """extract's batches: per write block, longest first (ties by index), cut into batches."""
+def sorted_batches(
+    lengths: Sequence[int], batch_size: int, block: int, max_tokens: int | None = None
+) -> list[list[int]]:
+    """Per write block, longest first (ties by index), cut by ``extract.batching.plan_batches``:
+    with the run's token budget these are exactly extract's batches; without (None), plain
+    length-sorted batches of ``batch_size``, what a researcher who sorts would write."""
+    from extract.batching import plan_batches
+
     out = []
     for start in range(0, len(lengths), block):
-        idx = range(start, min(start + block, len(lengths)))
-        order = sorted(idx, key=lambda i: (-lengths[i], i))
-        out += [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+        sub = lengths[start : start + block]
+        out += [[start + i for i in b] for b in plan_batches(sub, batch_size, max_tokens)]
     return out
 
 
@@ -203,7 +212,8 @@ def padded_tokens(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> i
 class _Inputs:
     """Prompts, token ids, answer ids and batches, identical in every child."""
 
-    def __init__(self, args: argparse.Namespace, tok: Any) -> None:
+    def __init__(self, args: argparse.Namespace, tok: Any, device: Any) -> None:
+        from extract.batching import default_max_tokens
         from extract.run import prepare
         from extract.tokens import answer_token_ids, tokenize
         from layercal.format import DEFAULT_BLOCK
@@ -212,6 +222,11 @@ class _Inputs:
         self.seqs = tokenize(tok, self.prompts)
         self.lengths = [len(s) for s in self.seqs]
         self.ans_ids = answer_token_ids(tok, self.prompts[:1], ds.max_choices)
+        budget = args.max_batch_tokens
+        budget = default_max_tokens(device.type) if budget == "auto" else budget
+        self.max_batch_tokens = budget
+        # extract's own batches (the token budget of this run) and plain sorted batches
+        self.planned = sorted_batches(self.lengths, args.batch_size, DEFAULT_BLOCK, budget)
         self.sorted = sorted_batches(self.lengths, args.batch_size, DEFAULT_BLOCK)
         self.unsorted = unsorted_batches(len(self.seqs), args.batch_size)
 
@@ -262,14 +277,14 @@ def _loop_variant(
     }
 
 
-def run_bare(args: argparse.Namespace, work: Path, sort: bool) -> dict[str, Any]:
+def run_bare(args: argparse.Namespace, work: Path, batching: str) -> dict[str, Any]:
     import torch
 
     from extract.capture import position_ids
     from extract.tokens import pad_batch
 
     lm = _load(args)
-    inp = _Inputs(args, lm.tokenizer)
+    inp = _Inputs(args, lm.tokenizer, lm.device)
     decoder = lm.model.base_model  # the decoder stack without the LM head
 
     @torch.inference_mode()
@@ -280,7 +295,7 @@ def run_bare(args: argparse.Namespace, work: Path, sort: bool) -> dict[str, Any]
         )
         return None, None
 
-    batches = inp.sorted if sort else inp.unsorted
+    batches = {"planned": inp.planned, "sorted": inp.sorted, "unsorted": inp.unsorted}[batching]
     return _loop_variant(args, inp, lm.device, batches, step, work)
 
 
@@ -288,7 +303,7 @@ def run_naive(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import torch
 
     lm = _load(args)
-    inp = _Inputs(args, lm.tokenizer)
+    inp = _Inputs(args, lm.tokenizer, lm.device)
     model, tok, dev = lm.model, lm.tokenizer, lm.device
 
     def step(idx: list[int]) -> tuple[Any, Any]:
@@ -337,7 +352,7 @@ def run_transformerlens(args: argparse.Namespace, work: Path, sort: bool) -> dic
     bridge = TransformerBridge.boot_transformers(path, **kw)
     tok = AutoTokenizer.from_pretrained(path)
     tok.pad_token = tok.pad_token or tok.eos_token
-    inp = _Inputs(args, tok)
+    inp = _Inputs(args, tok, torch.device(dev))
     names = ["blocks.0.hook_resid_pre"] + [
         f"blocks.{i}.hook_resid_post" for i in range(bridge.cfg.n_layers)
     ]
@@ -373,7 +388,7 @@ def run_nnsight(args: argparse.Namespace, work: Path, sort: bool) -> dict[str, A
         )
     tok = model.tokenizer
     tok.padding_side = "left"
-    inp = _Inputs(args, tok)
+    inp = _Inputs(args, tok, torch.device(dev))
     entry = ARCHS[model.config.model_type]
 
     def envoy(paths: str) -> Any:
@@ -411,7 +426,7 @@ def run_layercal(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from extract.tokens import pad_batch
 
     lm = _load(args)
-    inp = _Inputs(args, lm.tokenizer)
+    inp = _Inputs(args, lm.tokenizer, lm.device)
     short = sorted(range(len(inp.seqs)), key=lambda i: inp.lengths[i])[:4]
     ids, mask = pad_batch(lm.tokenizer, [inp.seqs[i] for i in short], lm.device, "left")
     run_batch(lm.model, resolve(lm.model), ids, mask, inp.ans_ids)  # warm-up, as for the others
@@ -432,7 +447,8 @@ def run_layercal(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "seconds": seconds,
         "cpu_seconds": cpu,
         **inp.counts(),
-        "padded_tokens": padded_tokens(inp.lengths, inp.sorted),
+        "padded_tokens": padded_tokens(inp.lengths, inp.planned),
+        "max_batch_tokens": inp.max_batch_tokens,
         "store": str(store),
         "activation_bytes": per_ex,
         "self_check_max_abs_diff": summary.self_check_max_abs_diff,
@@ -440,8 +456,9 @@ def run_layercal(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 RUNNERS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
-    "bare": lambda a, w: run_bare(a, w, sort=True),
-    "bare-unsorted": lambda a, w: run_bare(a, w, sort=False),
+    "bare": lambda a, w: run_bare(a, w, "planned"),
+    "bare-sorted": lambda a, w: run_bare(a, w, "sorted"),
+    "bare-unsorted": lambda a, w: run_bare(a, w, "unsorted"),
     "layercal": run_layercal,
     "naive": run_naive,
     "transformerlens": lambda a, w: run_transformerlens(a, w, sort=False),
@@ -505,6 +522,7 @@ def _spawn(args: argparse.Namespace, variant: str, work: Path) -> dict[str, Any]
         "seed",
         "dtype",
         "threads",
+        "max_batch_tokens",
     ):
         val = getattr(args, opt)
         if val is not None:
@@ -698,6 +716,10 @@ def _batch_size(text: str) -> int:
     return n
 
 
+def _max_tokens(text: str) -> int | str | None:
+    return "auto" if text in ("auto", "None") else (int(text) or None)
+
+
 def _variants(text: str) -> list[str]:
     vs = [v.strip() for v in text.split(",") if v.strip()]
     bad = [v for v in vs if v not in VARIANTS]
@@ -717,6 +739,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="anything `layercal extract --model` takes, or random:llama-3.2-1b / random:llama-3-8b",
     )
     p.add_argument("--batch-size", type=_batch_size, default=16)
+    p.add_argument(
+        "--max-batch-tokens",
+        type=_max_tokens,
+        default="auto",
+        help="layercal's token budget per forward (extract --max-batch-tokens); `bare` uses the "
+        "same batches, the `-sorted` variants plain sorted batches of --batch-size",
+    )
     p.add_argument("--repeats", type=int, default=2, help="interleaved repeats (median)")
     p.add_argument(
         "--variants",

@@ -13,6 +13,19 @@ def _csv(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
+def _max_tokens(text: str) -> int | str | None:
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"expected a number of tokens or 'auto', got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("--max-batch-tokens must be >= 0 (0: no cap)")
+    return value or None
+
+
 def _batch_size(text: str) -> int | str:
     if text == "auto":
         return text
@@ -66,6 +79,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=16,
         help="prompts per forward pass, or 'auto': the largest power of two up to 256 that fits",
     )
+    p.add_argument(
+        "--max-batch-tokens",
+        type=_max_tokens,
+        default="auto",
+        metavar="N|auto|0",
+        help="cap on padded tokens per forward pass (prompts x longest prompt); batches of long "
+        "prompts get fewer prompts. 'auto' (default): 1024 on CPU, no cap on GPUs; 0: no cap",
+    )
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu", "mps"])
     p.add_argument("--device-map", help='e.g. "auto" to spread a model larger than one GPU')
@@ -107,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         shots=args.shots,
         template=args.template,
         batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         dtype=args.dtype,
         device=args.device,
         device_map=args.device_map,

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import errno
 import platform
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +29,7 @@ import zarr
 from tqdm import tqdm
 
 from extract.arch import Resolved, resolve, unembedding_arrays
+from extract.batching import default_max_tokens, plan_batches
 from extract.capture import run_batch
 from extract.datasets import MCDataset, load_dataset
 from extract.models import Device, DType, load_model
@@ -59,6 +62,8 @@ class ExtractConfig:
     shots: int = 0
     template: str | None = None  # path to a template file; None = the lm-eval MMLU template
     batch_size: int | Literal["auto"] = 16  # "auto": the largest that fits (auto_batch_size)
+    # padded tokens per forward pass (extract/batching.py); "auto": a cap on CPU, none on GPUs
+    max_batch_tokens: int | Literal["auto"] | None = "auto"
     dtype: DType = "auto"
     device: Device = "auto"
     device_map: str | None = None
@@ -200,6 +205,9 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
             cfg,
             batch_size=auto_batch_size(model, res, tok, seqs, ans_ids, cfg.block, cfg.padding_side),
         )
+    if cfg.max_batch_tokens == "auto":
+        device_type = next(model.parameters()).device.type
+        cfg = dataclasses.replace(cfg, max_batch_tokens=default_max_tokens(device_type))
     w_u, bias = unembedding_arrays(res)
     identity = {
         "model": loaded.provenance.get("model"),
@@ -220,6 +228,7 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
         "host": socket.gethostname(),
         "batch_size": cfg.batch_size,
         "batch_size_requested": requested,
+        "max_batch_tokens": cfg.max_batch_tokens,
         "padding_side": cfg.padding_side,
         "shard": f"{cfg.shard[0]}/{cfg.shard[1]}",
     }
@@ -262,6 +271,9 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
             )
         except FileExistsError:  # a sibling shard created it first: join it below
             g = None
+        except OSError as e:  # nothing of it is usable: do not leave a half-created store
+            fmt.remove_incomplete(out)
+            raise store_io_error(out, "create", e, resumable=False) from e
     if g is None:
         g = fmt.open_for_write(out, wait_s=300.0 if sharded else 0.0, sole_writer=not sharded)
         diffs = fmt.identity_diff(fmt.attrs(g)["identity"], fmt._jsonable(identity))
@@ -273,7 +285,10 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
             )
         if fmt.layout_of(g) != layout:
             raise fmt.StoreError(f"refusing to resume {out}: layout {fmt.layout_of(g)} != {layout}")
-    _record_run(g, run_record)
+    try:
+        _record_run(g, run_record)
+    except OSError as e:
+        raise store_io_error(out, "record this run in", e) from e
     todo = fmt.blocks_todo(g, cfg.shard)
     n_todo = sum(len(range(*layout.block_slice(b).indices(layout.n_examples))) for b in todo)
     w_ans = w_u[ans_ids]
@@ -281,6 +296,7 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
     dtype = str(loaded.provenance.get("dtype"))
     max_diff = 0.0
     pending: list[Future[str]] = []
+    claim: fmt.BlockClaim | None = None
     bar = tqdm(
         total=n_todo,
         unit="ex",
@@ -292,6 +308,10 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zarr-writer") as writer:
             for b in todo:
                 sl = layout.block_slice(b)
+                claim = _claim(out, g, b)
+                if claim is None:  # another writer finished it meanwhile
+                    bar.update(sl.stop - sl.start)
+                    continue
                 arrays = _compute_block(model, res, tok, seqs[sl], ans_ids, cfg, bar)
                 where = f"block {b} (examples {sl.start}-{sl.stop - 1})"
                 max_diff = max(
@@ -308,11 +328,14 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
                 )
                 for f in pending:
                     f.result()  # surface write errors; keep at most one block in flight
-                pending = [writer.submit(fmt.write_block, g, b, arrays)]
+                pending = [writer.submit(_write_block, out, g, b, arrays, claim)]
+                claim = None  # the writer releases it
             for f in pending:
                 f.result()
     except BaseException:
         bar.close()  # blocks already marked written stay; --resume continues from them
+        if claim is not None:
+            fmt.release_block(claim)
         raise
     bar.close()
     seconds = time.time() - t0
@@ -324,13 +347,16 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
         "batch_size_requested": requested,
     }
     if complete:
-        fmt.finalize(
-            out,
-            {
-                "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "self_check_max_abs_diff_last_run": max_diff,
-            },
-        )
+        try:
+            fmt.finalize(
+                out,
+                {
+                    "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "self_check_max_abs_diff_last_run": max_diff,
+                },
+            )
+        except OSError as e:
+            raise store_io_error(out, "finalize", e) from e
     return ExtractSummary(
         store=str(out),
         n_examples=layout.n_examples,
@@ -343,6 +369,49 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
         shard_complete=not fmt.blocks_todo(g, cfg.shard),
         extra=extra,
     )
+
+
+def store_io_error(out: Path, what: str, e: OSError, resumable: bool = True) -> fmt.StoreError:
+    """A failed write to the store as an error that says what happened and what to do."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        cause = "the disk or your quota is full, or a file size limit is set (ulimit -f)"
+        fix = f"free space where {out} lives (or raise the limit)"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        cause = "permission denied, or a read-only filesystem"
+        fix = f"make {out} writable by this user"
+    else:
+        cause, fix = "an I/O error", f"check the filesystem holding {out}"
+    then = (
+        "then run the same command with --resume: blocks already marked written are kept and "
+        "the rest is recomputed."
+        if resumable
+        else "then run the same command again."
+    )
+    return fmt.StoreError(f"cannot {what} {out}: {cause} ({e.strerror or e}). Fix: {fix}, {then}")
+
+
+def _claim(out: Path, g: zarr.Group, b: int) -> fmt.BlockClaim | None:
+    """Claim block ``b`` (refused when another live writer holds it); None when it turns out to
+    be written already (another process finished it after this run listed its blocks)."""
+    claim, note = fmt.claim_block(out, b)
+    if note:
+        print(note, file=sys.stderr)
+    if fmt.written_mask(g)[fmt.layout_of(g).block_slice(b)].all():
+        fmt.release_block(claim)
+        return None
+    return claim
+
+
+def _write_block(
+    out: Path, g: zarr.Group, b: int, arrays: dict[str, np.ndarray], claim: fmt.BlockClaim
+) -> str:
+    """Write and mark block ``b`` (writer thread), then release its claim, even on failure."""
+    try:
+        return fmt.write_block(g, b, arrays)
+    except OSError as e:
+        raise store_io_error(out, f"write block {b} of", e) from e
+    finally:
+        fmt.release_block(claim)
 
 
 def _record_run(g: zarr.Group, record: dict[str, Any]) -> None:
@@ -361,13 +430,12 @@ def _compute_block(
     bar: tqdm,
 ) -> dict[str, np.ndarray]:
     n = len(seqs)
-    order = sorted(range(n), key=lambda i: (-len(seqs[i]), i))  # longest first: OOM shows early
     out: dict[str, np.ndarray] = {}
     device = next(model.parameters()).device
-    bs = cfg.batch_size
-    assert isinstance(bs, int), "--batch-size auto is resolved before the first block"
-    for s in range(0, n, bs):
-        idx = order[s : s + bs]
+    bs, budget = cfg.batch_size, cfg.max_batch_tokens
+    assert isinstance(bs, int) and budget != "auto", "auto sizes are resolved before the block"
+    # longest first (an out-of-memory shows early), cut by batch size and token budget
+    for idx in plan_batches([len(s) for s in seqs], bs, budget):
         ids, mask = pad_batch(tok, [seqs[i] for i in idx], device, cfg.padding_side)
         r = run_batch(model, res, ids, mask, ans_ids)
         for name in ("resid", "model_logits", "lens_logits", "lens_lse"):

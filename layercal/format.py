@@ -10,17 +10,28 @@ metadata, the unembedding and the final norm are written then. Activations are w
 ``resid`` and one chunk of every other per-example array, so a block write replaces whole objects
 and never touches another block's bytes — and only then is the block's ``written`` chunk flipped.
 A killed writer therefore leaves each block either fully written and marked, or unmarked.
+
+Ownership: a writer claims a block (:func:`claim_block`, an atomic create of
+``block-<b>.json`` holding its pid, host and start time in the folder ``.<store name>.claims``
+next to the store, outside the data) before computing it and releases it once the block is
+marked written, so two processes never fill the same block; a claim whose owner died on this
+host is taken over. Readers refuse stores whose arrays use codecs outside
+:data:`SAFE_CODECS` (nothing in a store is ever unpickled or otherwise executed).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as _dt
 import hashlib
 import json
 import os
 import shutil
+import socket
 import time
+import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +56,12 @@ ACTIVATION_ARRAYS: dict[str, tuple[str, ...]] = {
     "lens_lse": ("example", "layer"),
 }
 EXAMPLE_COORDS = ("example_id", "subject", "category")
+# The Zarr v3 core codecs: pure byte transforms. Anything else (a plugin codec, a pickle or
+# object codec) is refused before any chunk is decoded.
+SAFE_CODECS = frozenset(
+    {"bytes", "blosc", "zstd", "gzip", "crc32c", "transpose", "sharding_indexed"}
+    | {"vlen-utf8", "vlen-bytes"}
+)
 
 
 class StoreError(RuntimeError):
@@ -53,6 +70,10 @@ class StoreError(RuntimeError):
 
 class StoreExistsError(StoreError, FileExistsError):
     """A new store was asked for at a path that already holds one."""
+
+
+class BlockClaimedError(StoreError):
+    """Another live writer owns a block this process was about to write."""
 
 
 def compressor() -> BloscCodec:
@@ -277,13 +298,17 @@ def open_for_write(
             )
         time.sleep(0.5)
     if sole_writer:
+        live = [rec for rec in _claims(path) if _is_live(rec)]
+        if live:  # its temp files are not debris, and the blocks it holds are not ours to write
+            raise BlockClaimedError(_claimed_message(path, live[0]))
         for partial in path.rglob("*.partial"):  # temp files of a write killed mid-way
             partial.unlink(missing_ok=True)
     return g
 
 
 def check_format(g: zarr.Group, where: str) -> dict[str, Any]:
-    """Return the layercal attributes, refusing non-stores and unknown format versions."""
+    """Return the layercal attributes, refusing non-stores, unknown format versions and arrays
+    with codecs outside SAFE_CODECS."""
     info = attrs(g)
     if info.get("format") != FORMAT_NAME:
         raise StoreError(f"{where} is a Zarr group but not a layercal activation store.")
@@ -293,7 +318,48 @@ def check_format(g: zarr.Group, where: str) -> dict[str, Any]:
             f"{where} uses store format version {version}; this layercal reads version "
             f"{FORMAT_VERSION}. Use a layercal release that matches, or re-extract."
         )
+    check_codecs(g, where)
     return info
+
+
+def _codec_names(codecs: Any) -> Iterator[str]:
+    """Every codec name in a v3 ``codecs`` list, including those nested in sharding."""
+    for c in codecs if isinstance(codecs, list | tuple) else [codecs]:
+        if not isinstance(c, Mapping):
+            yield repr(c)
+            continue
+        yield str(c.get("name"))
+        conf = c.get("configuration") or {}
+        if isinstance(conf, Mapping):
+            for key in ("codecs", "index_codecs"):
+                if key in conf:
+                    yield from _codec_names(conf[key])
+
+
+def check_codecs(g: zarr.Group, where: str) -> None:
+    """Refuse a group whose arrays are not Zarr v3 or use a codec outside SAFE_CODECS.
+
+    Runs on metadata only, before any chunk is read: a store from elsewhere can carry an
+    array whose codec executes code when decoding (pickle), and readers must never run it."""
+    if g.metadata.zarr_format != 3:
+        raise StoreError(f"{where} is a Zarr v{g.metadata.zarr_format} group; stores are Zarr v3.")
+    try:
+        with warnings.catch_warnings():  # other objects (README.md, a manifest) are not arrays
+            warnings.filterwarnings("ignore", message="Object at .* is not recognized")
+            members = list(g.arrays())
+    except ValueError as e:  # zarr cannot parse an array's metadata (e.g. an unknown codec)
+        raise StoreError(f"{where} holds array metadata layercal refuses to read: {e}") from e
+    for name, a in members:
+        meta = a.metadata.to_dict()
+        if meta.get("zarr_format") != 3:
+            raise StoreError(f"{where}: array {name!r} is not a Zarr v3 array; refusing it.")
+        bad = sorted(set(_codec_names(meta.get("codecs", []))) - SAFE_CODECS)
+        if bad:
+            raise StoreError(
+                f"{where}: array {name!r} uses codec {', '.join(bad)}, which layercal never "
+                "writes and will not decode (a codec can run code, e.g. pickle). Do not use "
+                "this store; ask its sender for one written by `layercal extract`."
+            )
 
 
 def layout_of(g: zarr.Group) -> Layout:
@@ -375,7 +441,10 @@ def write_block(g: zarr.Group, b: int, arrays: Mapping[str, np.ndarray]) -> str:
 
 
 def finalize(path: str | os.PathLike[str], extra_status: Mapping[str, Any]) -> None:
-    """Mark a fully written store complete and consolidate its metadata (one read for remotes)."""
+    """Mark a fully written store complete and consolidate its metadata (one read for remotes).
+
+    Claims left by writers that died after marking their block are removed with the folder."""
+    clear_dead_claims(path)
     g = zarr.open_group(str(path), mode="r+", zarr_format=3)
     info = attrs(g)
     info["status"] = _jsonable({"created": True, "complete": True, **extra_status})
@@ -388,3 +457,187 @@ def finalize(path: str | os.PathLike[str], extra_status: Mapping[str, Any]) -> N
 def remove_incomplete(path: str | os.PathLike[str]) -> None:
     """Delete a store this process created moments ago and never wrote activations to."""
     shutil.rmtree(path, ignore_errors=True)
+
+
+# --- block ownership: one writer per block ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlockClaim:
+    """This process's ownership record of block ``block`` (the file ``path``)."""
+
+    path: Path
+    block: int
+    token: str
+
+
+def claims_dir(store: str | os.PathLike[str]) -> Path:
+    """The folder of the ownership records of a store: ``.<name>.claims`` beside it, so the
+    store holds data only and readers never list the records."""
+    path = Path(store).resolve()
+    return path.with_name(f".{path.name}.claims")
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """Fields 3... of ``/proc/<pid>/stat`` (Linux; state first); empty where unavailable."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return []
+
+
+def _proc_start(pid: int) -> str | None:
+    """The kernel's start time of process ``pid`` (Linux), to tell a reused pid apart."""
+    fields = _proc_stat(pid)
+    return fields[19] if len(fields) > 19 else None  # field 22 of proc(5)
+
+
+def _is_live(rec: Mapping[str, Any]) -> bool:
+    """Whether a claim's owner may still be writing. Only a process on this host can be checked;
+    a claim from another host counts as live."""
+    if rec.get("host") != socket.gethostname():
+        return True
+    pid = rec.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    fields = _proc_stat(pid)
+    if len(fields) <= 19:  # no /proc: the pid exists, assume it is the owner
+        return True
+    # a zombie is dead; a different start time means the pid was reused by another process
+    return fields[0] != "Z" and rec.get("proc_start") in (None, fields[19])
+
+
+def _read_claim(path: Path) -> dict[str, Any] | None:
+    """The record in a claim file; None when it is gone, {} when it is not a record."""
+    try:
+        rec = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return rec if isinstance(rec, dict) else {}
+
+
+def _claims(store: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    folder = claims_dir(store)
+    recs = [_read_claim(p) for p in sorted(folder.glob("block-*.json"))]
+    return [r for r in recs if r]
+
+
+def _claimed_message(store: str | os.PathLike[str], rec: Mapping[str, Any]) -> str:
+    b = rec.get("block")
+    claim = claims_dir(store) / f"block-{b}.json"
+    return (
+        f"block {b} of {store} is being written by another process (pid {rec.get('pid')} on "
+        f"host {rec.get('host')}, since {rec.get('started')}); two writers must not fill the "
+        "same blocks. Wait for that run to finish, or give each process its own --shard i/n. "
+        f"If that process is gone (its machine crashed), delete {claim} and run again."
+    )
+
+
+def _create_exclusive(target: Path, rec: Mapping[str, Any]) -> bool:
+    """Create ``target`` holding ``rec`` unless it exists; never visible half-written."""
+    data = json.dumps(rec).encode()
+    tmp = target.with_name(f"{target.name}.{rec['token']}.tmp")
+    tmp.write_bytes(data)
+    try:
+        os.link(tmp, target)  # atomic, and fails if target exists
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a filesystem without hard links
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_stale(target: Path, rec: Mapping[str, Any]) -> bool:
+    """Remove the dead owner's claim ``rec``; False if another process got there first."""
+    moved = target.with_name(f"{target.name}.{uuid.uuid4().hex}.stale")
+    try:
+        os.rename(target, moved)  # of several takers exactly one moves it
+    except FileNotFoundError:
+        return False
+    if _read_claim(moved) != rec:  # a fresh claim replaced the stale one meanwhile: restore it
+        with contextlib.suppress(OSError):
+            os.link(moved, target)
+        moved.unlink(missing_ok=True)
+        return False
+    moved.unlink(missing_ok=True)
+    return True
+
+
+def claim_block(store: str | os.PathLike[str], b: int) -> tuple[BlockClaim, str | None]:
+    """Claim block ``b`` of the store at ``store`` for this process before writing it.
+
+    Returns the claim and, when a claim of a writer that died on this host was taken over, a
+    note saying so. Raises :class:`BlockClaimedError` naming the owner when a live process (or
+    one on another host, which cannot be checked) holds the block."""
+    folder = claims_dir(store)
+    folder.mkdir(exist_ok=True)
+    target = folder / f"block-{b}.json"
+    token = uuid.uuid4().hex
+    rec: dict[str, Any] = {
+        "block": b,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "proc_start": _proc_start(os.getpid()),
+        "token": token,
+    }
+    note = None
+    for _ in range(20):
+        try:
+            if _create_exclusive(target, rec):
+                return BlockClaim(target, b, token), note
+        except FileNotFoundError:  # a finishing writer removed the empty folder just now
+            folder.mkdir(exist_ok=True)
+            continue
+        other = _read_claim(target)
+        if other is None:  # released meanwhile
+            continue
+        if not other:  # not a record: being created by the fallback path, or damaged
+            time.sleep(0.05)
+            continue
+        if _is_live(other):
+            raise BlockClaimedError(_claimed_message(store, other))
+        if _remove_stale(target, other):
+            note = (
+                f"note: took over block {b} of {store} from a writer that is gone (pid "
+                f"{other.get('pid')} on {other.get('host')}, since {other.get('started')})"
+            )
+    raise BlockClaimedError(
+        f"cannot claim block {b} of {store}: {target} is unreadable or keeps changing. If no "
+        "other writer is running, delete it and run again."
+    )
+
+
+def release_block(claim: BlockClaim) -> None:
+    """Give up a claim (after the block is marked written, or when its write failed)."""
+    if (_read_claim(claim.path) or {}).get("token") == claim.token:
+        claim.path.unlink(missing_ok=True)
+
+
+def clear_dead_claims(store: str | os.PathLike[str]) -> None:
+    """Remove claims whose owners are gone, and the claims folder when it is then empty."""
+    folder = claims_dir(store)
+    if not folder.is_dir():
+        return
+    for p in folder.glob("block-*.json"):
+        rec = _read_claim(p)
+        if rec is not None and not (rec and _is_live(rec)):
+            _remove_stale(p, rec)
+    with contextlib.suppress(OSError):
+        folder.rmdir()

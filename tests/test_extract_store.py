@@ -248,3 +248,23 @@ def test_truthfulqa_variable_choices(tmp_path, tiny_llama_dir, data_dir):
     assert len(set(label.tolist())) > 1  # the true answer is not always first after shuffling
     texts = ds["choice_text"].values
     assert (texts[~mask] == "").all() and (texts[mask] != "").all()
+
+
+def test_token_budget_changes_batches_not_results(
+    tmp_path, tiny_llama_dir, data_dir, reference_store
+):
+    """A store written with a tight budget (batches of one or two prompts) equals the reference
+    (batch 8, no budget on this tiny model's short prompts) to float32 rounding, and records it."""
+    out = tmp_path / "budget.zarr"
+    p = run(cli(tiny_llama_dir, out, data_dir, "--max-batch-tokens", "64"))
+    assert p.returncode == 0, p.stderr
+    a, b = arrays(out), arrays(reference_store)
+    for k in a:
+        if a[k].dtype.kind != "f":
+            continue
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-4, err_msg=k)
+    runs = zarr.open_group(str(out), mode="r").attrs["layercal"]["runs"]
+    assert runs[-1]["max_batch_tokens"] == 64
+    bad = run(cli(tiny_llama_dir, tmp_path / "bad.zarr", data_dir, "--max-batch-tokens", "lots"))
+    assert bad.returncode == 2 and "--max-batch-tokens" in bad.stderr
+    assert not (tmp_path / "bad.zarr").exists()

@@ -1,0 +1,1 @@
+"""Reliability suite: kills, write errors, concurrent writers and readers, safe reading."""
