@@ -8,6 +8,7 @@ global figure state or backend is touched; the style is applied with :func:`styl
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,9 +80,14 @@ def color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def slug(text: str) -> str:
-    """A file-name-safe version of ``text``."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-").lower() or "store"
+def slug(text: str, max_len: int = 60) -> str:
+    """A file-name-safe version of ``text``; longer than ``max_len``: cut, plus a short hash so
+    that different long texts stay different (file names have a 255-byte limit)."""
+    s = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-").lower() or "store"
+    if len(s) <= max_len:
+        return s
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{s[: max_len - 9].rstrip('-')}-{digest}"
 
 
 def per_store_name(base: str, i: int, results: list[AnalysisResult]) -> str:

@@ -246,7 +246,10 @@ def store_meta(
     info = ds.attrs["layercal"]
     ident, prov = info.get("identity", {}), info.get("provenance", {})
     data = prov.get("dataset", {})
-    scope = data.get("category") or (",".join(data["subjects"]) if data.get("subjects") else "")
+    subjects = list(data.get("subjects") or [])
+    # a whole benchmark lists every subject: name a few, count many (labels go into legends)
+    few = ",".join(subjects) if len(subjects) <= 3 else f"{len(subjects)} subjects"
+    scope = data.get("category") or (few if subjects else "")
     dataset = f"{ident.get('dataset')}/{ident.get('split')}" + (f" {scope}" if scope else "")
     return {
         "store": url,

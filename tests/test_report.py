@@ -372,3 +372,12 @@ def test_findings_last_layer_and_temperature(rising):
     assert text[0].startswith(f"At the last layer the model is {state}")
     assert f"accuracy {pct(last['accuracy'])}" in text[0]
     assert f"Temperature scaling (T = {last['temperature']:.2f})" in text[1]
+
+
+def test_long_store_labels_give_short_distinct_file_names():
+    from analyze._plot import slug
+
+    subjects = "-".join(f"subject_number_{i}" for i in range(57))  # a full-MMLU label, 1,000+ chars
+    a, b = slug("smollm2 · mmlu " + subjects), slug("smollm2 · mmlu " + subjects + "x")
+    assert len(a) <= 60 and len(b) <= 60 and a != b and a.startswith("smollm2-mmlu-subject")
+    assert slug("synthetic-7b") == "synthetic-7b"
