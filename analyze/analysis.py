@@ -47,6 +47,7 @@ from analyze.vocab import (
     option_mass,
     recorded_checks,
 )
+from layercal import __version__
 from layercal.format import StoreError
 
 Split = Literal["all", "fit", "eval"]
@@ -54,6 +55,8 @@ GroupBy = Literal["subject", "category"]
 # full-vocab lens sample: ~25 ms CPU per example over 31 SmolLM2 layers (2*V*d flops per row);
 # 32 keeps it under a third of one read of resid at full MMLU scale (docs/benchmarks.md)
 DEFAULT_VOCAB_EXAMPLES = 32
+# bump when what analyze_store computes or records changes (part of the cache key)
+RESULTS_VERSION = 2
 CONF_HIST_BINS = 20
 CACHE_VERSION = 1  # bump when the computation changes, so old cache entries are not reused
 PASS_CHUNKS = {"example": 256, "layer": -1}  # one shard of a default store per task
@@ -178,8 +181,12 @@ def fingerprint(ds: xr.Dataset) -> str:
 
 
 def cache_key(ds: xr.Dataset, params: dict[str, Any]) -> str:
-    """Cache key: sha256 of the store fingerprint and the parameters (JSON, sorted keys)."""
-    text = json.dumps({"store": fingerprint(ds), "params": params}, sort_keys=True, default=str)
+    """Cache key: sha256 of the store fingerprint, the parameters (JSON, sorted keys) and the
+    code's version, so results cached by an older layercal are recomputed, not reused."""
+    code = {"layercal": __version__, "results": RESULTS_VERSION}
+    text = json.dumps(
+        {"store": fingerprint(ds), "params": params, "code": code}, sort_keys=True, default=str
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
