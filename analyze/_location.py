@@ -7,6 +7,7 @@ place, read-only. Keys are the store's own object names (``resid/c/0/0/0``, ``za
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -94,11 +95,16 @@ class Location:
         if self._sizes is None:
             found = self.fs.find(self.root, detail=True)
             prefix = f"{self.root}/" if self.root else ""
-            self._sizes = {
-                str(p)[len(prefix) :].lstrip("/"): int(info.get("size") or 0)
-                for p, info in found.items()
-                if info.get("type", "file") == "file"
-            }
+            sizes = {}
+            for p, info in found.items():
+                if info.get("type", "file") != "file":
+                    continue
+                size = info.get("size")
+                if size is None:  # an HTTP folder listing has no sizes: ask per object (HEAD)
+                    with contextlib.suppress(OSError, ValueError):
+                        size = self.fs.info(p).get("size")
+                sizes[str(p)[len(prefix) :].lstrip("/")] = int(size or 0)
+            self._sizes = sizes
         return self._sizes
 
     def exists(self, key: str) -> bool:

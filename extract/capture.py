@@ -94,9 +94,14 @@ def run_batch(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     answer_ids: Sequence[int],
-    lens_layer_chunk: int = 8,
+    lens_rows: int = 128,
 ) -> BatchResult:
-    """One forward pass with capture; lens extras computed on the device in layer chunks."""
+    """One forward pass with capture; lens extras computed on the device in layer chunks.
+
+    A chunk holds about ``lens_rows`` (prompt, depth) rows of full-vocabulary logits (128 x
+    SmolLM2's 49,152 = 25 MB in fp32): every depth at once for batches of up to 4 prompts (the
+    long prompts under a token budget), so W_U is streamed from memory once per batch rather
+    than once per 8 depths; 8 depths at a time at batch 16."""
     lengths = attention_mask.long().sum(-1)
     left = bool((attention_mask[:, -1] == 1).all())
     last = torch.full_like(lengths, input_ids.shape[1] - 1) if left else lengths - 1
@@ -123,10 +128,11 @@ def run_batch(
     ids = torch.as_tensor(list(answer_ids), device=final.device)
     model_logits = final[:, ids].float()
     cap.result()  # raises if a hook did not fire
-    for s in range(0, L, lens_layer_chunk):
-        z = res.apply_final_logits(resid[:, s : s + lens_layer_chunk]).float()  # (B, l, V)
-        lens_lse[:, s : s + lens_layer_chunk] = torch.logsumexp(z, dim=-1)
-        lens_logits[:, s : s + lens_layer_chunk] = z[..., ids.to(z.device)]
+    chunk = max(1, min(L, lens_rows // B))
+    for s in range(0, L, chunk):
+        z = res.apply_final_logits(resid[:, s : s + chunk]).float()  # (B, l, V)
+        lens_lse[:, s : s + chunk] = torch.logsumexp(z, dim=-1)
+        lens_logits[:, s : s + chunk] = z[..., ids.to(z.device)]
     return BatchResult(
         resid=resid.float().cpu(),
         model_logits=model_logits.cpu(),

@@ -293,6 +293,7 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
     n_todo = sum(len(range(*layout.block_slice(b).indices(layout.n_examples))) for b in todo)
     w_ans = w_u[ans_ids]
     b_ans = None if bias is None else bias[ans_ids]
+    del w_u, bias  # the host copy of W_U (vocab x hidden fp32) is not needed past creation
     dtype = str(loaded.provenance.get("dtype"))
     max_diff = 0.0
     pending: list[Future[str]] = []
@@ -460,6 +461,8 @@ def forward_bytes_per_prompt(config: Any, seq_len: int, itemsize: int) -> int:
     inter = int(getattr(config, "intermediate_size", None) or 4 * d)
     per_token = 6 * d + 2 * kv + 3 * inter
     return itemsize * (
+        # lens chunk: about 128 (prompt, depth) rows of logits (capture.run_batch), i.e. 8
+        # depths per prompt at batch 16 and fewer per prompt in larger batches
         seq_len * per_token + (3 * heads + 1) * seq_len**2 + 3 * 8 * config.vocab_size
     )
 
