@@ -55,10 +55,8 @@ GroupBy = Literal["subject", "category"]
 # full-vocab lens sample: ~25 ms CPU per example over 31 SmolLM2 layers (2*V*d flops per row);
 # 32 keeps it under a third of one read of resid at full MMLU scale (docs/benchmarks.md)
 DEFAULT_VOCAB_EXAMPLES = 32
-# bump when what analyze_store computes or records changes (part of the cache key)
-RESULTS_VERSION = 2
 CONF_HIST_BINS = 20
-CACHE_VERSION = 1  # bump when the computation changes, so old cache entries are not reused
+CACHE_VERSION = 2  # bump when the computation changes, so old cache entries are not reused
 PASS_CHUNKS = {"example": 256, "layer": -1}  # one shard of a default store per task
 TEMPERATURE_COLUMNS = ("temperature", "ece_temperature_scaled", "nll_temperature_scaled")
 
@@ -181,11 +179,12 @@ def fingerprint(ds: xr.Dataset) -> str:
 
 
 def cache_key(ds: xr.Dataset, params: dict[str, Any]) -> str:
-    """Cache key: sha256 of the store fingerprint, the parameters (JSON, sorted keys) and the
-    code's version, so results cached by an older layercal are recomputed, not reused."""
-    code = {"layercal": __version__, "results": RESULTS_VERSION}
+    """Cache key: sha256 of the store fingerprint, the parameters (JSON, sorted keys; they hold
+    CACHE_VERSION) and layercal's version, so results of older code are recomputed."""
     text = json.dumps(
-        {"store": fingerprint(ds), "params": params, "code": code}, sort_keys=True, default=str
+        {"store": fingerprint(ds), "params": params, "layercal": __version__},
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -255,12 +254,13 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     za, lab, msk = np.moveaxis(z[rows], 1, 0), label[rows], mask[rows]  # (L, n, K)
     bins, min_count, boot = params["bins"], params["mce_min_count"], params["bootstrap"]
     lay = [int(x) for x in ds["layer"].values]
-    # the bootstrap and the landmarks' paired bootstrap (numpy, GIL mostly released) run in
-    # threads beside the other per-layer stages
+    # the bootstrap, temperature scaling and the landmarks' paired bootstrap (numpy, GIL mostly
+    # released) run in threads beside the other per-layer stages
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="analysis")
     ci_future = pool.submit(
         _timed_bootstrap, za, lab, msk, bins, boot["n_boot"], boot["seed"], boot["alpha"], min_count
     )
+    temp_future = pool.submit(temperature_columns, np.moveaxis(z, 1, 0), label, mask, is_fit, bins)
     m = M.per_layer_metrics(za, lab, msk, n_bins=bins, mce_min_count=min_count)
     t = _lap(timing, "metrics", t)
     probs = answer_probs(za, msk)
@@ -279,8 +279,6 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
         seed=boot["seed"],
         alpha=boot["alpha"],
     )
-    temp, temp_info = temperature_columns(np.moveaxis(z, 1, 0), label, mask, is_fit, bins)
-    t = _lap(timing, "temperature", t)
     by_group = group_metrics(
         frame[rows.tolist()],
         conf,
@@ -294,6 +292,8 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     )
     marks = marks_future.result()
     t = _lap(timing, "groups_landmarks", t)
+    temp, temp_info = temp_future.result()
+    t = _lap(timing, "temperature_wait", t)
     ci, boot_s = ci_future.result()
     pool.shutdown()
     _lap(timing, "bootstrap_wait", t)
