@@ -21,7 +21,14 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from layercal import format as fmt
 from layercal.lens import NormSpec
 
-DEFAULT_CHUNKS = {"example": 2048, "layer": 1, "hidden": -1, "choice": -1, "vocab": 8192}
+DEFAULT_CHUNKS = {
+    "example": 2048,
+    "layer": 1,
+    "hidden": -1,
+    "choice": -1,
+    "vocab": 8192,
+    "block": -1,
+}
 WHOLE_OBJECT_CACHE_BYTES = 256 << 20  # see _WholeObjects
 
 
