@@ -525,6 +525,8 @@ def _spawn(args: argparse.Namespace, variant: str, work: Path) -> dict[str, Any]
         "max_batch_tokens",
     ):
         val = getattr(args, opt)
+        if opt == "max_batch_tokens" and val is None:
+            val = 0  # no cap; left out, the child would fall back to "auto"
         if val is not None:
             cmd += [f"--{opt.replace('_', '-')}", str(val)]
     cmd += ["--device", args.device]
@@ -716,10 +718,6 @@ def _batch_size(text: str) -> int:
     return n
 
 
-def _max_tokens(text: str) -> int | str | None:
-    return "auto" if text in ("auto", "None") else (int(text) or None)
-
-
 def _variants(text: str) -> list[str]:
     vs = [v.strip() for v in text.split(",") if v.strip()]
     bad = [v for v in vs if v not in VARIANTS]
@@ -731,6 +729,8 @@ def _variants(text: str) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from extract.cli import parse_max_batch_tokens  # the same option as `layercal extract`
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--n", type=int, default=512, help="number of prompts (default 512)")
     p.add_argument(
@@ -741,7 +741,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=_batch_size, default=16)
     p.add_argument(
         "--max-batch-tokens",
-        type=_max_tokens,
+        type=parse_max_batch_tokens,
         default="auto",
         help="layercal's token budget per forward (extract --max-batch-tokens); `bare` uses the "
         "same batches, the `-sorted` variants plain sorted batches of --batch-size",

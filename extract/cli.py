@@ -13,7 +13,8 @@ def _csv(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
-def _max_tokens(text: str) -> int | str | None:
+def parse_max_batch_tokens(text: str) -> int | str | None:
+    """``--max-batch-tokens``: a number of tokens, 'auto', or 0 for no cap (None)."""
     if text == "auto":
         return "auto"
     try:
@@ -81,7 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-batch-tokens",
-        type=_max_tokens,
+        type=parse_max_batch_tokens,
         default="auto",
         metavar="N|auto|0",
         help="cap on padded tokens per forward pass (prompts x longest prompt); batches of long "
