@@ -22,13 +22,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dask
+import dask.array as da
 import numpy as np
 import polars as pl
 import xarray as xr
+from dask.delayed import Delayed
 from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
 
 from analyze import metrics as M
 from analyze._binning import bin_sums
+from analyze._bootstrap import bootstrap_intervals, bootstrap_sums, draw_weights, example_stats
 from analyze._probs import answer_probs, brier_terms, nll_terms
 from analyze._tables import (
     group_metrics,
@@ -122,7 +126,10 @@ def analyze_store(
         return res
     if len(positions) < ds.sizes["layer"]:
         ds, small = ds.isel(layer=positions), small.isel(layer=positions)
-    res = _compute(ds, small, params, url)
+    # dask already runs one task per core; BLAS threads on top of that only contend (a
+    # bootstrap chunk takes 3x longer with two OpenBLAS threads per dask thread on 2 cores)
+    with threadpool_limits(limits=1, user_api="blas"):
+        res = _compute(ds, small, params, url)
     res.meta.update(cache_key=key, cache_hit=False)
     res.meta["timing"]["total_s"] = time.perf_counter() - t0
     if entry is not None:
@@ -200,15 +207,22 @@ def _save_atomic(res: AnalysisResult, entry: Path) -> None:
 
 
 def _read(
-    ds: xr.Dataset,
+    lazy: xr.Dataset,
     small: xr.Dataset,
-    in_vocab: NDArray[np.bool_],
     frame: pl.DataFrame,
     mask: NDArray[np.bool_],
-) -> tuple[xr.Dataset, xr.Dataset]:
-    """The one read of resid, with the recorded lens values, as one dask computation."""
+    boot: tuple[da.Array, Delayed],
+) -> tuple[xr.Dataset, xr.Dataset, tuple[NDArray[np.float64], NDArray[Any]]]:
+    """The one read of resid, with the recorded lens values and the bootstrap sums, as one dask
+    computation (of the arrays: computing the xarray Datasets themselves costs ~0.4 s more).
+
+    ``lazy``: the ``lens_pass`` of the store; ``boot``: the bootstrap sums built on its
+    answer logits (the same graph, so resid is read once) and the draw counts."""
     recorded = small[["lens_logits", "lens_lse", "model_logits", "choice_mask"]]
-    out, recorded = dask.compute(lens_pass(ds, in_vocab), recorded)
+    names = [(d, k) for d in (lazy, recorded) for k in d.data_vars]
+    *values, sums, w_t = dask.compute(*(d[k].data for d, k in names), *boot)
+    got = {(id(d), k): v for (d, k), v in zip(names, values)}
+    out, recorded = (d.copy(data={k: got[id(d), k] for k in d.data_vars}) for d in (lazy, recorded))
     z = out["answer_logits"].values
     finite = np.where(mask[:, None, :], np.isfinite(z), True).all(axis=(1, 2))
     if not finite.all():
@@ -217,7 +231,66 @@ def _read(
             f"resid of {int((~finite).sum())} examples marked written (first: {first}) holds "
             "nan or inf: the store is damaged. Run `layercal store verify` on it, or re-extract."
         )
-    return out, recorded
+    return out, recorded, (sums, w_t)
+
+
+def _bootstrap_graph(
+    answers: da.Array,
+    rows: NDArray[np.intp],
+    label: NDArray[np.int64],
+    mask: NDArray[np.bool_],
+    boot: dict[str, Any],
+    bins: int,
+) -> tuple[da.Array, Delayed]:
+    """Lazy ``bootstrap_sums`` of the analysed rows, chunk by chunk of ``answers`` (n, L, K), so
+    the bootstrap runs while resid is being read: (n_boot, C) once computed. Also returns the
+    lazy draw counts, (n, n_boot) with 0 for the examples outside ``rows`` (they add nothing to
+    any sum); they are drawn in a task of the same graph, beside the first reads."""
+    n_boot = boot["n_boot"]
+    w_t = dask.delayed(_store_weights, pure=True)(answers.shape[0], rows, n_boot, boot["seed"])
+    ch = answers.chunks[0]
+    w_arr = da.from_delayed(w_t, shape=(answers.shape[0], n_boot), dtype=np.uint8)
+    n_cols = answers.shape[1] * (4 + 2 * bins)
+    parts = da.blockwise(
+        _chunk_bootstrap_sums,
+        "ebc",
+        answers,
+        "elk",
+        w_arr.rechunk((ch, -1)),
+        "eb",
+        da.from_array(label, chunks=(ch,)),
+        "e",
+        da.from_array(mask, chunks=(ch, -1)),
+        "ek",
+        new_axes={"c": n_cols},
+        adjust_chunks={"e": 1},
+        concatenate=True,
+        dtype=np.float64,
+        meta=np.empty((0, 0, 0), np.float64),
+        bins=bins,
+    )
+    return parts.sum(axis=0), w_t
+
+
+def _store_weights(n_store: int, rows: NDArray[np.intp], n_boot: int, seed: int) -> NDArray[Any]:
+    """``draw_weights`` of the analysed rows spread over the store's examples, (n_store, n_boot)."""
+    weights = draw_weights(rows.size, n_boot, seed)
+    w_t = np.zeros((n_store, n_boot), weights.dtype)
+    w_t[rows] = weights.T
+    return w_t
+
+
+def _chunk_bootstrap_sums(
+    z: NDArray[np.float64],
+    w_t: NDArray[Any],
+    label: NDArray[np.int64],
+    mask: NDArray[np.bool_],
+    bins: int,
+) -> NDArray[np.float64]:
+    """(n_c, L, K) answer logits of one chunk -> (1, n_boot, C) bootstrap sums."""
+    z = np.where(np.isfinite(z), z, 0.0)  # a damaged chunk is reported by _read, not here
+    stats = example_stats(np.moveaxis(z, 1, 0), label.astype(np.intp), mask)
+    return bootstrap_sums(w_t.T, stats, bins)[None]
 
 
 def _clock() -> tuple[float, float]:
@@ -231,19 +304,16 @@ def _lap(timing: dict[str, float], name: str, start: tuple[float, float]) -> tup
     return now
 
 
-def _timed_bootstrap(*args: Any) -> tuple[Any, tuple[float, float]]:
-    """per_layer_bootstrap(*args) and its (wall, thread CPU) seconds."""
-    w, c = time.perf_counter(), time.thread_time()
-    ci = M.per_layer_bootstrap(*args)
-    return ci, (time.perf_counter() - w, time.thread_time() - c)
-
-
 def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str) -> AnalysisResult:
     timing: dict[str, float] = {}
     t = _clock()
     frame, mask, is_fit, rows, in_vocab = select_examples(small, params)
     label = frame["label"].to_numpy()
-    out, recorded = _read(ds, small, in_vocab, frame, mask)
+    bins, min_count, boot = params["bins"], params["mce_min_count"], params["bootstrap"]
+    lazy = lens_pass(ds, in_vocab)
+    boot_sums = _bootstrap_graph(lazy["answer_logits"].data, rows, label, mask, boot, bins)
+    t = _lap(timing, "prepare", t)
+    out, recorded, (sums, w_t) = _read(lazy, small, frame, mask, boot_sums)
     z = out["answer_logits"].values  # (n, L, K)
     lse, vent = full_vocab_arrays(out)  # (n, L), nan where not sampled
     t = _lap(timing, "lens_pass", t)
@@ -252,14 +322,10 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     rec_lse = np.asarray(recorded["lens_lse"].values, np.float64)
     mass = option_mass(z, np.where(np.isfinite(lse), lse, rec_lse), mask)[rows]
     za, lab, msk = np.moveaxis(z[rows], 1, 0), label[rows], mask[rows]  # (L, n, K)
-    bins, min_count, boot = params["bins"], params["mce_min_count"], params["bootstrap"]
     lay = [int(x) for x in ds["layer"].values]
-    # the bootstrap, temperature scaling and the landmarks' paired bootstrap (numpy, GIL mostly
-    # released) run in threads beside the other per-layer stages
+    # temperature scaling and the landmarks' paired bootstrap (numpy, GIL mostly released) run in
+    # threads beside the other per-layer stages
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="analysis")
-    ci_future = pool.submit(
-        _timed_bootstrap, za, lab, msk, bins, boot["n_boot"], boot["seed"], boot["alpha"], min_count
-    )
     temp_future = pool.submit(temperature_columns, np.moveaxis(z, 1, 0), label, mask, is_fit, bins)
     m = M.per_layer_metrics(za, lab, msk, n_bins=bins, mce_min_count=min_count)
     t = _lap(timing, "metrics", t)
@@ -278,7 +344,9 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
         n_boot=boot["n_boot"],
         seed=boot["seed"],
         alpha=boot["alpha"],
+        weights=w_t[rows].T,
     )
+    ci = bootstrap_intervals(sums, rows.size, len(lay), bins, boot["alpha"], min_count)
     by_group = group_metrics(
         frame[rows.tolist()],
         conf,
@@ -293,11 +361,8 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     marks = marks_future.result()
     t = _lap(timing, "groups_landmarks", t)
     temp, temp_info = temp_future.result()
-    t = _lap(timing, "temperature_wait", t)
-    ci, boot_s = ci_future.result()
     pool.shutdown()
-    _lap(timing, "bootstrap_wait", t)
-    timing["bootstrap_s"], timing["bootstrap_cpu_s"] = boot_s
+    _lap(timing, "temperature_wait", t)
 
     cols: dict[str, Any] = {"layer": lay, "n": [rows.size] * len(lay)}
     cols.update({k: m[k] for k in LAYER_COLUMNS if k in m})

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from analyze._binning import bin_index, ece_from_sums
-from analyze._bootstrap import resample_indices
+from analyze._bootstrap import _BLOCK, draw_weights
 
 RISE_MARGIN = 0.05
 PLATEAU_TOLERANCE = 0.01
@@ -75,24 +75,32 @@ def paired_deltas(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    weights: NDArray[Any] | None = None,
 ) -> dict[str, float]:
     """ECE and mean-confidence differences from layer i to layer j with paired intervals.
 
     ``conf``, ``correct``: (L, n). Returns delta_ece = ECE[j] - ECE[i] and delta_confidence with
     their (alpha/2, 1 - alpha/2) percentile intervals over ``n_boot`` resamples of the examples;
-    each resample weights the same examples at both layers.
+    each resample weights the same examples at both layers. ``weights``: the (n_boot, n) draw
+    counts of ``draw_weights(n, n_boot, seed)`` when the caller has them already (else drawn).
     """
     n = conf.shape[1]
+    if weights is None:
+        weights = draw_weights(n, n_boot, seed)
+    if weights.shape != (n_boot, n):
+        raise ValueError(
+            f"weights must have shape (n_boot, n) = {(n_boot, n)}, got {weights.shape}"
+        )
     pair_conf, pair_corr = conf[[i, j]], correct[[i, j]]
     onehot = np.eye(n_bins)[bin_index(pair_conf, n_bins)]  # (2, n, M)
     design = np.concatenate(
         [onehot, onehot * pair_conf[..., None], onehot * pair_corr[..., None]], axis=2
     )  # (2, n, 3M): count, sum_conf, sum_correct per bin
     d_ece, d_conf = [], []
-    for block in resample_indices(np.random.default_rng(seed), n, n_boot):
-        rows = block.shape[0]
-        w = np.bincount((np.arange(rows)[:, None] * n + block).ravel(), minlength=rows * n)
-        w = w.reshape(rows, n).astype(np.float64)
+    step = max(1, _BLOCK // n)
+    for lo in range(0, n_boot, step):
+        w = weights[lo : lo + step].astype(np.float64)
+        rows = w.shape[0]
         sums = np.tensordot(w, design, axes=([1], [1])).reshape(rows, 2, 3, n_bins)
         e = ece_from_sums(sums[:, :, 0], sums[:, :, 1], sums[:, :, 2])  # (rows, 2)
         d_ece.append(e[:, 1] - e[:, 0])
@@ -125,12 +133,13 @@ def depth_landmarks(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    weights: NDArray[Any] | None = None,
 ) -> dict[str, Any]:
     """All landmarks as the JSON-able dict of ``AnalysisResult.landmarks``.
 
     ``layers``, ``accuracy``, ``ece``: (L,) over the analysed layers, the last one being the
     model's last depth; ``conf``, ``correct``: (L, n) per-example confidence and correctness;
-    ``k_mean``: mean number of options. Layer values in the result come from ``layers``.
+    ``k_mean``: mean number of options; ``weights``: see ``paired_deltas``. Layer values in the result come from ``layers``.
     """
     lay = [int(x) for x in np.asarray(layers)]
     acc = np.asarray(accuracy, np.float64)
@@ -175,7 +184,15 @@ def depth_landmarks(
         notes.append("ECE is largest at the last layer: there is no correction phase")
         return out
     d = paired_deltas(
-        conf, correct, peak, last, n_bins=n_bins, n_boot=n_boot, seed=seed, alpha=alpha
+        conf,
+        correct,
+        peak,
+        last,
+        n_bins=n_bins,
+        n_boot=n_boot,
+        seed=seed,
+        alpha=alpha,
+        weights=weights,
     )
     significant = d["delta_ece_lo"] > 0 or d["delta_ece_hi"] < 0
     out["correction_phase"] = {

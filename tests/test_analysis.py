@@ -134,6 +134,36 @@ def test_groups_reliability_and_landmarks(result):
     assert cp["start"] == 4 and cp["end"] == L - 1 and cp["delta_ece"] < 0 and cp["significant"]
 
 
+@pytest.mark.parametrize("split", ["all", "fit"])
+def test_bootstrap_summed_chunk_by_chunk_equals_per_layer_bootstrap(store, split):
+    # analyze_store sums the bootstrap chunk by chunk while it reads resid (384 examples: two
+    # chunks of 256 and 128); the intervals must be those of per_layer_bootstrap on the same
+    # logits and rows, and the landmarks' paired intervals those drawn from the seed alone
+    from analyze.landmarks import depth_landmarks
+    from analyze.vocab import lens_pass
+
+    ds = open_store(store)
+    res = analyze_store(ds, n_boot=150, seed=3, split=split, vocab_examples=0)
+    z = np.moveaxis(lens_pass(ds, np.zeros(N, bool))["answer_logits"].values, 1, 0)
+    label = ds["label"].values.astype(int)
+    fit = split_halves(ds["subject"].values, ds["example_id"].values, 0.5, 3)
+    rows = np.flatnonzero(fit if split == "fit" else np.ones(N, bool))
+    want = M.per_layer_bootstrap(z[:, rows], label[rows], n_boot=150, seed=3)
+    for k in INTERVAL_METRICS:
+        got = res.layers[f"{k}_lo"].to_numpy(), res.layers[f"{k}_hi"].to_numpy()
+        np.testing.assert_allclose(got, want[k], rtol=1e-12, err_msg=k)
+    probs = M.answer_probs(z[:, rows])
+    conf, correct = M.confidence_and_correct(probs, label[rows])
+    m = res.layers
+    marks = depth_landmarks(
+        list(range(L)), m["accuracy"], m["ece"], conf, correct.astype(float), 4.0,
+        n_boot=150, seed=3,
+    )  # fmt: skip
+    assert marks["correction_phase"] is not None
+    for k, v in marks["correction_phase"].items():
+        assert res.landmarks["correction_phase"][k] == pytest.approx(v, rel=1e-12), k
+
+
 def test_temperature_fitted_on_fit_half_measured_on_eval_half(store, result):
     df, t = result.layers, result.meta["temperature"]
     assert t["n_fit"] + t["n_eval"] == N and abs(t["n_fit"] - t["n_eval"]) <= 3
