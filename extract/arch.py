@@ -45,6 +45,18 @@ _GEMMA = ArchEntry(
     embed_scale=True,
     softcap_attr="final_logit_softcapping",
 )
+# Gemma 3 checkpoints with a vision tower (model_type "gemma3", Gemma3ForConditionalGeneration):
+# the text model sits under model.language_model; text-only prompts run it as a plain causal LM.
+# Its forward applies no final logit soft-cap (only the text-only Gemma3ForCausalLM reads the
+# config's), so none is recorded: the extraction self-check would catch a mismatch.
+_GEMMA3_MM = ArchEntry(
+    "model.language_model.layers",
+    "model.language_model.norm",
+    "lm_head",
+    "rmsnorm",
+    norm_offset=1.0,
+    embed_scale=True,
+)
 ARCHS: dict[str, ArchEntry] = {
     "llama": _LLAMA,
     "mistral": _LLAMA,
@@ -56,6 +68,7 @@ ARCHS: dict[str, ArchEntry] = {
     "gemma": _GEMMA,
     "gemma2": _GEMMA,
     "gemma3_text": _GEMMA,
+    "gemma3": _GEMMA3_MM,
     "phi": ArchEntry("model.layers", "model.final_layernorm", "lm_head", "layernorm"),
     "gpt2": ArchEntry("transformer.h", "transformer.ln_f", "lm_head", "layernorm"),
     "gpt_neox": ArchEntry(
@@ -144,13 +157,15 @@ def resolve(model: nn.Module) -> Resolved:
         raise ArchitectureError(
             f"final norm of {model_type!r} is {type(norm_mod).__name__}, expected LayerNorm"
         )
-    softcap = getattr(config, entry.softcap_attr, None) if entry.softcap_attr else None
+    get_text_config = getattr(config, "get_text_config", None)  # multimodal: the text part
+    text_config = get_text_config() if get_text_config is not None else config
+    softcap = getattr(text_config, entry.softcap_attr, None) if entry.softcap_attr else None
     hidden = int(weight.shape[0])
     spec = NormSpec(
         kind=entry.norm_kind,
         weight=weight.detach().float().cpu().numpy(),
         bias=None if bias is None else bias.detach().float().cpu().numpy(),
-        eps=_eps(norm_mod, config),
+        eps=_eps(norm_mod, text_config),
         offset=entry.norm_offset,
         softcap=float(softcap) if softcap else None,
     )

@@ -4,7 +4,8 @@ Depth 0 is the input of the first decoder block (the embedding output, after any
 or position embedding), depth l the output of block l — all *before* the final norm (Hugging
 Face's ``output_hidden_states`` puts the final norm into its last entry, so it is not used). Hooks
 copy one row per prompt and layer; nothing else of the activations is kept, and the model's
-unembedding runs on the last position only (``logits_to_keep=1``).
+unembedding runs on the last real token only (``logits_to_keep=1`` under left padding, per-row
+positions under right padding).
 """
 
 from __future__ import annotations
@@ -87,6 +88,23 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return pos.clamp(min=0)
 
 
+def _keep(left: bool, last: torch.Tensor, res: Resolved) -> int | torch.Tensor:
+    """``logits_to_keep`` for the model's own head: the last position under left padding, else
+    each row's last real token as (B, 1) positions (transformers' per-row form), on the device
+    of the final hidden states."""
+    return 1 if left else last[:, None].to(next(res.final_norm.parameters()).device)
+
+
+def _last_logits(logits: torch.Tensor, left: bool) -> torch.Tensor:
+    """(B, V) logits at the last real token, from the head's output for :func:`_keep`."""
+    if left or logits.ndim == 3:
+        return logits[:, -1]
+    # older transformers (no per-row form) index every row with the whole (B, 1) tensor: the
+    # head then ran on (B, B, 1) positions, and row b's own is the diagonal
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    return logits[rows, rows, -1]
+
+
 @torch.inference_mode()
 def run_batch(
     model: Any,
@@ -118,13 +136,10 @@ def run_batch(
         "position_ids": position_ids(attention_mask),
     }
     with cap:
-        out = model(input_ids=input_ids, use_cache=False, logits_to_keep=1 if left else 0, **kw)
-    logits = out.logits
-    final = (
-        logits[:, -1]
-        if left
-        else logits[torch.arange(len(last), device=logits.device), last.to(logits.device)]
-    )
+        out = model(
+            input_ids=input_ids, use_cache=False, logits_to_keep=_keep(left, last, res), **kw
+        )
+    final = _last_logits(out.logits, left)
     ids = torch.as_tensor(list(answer_ids), device=final.device)
     model_logits = final[:, ids].float()
     cap.result()  # raises if a hook did not fire

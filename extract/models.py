@@ -157,6 +157,25 @@ def resolve_model_path(model: str) -> tuple[str, dict[str, Any]]:
     )
 
 
+def revision_record(requested: str | None, config: Any) -> dict[str, Any]:
+    """Which weights: ``revision_requested`` is ``--revision`` as typed (a branch such as "main",
+    a tag or a commit; None when not given), ``commit`` the hub commit actually loaded
+    (``config._commit_hash``; None for local folders and GGUF files). ``revision`` (the request,
+    else the commit) is the older key that a store's identity compares on resume: kept as is."""
+    commit = getattr(config, "_commit_hash", None)
+    return {"revision": requested or commit, "revision_requested": requested, "commit": commit}
+
+
+def tokenizer_record(tok: Any) -> dict[str, Any]:
+    """Which tokenizer: its name or path (transformers 5 class names such as
+    "TokenizersBackend" say nothing), class, and vocabulary size including added tokens."""
+    return {
+        "tokenizer": getattr(tok, "name_or_path", None) or type(tok).__name__,
+        "tokenizer_class": type(tok).__name__,
+        "tokenizer_vocab_size": len(tok),
+    }
+
+
 def pick_device(device: Device) -> str:
     if device != "auto":
         if device == "cuda" and not torch.cuda.is_available():
@@ -216,13 +235,13 @@ def load_model(
     import transformers
 
     prov.update(
-        revision=revision or getattr(lm.config, "_commit_hash", None),
+        **revision_record(revision, lm.config),
         model_type=lm.config.model_type,
         architecture=type(lm).__name__,
         dtype=str(torch_dtype).removeprefix("torch."),
         device=dev if not device_map else f"device_map={device_map}",
         attn_implementation=getattr(lm.config, "_attn_implementation", None),
-        tokenizer=type(tok).__name__,
+        **tokenizer_record(tok),
         tokenizer_bos=tok.bos_token,
         torch_version=torch.__version__,
         transformers_version=transformers.__version__,

@@ -33,7 +33,7 @@ from extract.batching import default_max_tokens, plan_batches
 from extract.capture import run_batch
 from extract.datasets import MCDataset, load_dataset
 from extract.models import Device, DType, load_model
-from extract.prompts import PromptTemplate, answer_continuations
+from extract.prompts import PromptTemplate
 from extract.tokens import answer_token_ids, pad_batch, tokenize
 from layercal import __version__, git_commit
 from layercal import format as fmt
@@ -89,9 +89,18 @@ class ExtractSummary:
     self_check_max_abs_diff: float
     complete: bool
     shard_complete: bool = True
+    already_complete: bool = False  # the store was complete before this run: nothing was done
     extra: dict[str, Any] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
+        if self.already_complete:
+            return [
+                f"store:      {self.store}",
+                "store is already complete: nothing to do (nothing computed, store unchanged)",
+                f"examples:   {self.n_written}/{self.n_examples} written",
+                f"self-check: passed when it was written (max |diff| = "
+                f"{self.self_check_max_abs_diff:.2e}, as recorded in the store)",
+            ]
         rate = self.extra.get("examples_per_s", 0.0)
         return [
             f"store:      {self.store}",
@@ -198,7 +207,8 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
     seqs = tokenize(tok, prompts)
     sample = sorted(range(len(prompts)), key=lambda i: len(seqs[i]))
     probe = [prompts[i] for i in {sample[0], sample[-1], 0, len(prompts) - 1}]
-    ans_ids = answer_token_ids(tok, probe, K)
+    # the continuations of the template in use: its target_delimiter decides " A" vs "A"
+    ans_ids = answer_token_ids(tok, probe, K, target_delimiter=template.target_delimiter)
     requested = cfg.batch_size
     if requested == "auto":
         cfg = dataclasses.replace(
@@ -255,7 +265,7 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
             "embed_scale": res.embed_scale,
             "libraries": _library_versions(),
             "layercal_git_commit": git_commit(),
-            "answer_tokens": answer_continuations(K),
+            "answer_tokens": template.continuations(K),
             "self_check_tolerance": "1e-3 (float32); 0.05 + 2% of max |logit| (bf16/fp16)",
         }
         try:
@@ -285,6 +295,9 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
             )
         if fmt.layout_of(g) != layout:
             raise fmt.StoreError(f"refusing to resume {out}: layout {fmt.layout_of(g)} != {layout}")
+        done = _already_complete(out, g, layout, t0)
+        if done is not None:
+            return done
     try:
         _record_run(g, run_record)
     except OSError as e:
@@ -372,6 +385,28 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
     )
 
 
+def _already_complete(
+    out: Path, g: zarr.Group, layout: fmt.Layout, t0: float
+) -> ExtractSummary | None:
+    """The summary of a store that is finalized and fully written, else None. Such a store needs
+    nothing: no run record, no second finalize, so its bytes and attributes stay as they are."""
+    status = fmt.attrs(g).get("status", {})
+    mask = fmt.written_mask(g)
+    if not (status.get("complete") and mask.all()):
+        return None  # (all written but not finalized: a kill before finalize; the run finishes it)
+    return ExtractSummary(
+        store=str(out),
+        n_examples=layout.n_examples,
+        n_written=int(mask.sum()),
+        blocks_done=0,
+        seconds=time.time() - t0,
+        store_bytes=_du(out),
+        self_check_max_abs_diff=float(status.get("self_check_max_abs_diff_last_run") or 0.0),
+        complete=True,
+        already_complete=True,
+    )
+
+
 def store_io_error(out: Path, what: str, e: OSError, resumable: bool = True) -> fmt.StoreError:
     """A failed write to the store as an error that says what happened and what to do."""
     if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
@@ -454,6 +489,8 @@ def forward_bytes_per_prompt(config: Any, seq_len: int, itemsize: int) -> int:
     (materialised on CPU: heads x T x T, with softmax), the 4D mask, and the lens chunk over the
     vocabulary. Conservative: SmolLM2-135M in fp32, batch 16 at T = 653, peaks 0.9 GB above the
     loaded model; this gives 1.1 GB (CPU SDPA does not materialise every T x T score)."""
+    if hasattr(config, "get_text_config"):  # multimodal wrappers (Gemma 3) nest the sizes
+        config = config.get_text_config()
     d = int(config.hidden_size)
     heads = int(config.num_attention_heads)
     head_dim = int(getattr(config, "head_dim", None) or d // heads)

@@ -19,14 +19,18 @@ def tokenize(tok: Any, prompts: Sequence[str]) -> list[list[int]]:
     return [list(ids) for ids in tok(list(prompts), add_special_tokens=True)["input_ids"]]
 
 
-def answer_token_ids(tok: Any, prompts: Sequence[str], n_choices: int) -> list[int]:
-    """Ids of " A", " B", ... as read at the last prompt position, derived in context.
+def answer_token_ids(
+    tok: Any, prompts: Sequence[str], n_choices: int, *, target_delimiter: str = " "
+) -> list[int]:
+    """Ids of the answers ``target_delimiter + "A"``, ... (default " A", " B", ...) as read at
+    the last prompt position, derived in context. Pass the template's own delimiter
+    (``PromptTemplate.target_delimiter``): "A" after "Answer:" is another token than " A".
 
-    For each prompt given and each letter, ``prompt + " X"`` must tokenise to the prompt's own
-    tokens plus exactly one more; that token is the answer id, and it must be the same for every
-    prompt checked.
+    For each prompt given and each letter, ``prompt + delimiter + "X"`` must tokenise to the
+    prompt's own tokens plus exactly one more; that token is the answer id, and it must be the
+    same for every prompt checked.
     """
-    conts = answer_continuations(n_choices)
+    conts = answer_continuations(n_choices, target_delimiter)
     ids: list[int | None] = [None] * n_choices
     for p in prompts:
         base = tokenize(tok, [p])[0]
@@ -37,7 +41,8 @@ def answer_token_ids(tok: Any, prompts: Sequence[str], n_choices: int) -> list[i
                 raise TokenizationError(
                     f"answer {cont!r} is not a single token after the prompt with this tokenizer "
                     f"(it tokenises to {extra}). Use a template whose answer slot takes a single "
-                    "token (e.g. ending in 'Answer:' with ' A'), or a model whose tokenizer has one."
+                    "token (e.g. ending in 'Answer:' with target_delimiter ' '), or a model whose "
+                    "tokenizer has one."
                 )
             if ids[k] is not None and ids[k] != full[-1]:
                 raise TokenizationError(

@@ -104,6 +104,28 @@ def test_batch_size_and_padding_side_invariance(arch_model):
         )
 
 
+def test_right_padding_runs_the_head_on_last_real_tokens_only(arch_model):
+    """Under right padding the model's own head sees one row per prompt (its last real token),
+    not every position, and its logits equal the unpadded single-prompt forward."""
+    from extract.tokens import pad_batch
+
+    name, model = arch_model
+    res = resolve(model)
+    seqs = _prompts()
+    seen: list[tuple[int, ...]] = []
+    handle = res.unembed.register_forward_hook(lambda _m, args, _o: seen.append(args[0].shape))
+    try:
+        ids, mask = pad_batch(_Tok(), seqs, "cpu", "right")
+        r = run_batch(model, res, ids, mask, ANSWER_IDS)
+    finally:
+        handle.remove()
+    assert seen[0] == (len(seqs), 1, 64), name  # first call: the model's forward, not the lens
+    with torch.no_grad():
+        for i, s in enumerate(seqs):
+            ref = model(torch.tensor([s])).logits[0, -1, ANSWER_IDS]
+            np.testing.assert_allclose(r.model_logits[i].numpy(), ref.numpy(), atol=1e-4)
+
+
 def test_unknown_architecture_is_a_clear_error():
     import transformers as tf
 

@@ -166,6 +166,19 @@ def test_env_var_is_used(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert ds.source.startswith("data-dir:") and len(ds.examples) == 166
 
 
+def test_data_dir_wins_over_env_var(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--data-dir is used even when LAYERCAL_DATA_DIR points at other (here: truncated) data."""
+    path = _copy_subject(shared_data, tmp_path, "virology")
+    path.write_text("".join(path.read_text(encoding="utf-8").splitlines(True)[:3]), "utf-8")
+    monkeypatch.setenv("LAYERCAL_DATA_DIR", str(tmp_path))
+    assert len(load_dataset("mmlu", subjects=["virology"]).examples) == 3  # the env var's copy
+    ds = load_dataset("mmlu", subjects=["virology"], data_dir=shared_data)
+    assert len(ds.examples) == 166
+    assert ds.source == f"data-dir:{(shared_data / 'mmlu').resolve()}"
+
+
 def test_missing_data_dir_is_an_error(
     tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -35,6 +35,30 @@ def _configs() -> dict[str, Any]:
         "gemma3_text": tf.Gemma3TextConfig(
             num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, **common
         ),
+        "gemma": tf.GemmaConfig(num_key_value_heads=2, head_dim=16, **common),
+        # the multimodal wrapper (model_type "gemma3"), with a vision tower of one tiny layer
+        "gemma3": tf.Gemma3Config(
+            text_config=dict(
+                num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, **common
+            ),
+            vision_config=dict(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                image_size=28,
+                patch_size=14,
+            ),
+            mm_tokens_per_image=4,
+            boi_token_index=VOCAB - 3,
+            eoi_token_index=VOCAB - 2,
+            image_token_index=VOCAB - 1,
+        ),
+        "mixtral": tf.MixtralConfig(
+            num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, **common
+        ),
+        "qwen3": tf.Qwen3Config(num_key_value_heads=2, head_dim=16, **common),
+        "olmo2": tf.Olmo2Config(num_key_value_heads=2, **common),
         "phi": tf.PhiConfig(**common),
         "phi3": tf.Phi3Config(**common),
         "gpt2": tf.GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=3, n_head=4, n_positions=256),
@@ -45,9 +69,14 @@ def _configs() -> dict[str, Any]:
 ARCH_NAMES = [
     "llama",
     "mistral",
+    "mixtral",
     "qwen2",
+    "qwen3",
+    "olmo2",
+    "gemma",
     "gemma2",
     "gemma3_text",
+    "gemma3",
     "phi",
     "phi3",
     "gpt2",
