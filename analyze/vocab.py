@@ -27,7 +27,9 @@ from analyze.store import norm_spec_of
 from layercal.lens import NormSpec, final_norm, self_check_tolerance
 
 VOCAB_CHUNK = 8192  # rows of W_U per block of the streaming log-sum-exp
-VOCAB_ROWS = 1024  # (example, layer) rows per full-vocabulary task: 2 x 32 MiB of logits
+# (example, layer) rows per full-vocabulary task (2 x 8 MiB of logits): small blocks start as soon
+# as the chunks holding their examples are read, instead of one long task after the last read
+VOCAB_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -152,11 +154,31 @@ def _normed_rows(
     return final_norm(h[np.asarray(in_vocab, bool)], spec).astype(np.float32)
 
 
-def _vocab_block(x: NDArray[np.float32], lens: LensData) -> NDArray[np.float64]:
+def _vocab_block(
+    x: NDArray[np.float32],
+    w_u: NDArray[np.float32],
+    bias: NDArray[np.float32] | None,
+    softcap: float | None,
+) -> NDArray[np.float64]:
     """(r, l, d) normed rows -> (r, l, 2): full-vocabulary lse and entropy."""
-    assert lens.w_u is not None
-    lse, ent = vocab_lse_entropy(x.reshape(-1, x.shape[-1]), lens.w_u, lens.bias, lens.spec.softcap)
+    lse, ent = vocab_lse_entropy(x.reshape(-1, x.shape[-1]), w_u, bias, softcap)
     return np.stack([lse, ent], axis=-1).reshape(*x.shape[:2], 2)
+
+
+def _unembedding(ds: xr.Dataset, lens: LensData) -> tuple[da.Array, NDArray[np.float32] | None]:
+    """W_U as a lazy (V, d) float32 array in one chunk, and the bias (V,) or None.
+
+    From ``lens`` when it holds them, else from the store: its vocabulary chunks are read by
+    tasks of the pass itself, beside the first chunks of resid."""
+    if lens.w_u is not None:
+        return da.from_array(lens.w_u, chunks=-1), lens.bias
+    bias = None
+    if "lm_head_bias" in ds:
+        bias = np.asarray(ds["lm_head_bias"].values, np.float32)
+    w_u = ds["W_U"].data
+    if not isinstance(w_u, da.Array):
+        w_u = da.from_array(np.asarray(w_u), chunks=-1)
+    return w_u.astype(np.float32).rechunk(-1), bias
 
 
 def lens_pass(
@@ -175,7 +197,7 @@ def lens_pass(
     chunks holding its examples are read.
     """
     sample = np.flatnonzero(np.asarray(in_vocab, bool))
-    lens = lens or LensData.of(ds, full_vocab=sample.size > 0)
+    lens = lens or LensData.of(ds, full_vocab=False)
     resid = ds["resid"].data
     if not isinstance(resid, da.Array):
         resid = da.from_array(resid, chunks=(2048, 1, -1))
@@ -205,12 +227,20 @@ def lens_pass(
             spec=lens.spec,
         )
         normed = normed.rechunk({0: max(1, VOCAB_ROWS // n_layers), 1: -1})
-        stats = normed.map_blocks(
+        w_u, bias = _unembedding(ds, lens)
+        stats = da.blockwise(
             _vocab_block,
-            chunks=(normed.chunks[0], normed.chunks[1], (2,)),
+            "elc",
+            normed,
+            "eld",
+            w_u,
+            "vd",
+            new_axes={"c": 2},
+            concatenate=True,
             dtype=np.float64,
             meta=np.empty((0, 0, 0), np.float64),
-            lens=lens,
+            bias=bias,
+            softcap=lens.spec.softcap,
         )
     else:
         stats = da.zeros((0, n_layers, 2), chunks=(0, -1, -1))
