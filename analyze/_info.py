@@ -120,6 +120,7 @@ def store_info(url: str, storage_options: Mapping[str, Any] | None = None) -> di
         "template": {"name": ptemplate.get("name"), "sha256": ident.get("template_sha256")},
         "layout": info["layout"],
         "arrays": arrays,
+        "activations": list(fmt.activation_arrays(group)),
         "size": {
             "stored_bytes": sum(loc.sizes().values()),
             "files": len(loc.sizes()),
@@ -191,6 +192,9 @@ def format_info(d: Mapping[str, Any]) -> str:
         + f"; dataset card {'yes' if d['card'] else 'no'}, manifest {'yes' if d['manifest'] else 'no'}",
         "arrays:",
     ]
+    lacking = [a for a in fmt.ACTIVATION_ARRAYS if a not in d["activations"]]
+    if lacking:  # an optional activation array (format.OPTIONAL_ACTIVATION_ARRAYS) is absent
+        lines[-1] = f"arrays:      (no {', '.join(lacking)}: written before layercal recorded it)"
     for r in d["arrays"]:
         shards = f" shards {tuple(r['shards'])}" if r["shards"] else ""
         ratio_txt = (

@@ -27,7 +27,7 @@ from analyze._info import block_status
 from analyze._location import CARD, MANIFEST, Location, chunk_key, local_path
 from layercal import format as fmt
 
-BLOCK_ARRAYS = (*fmt.ACTIVATION_ARRAYS, "written", "block_sha256")
+BLOCK_ARRAYS = (*fmt.ACTIVATION_ARRAYS, "written", "block_sha256")  # every one a store may have
 MUST_MATCH = ("format_version", "layout", "final_norm", "has_lm_head_bias")
 
 
@@ -45,9 +45,10 @@ class Merged:
 
 
 def block_keys(group: zarr.Group, b: int) -> list[str]:
-    """The objects that hold block ``b``: one per activation array, ``written``, ``block_sha256``."""
+    """The objects that hold block ``b``: one per activation array the store has (an older store
+    lacks the optional ones), ``written``, ``block_sha256``."""
     keys = []
-    for name in BLOCK_ARRAYS:
+    for name in (*fmt.activation_arrays(group), "written", "block_sha256"):
         a = fmt.array(group, name)
         keys.append(chunk_key(a, (b,) + (0,) * (a.ndim - 1)))
     return keys
@@ -96,11 +97,20 @@ def _array_digest(group: zarr.Group, name: str) -> str:
 def _check_shared(
     urls: Sequence[str], locs: Sequence[Location], groups: Sequence[zarr.Group]
 ) -> None:
-    """Everything outside the blocks (metadata, W_U, per-example data) equal in every input."""
+    """The same activation arrays, and everything outside the blocks (metadata, W_U,
+    per-example data) equal, in every input."""
     names = sorted(set(groups[0].array_keys()) - set(BLOCK_ARRAYS))
     ref_meta = {n: locs[0].read_json(f"{n}/zarr.json") for n in names}
     ref_data: dict[str, str] = {}
+    acts = fmt.activation_arrays(groups[0])
     for url, loc, group in zip(urls[1:], locs[1:], groups[1:]):
+        if fmt.activation_arrays(group) != acts:
+            odd = sorted(set(fmt.activation_arrays(group)) ^ set(acts))
+            raise _refuse(
+                f"{url} and {urls[0]} differ in the activation arrays they record ({', '.join(odd)} "
+                "in one only): one was created by a layercal from before that array was added. "
+                "Merge shard stores created by one version, or re-extract the older ones."
+            )
         other = sorted(set(group.array_keys()) - set(BLOCK_ARRAYS))
         if other != names:
             raise _refuse(

@@ -3,8 +3,9 @@
 Checks, in order: every ``zarr.json`` (parses, equals its consolidated copy), the contract layout
 and attributes (:mod:`analyze._verify_meta`), the W_U sha256 (``identity.w_u_sha256``), each
 written block's sha256 (``block_sha256``, the same function as ``format.write_block``), the
-objects of each written block (present, decodable, no fill values), the logit lens on the last
-layer vs the model's logits on a sample of examples, and the manifest when pack/publish wrote one.
+objects of each written block (present, decodable, no fill values), ``lens_entropy`` within
+[0, log vocab] where the store records it, the logit lens on the last layer vs the model's logits
+on a sample of examples, and the manifest when pack/publish wrote one.
 A damaged store never raises: every problem is reported with the array, block and object.
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 import zarr
 
 from analyze._location import Location, chunk_key
-from analyze._verify_attr import attribute
+from analyze._verify_attr import attribute, entropy_outside
 from analyze._verify_bytes import Unchecked, check_manifest, check_object
 from analyze._verify_meta import (
     HEX64,
@@ -146,6 +147,14 @@ def check_blocks(
         info.get("identity", {}).get("dtype")
         or info.get("provenance", {}).get("model", {}).get("dtype")
     )
+    acts = fmt.activation_arrays(arrays)
+    lacking = sorted(set(fmt.ACTIVATION_ARRAYS) - set(acts))
+    absent = f"; this store has no {', '.join(lacking)} (older store, or removed?)" * bool(lacking)
+    if lacking:
+        rep.notes.append(
+            f"no {', '.join(lacking)} (optional: stores written before layercal recorded it "
+            "lack it); block sha256 over " + ", ".join(acts)
+        )
     rng = np.random.default_rng(seed)
     pool = np.flatnonzero(written)
     picked = set(rng.choice(pool, size=min(sample, pool.size), replace=False).tolist())
@@ -169,7 +178,7 @@ def check_blocks(
             rep.fail(f"block_sha256 {span}", f"marked written but its sha256 is {digest[:70]!r}")
             continue
         blk: dict[str, np.ndarray] = {}
-        for name in fmt.ACTIVATION_ARRAYS:
+        for name in acts:
             a = arrays[name]
             key = chunk_key(a, (b,) + (0,) * (a.ndim - 1))
             where = f"{name} {span}, object {key}"
@@ -186,18 +195,27 @@ def check_blocks(
                 rep.fail(where, f"{n_nan} NaN values (fill value: inner chunks missing)")
                 continue
             blk[name] = data
-        if len(blk) < len(fmt.ACTIVATION_ARRAYS):
+        if len(blk) < len(acts):
             continue
-        got = fmt.sha256_bytes(*(blk[k].astype(np.float32) for k in fmt.ACTIVATION_ARRAYS))
+        got = fmt.sha256_bytes(*(blk[k].astype(np.float32) for k in acts))
         tol = tolerance(dtype, blk["model_logits"])
         if got != digest:
             rep.fail(
                 span,
                 f"content sha256 {got[:16]}... != recorded {digest[:16]}...; "
-                + attribute(blk, lens, tol, arrays, sl.start),
+                + attribute(blk, lens, tol, arrays, sl.start)
+                + absent,
             )
             continue
         n_ok += 1
+        if "lens_entropy" in blk:  # recorded as written, yet impossible: the writer erred
+            outside = entropy_outside(blk["lens_entropy"], layout.vocab, tol)
+            if outside.any():
+                rep.fail(
+                    f"lens_entropy {span}",
+                    f"{int(outside.sum())} values outside [0, log vocab], impossible for an "
+                    f"entropy (first {float(blk['lens_entropy'][outside][0]):.4g})",
+                )
         rows = [i - sl.start for i in range(sl.start, sl.stop) if i in picked]
         if rows:
             z = lens_logits(blk["resid"][rows, -1], lens[0], lens[2], lens[1])

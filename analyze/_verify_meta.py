@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,16 +102,19 @@ def check_metadata_files(loc: Location, rep: Report) -> dict[str, Any] | None:
 
 
 def expected_arrays(
-    info: dict[str, Any], layout: fmt.Layout
+    info: dict[str, Any], layout: fmt.Layout, present: Iterable[str] = ()
 ) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
-    """Contract array name -> (shape, dimension names) for ``layout`` (format.create_store)."""
+    """Contract array name -> (shape, dimension names) for ``layout`` (format.create_store).
+
+    ``present``: the arrays the store has; optional activation arrays are expected only then."""
     n, L, d, V, K = layout.n_examples, layout.n_depth, layout.hidden, layout.vocab, layout.n_choices
     ex = ("example",)
-    out: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
-        "resid": ((n, L, d), fmt.ACTIVATION_ARRAYS["resid"]),
-        "model_logits": ((n, K), fmt.ACTIVATION_ARRAYS["model_logits"]),
-        "lens_logits": ((n, L, K), fmt.ACTIVATION_ARRAYS["lens_logits"]),
-        "lens_lse": ((n, L), fmt.ACTIVATION_ARRAYS["lens_lse"]),
+    sizes = {"example": n, "layer": L, "hidden": d, "choice": K}
+    out: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {}
+    for name in fmt.activation_arrays(present):
+        dims = fmt.ACTIVATION_ARRAYS[name]
+        out[name] = (tuple(sizes[dim] for dim in dims), dims)
+    out |= {
         "written": ((n,), ex),
         "block_sha256": ((layout.n_blocks,), ("block",)),
         "example": ((n,), ex),
@@ -162,7 +166,7 @@ def check_layout(
     core = {*fmt.ACTIVATION_ARRAYS, "written", "block_sha256", "W_U", "answer_token_ids"}
     core |= {"final_norm_weight", "final_norm_bias", "lm_head_bias"}
     fine = True
-    for name, (shape, dims) in expected_arrays(info, layout).items():
+    for name, (shape, dims) in expected_arrays(info, layout, arrays).items():
         a = arrays.get(name)
         if a is None:
             rep.fail(name, "contract array missing (its zarr.json is absent or unreadable)")
@@ -182,9 +186,11 @@ def check_layout(
         "model_logits": ((blk, layout.n_choices), None, "float32"),
         "lens_logits": ((blk, L, layout.n_choices), None, "float32"),
         "lens_lse": ((blk, L), None, "float32"),
+        "lens_entropy": ((blk, L), None, "float32"),
         "written": ((blk,), None, "bool"),
         "block_sha256": ((1,), None, None),
     }
+    want = {k: v for k, v in want.items() if k in arrays}  # optional ones: when present
     for name, (chunks, shards, dtype) in want.items():
         a = arrays[name]
         if tuple(a.chunks) != chunks or (a.shards and tuple(a.shards)) != shards:

@@ -424,6 +424,7 @@ def run_layercal(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from extract.capture import run_batch
     from extract.run import extract
     from extract.tokens import pad_batch
+    from layercal.format import ACTIVATION_ARRAYS
 
     lm = _load(args)
     inp = _Inputs(args, lm.tokenizer, lm.device)
@@ -439,7 +440,7 @@ def run_layercal(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     per_ex = sum(
         f.stat().st_size
-        for name in ("resid", "model_logits", "lens_logits", "lens_lse")
+        for name in ACTIVATION_ARRAYS
         for f in (store / name).rglob("*")
         if f.is_file()
     )

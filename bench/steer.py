@@ -76,6 +76,7 @@ def build_store(path: Path, n: int = N, seed: int = 0) -> None:
             "model_logits": np.zeros((m, K)),
             "lens_logits": np.zeros((m, L, K)),
             "lens_lse": np.zeros((m, L)),
+            "lens_entropy": np.zeros((m, L)),
         }
         fmt.write_block(g, b, {"resid": resid, **zeros})
     fmt.finalize(path, {"finished": "bench"})

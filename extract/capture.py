@@ -27,6 +27,7 @@ class BatchResult:
     model_logits: torch.Tensor  # (B, K)
     lens_logits: torch.Tensor  # (B, L, K)
     lens_lse: torch.Tensor  # (B, L)
+    lens_entropy: torch.Tensor  # (B, L) nats
 
 
 def _hidden(output: Any) -> torch.Tensor:
@@ -105,6 +106,21 @@ def _last_logits(logits: torch.Tensor, left: bool) -> torch.Tensor:
     return logits[rows, rows, -1]
 
 
+def entropy_(z: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of softmax over the last axis of ``z`` (..., V) -> (...). Overwrites
+    ``z``; holds one more buffer of its size.
+
+    With y = z - max z, e = exp(y) and r = the sum of e without one maximal entry (the 1 of
+    exp(0)), H = log1p(r) - sum(e y) / (1 + r): two terms >= 0, so nothing cancels and a peaked
+    softmax keeps its relative precision in float32 (lse - sum p z loses it: 3% at H = 1e-3
+    over 49,152 tokens, where this is within 1e-6 of float64)."""
+    top, first = z.max(dim=-1, keepdim=True)
+    y = z.sub_(top)  # <= 0
+    e = y.exp().scatter_(-1, first, 0.0)
+    rest = e.sum(dim=-1)
+    return torch.log1p(rest) - e.mul_(y).sum(dim=-1) / (1.0 + rest)
+
+
 @torch.inference_mode()
 def run_batch(
     model: Any,
@@ -114,7 +130,8 @@ def run_batch(
     answer_ids: Sequence[int],
     lens_rows: int = 128,
 ) -> BatchResult:
-    """One forward pass with capture; lens extras computed on the device in layer chunks.
+    """One forward pass with capture; lens extras (answer logits, full-vocabulary log-sum-exp
+    and entropy, in float32) computed on the device in layer chunks.
 
     A chunk holds about ``lens_rows`` (prompt, depth) rows of full-vocabulary logits (128 x
     SmolLM2's 49,152 = 25 MB in fp32): every depth at once for batches of up to 4 prompts (the
@@ -130,6 +147,7 @@ def run_batch(
     resid = torch.empty((B, L, res.norm.weight.shape[0]), dtype=hidden_dtype, device=head)
     lens_logits = torch.empty((B, L, K), dtype=torch.float32, device=head)
     lens_lse = torch.empty((B, L), dtype=torch.float32, device=head)
+    lens_entropy = torch.empty((B, L), dtype=torch.float32, device=head)
     cap = LastTokenCapture(res, last, resid)
     kw: dict[str, Any] = {
         "attention_mask": attention_mask,
@@ -148,9 +166,11 @@ def run_batch(
         z = res.apply_final_logits(resid[:, s : s + chunk]).float()  # (B, l, V)
         lens_lse[:, s : s + chunk] = torch.logsumexp(z, dim=-1)
         lens_logits[:, s : s + chunk] = z[..., ids.to(z.device)]
+        lens_entropy[:, s : s + chunk] = entropy_(z)  # last: it overwrites z
     return BatchResult(
         resid=resid.float().cpu(),
         model_logits=model_logits.cpu(),
         lens_logits=lens_logits.cpu(),
         lens_lse=lens_lse.cpu(),
+        lens_entropy=lens_entropy.cpu(),
     )

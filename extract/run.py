@@ -474,7 +474,7 @@ def _compute_block(
     for idx in plan_batches([len(s) for s in seqs], bs, budget):
         ids, mask = pad_batch(tok, [seqs[i] for i in idx], device, cfg.padding_side)
         r = run_batch(model, res, ids, mask, ans_ids)
-        for name in ("resid", "model_logits", "lens_logits", "lens_lse"):
+        for name in fmt.ACTIVATION_ARRAYS:  # write_block keeps those the store has
             t = getattr(r, name)
             if name not in out:
                 out[name] = np.empty((n, *t.shape[1:]), dtype=np.float32)

@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,13 +63,18 @@ CHUNK_EXAMPLES = 128  # inner chunk (the read unit): 128 examples x 1 layer x hi
 DEFAULT_BLOCK = 256  # write unit: one shard of resid, one chunk of every per-example array
 W_U_CHUNK_ROWS = 4096  # W_U is chunked along vocab only
 
-# name -> dimension names. Activation arrays are written per block; the rest at creation.
+# name -> dimension names, in contract order (the order block_sha256 hashes them). Activation
+# arrays are written per block; the rest at creation.
 ACTIVATION_ARRAYS: dict[str, tuple[str, ...]] = {
     "resid": ("example", "layer", "hidden"),
     "model_logits": ("example", "choice"),
     "lens_logits": ("example", "layer", "choice"),
     "lens_lse": ("example", "layer"),
+    "lens_entropy": ("example", "layer"),
 }
+# Activation arrays added to format version 1 later (additive): every store created now has
+# them, stores written by an earlier layercal lack them, so readers check before using one.
+OPTIONAL_ACTIVATION_ARRAYS: frozenset[str] = frozenset({"lens_entropy"})
 EXAMPLE_COORDS = ("example_id", "subject", "category")
 # The Zarr v3 core codecs: pure byte transforms. Anything else (a plugin codec, a pickle or
 # object codec) is refused before any chunk is decoded.
@@ -77,6 +82,19 @@ SAFE_CODECS = frozenset(
     {"bytes", "blosc", "zstd", "gzip", "crc32c", "transpose", "sharding_indexed"}
     | {"vlen-utf8", "vlen-bytes"}
 )
+
+
+def activation_arrays(store: zarr.Group | Iterable[str]) -> tuple[str, ...]:
+    """The activation arrays of ``store`` (a group, or the names it holds: an xarray Dataset, a
+    dict of arrays) in contract order: every required one, and the optional ones it has. These
+    are the arrays its blocks are written with and its ``block_sha256`` covers."""
+    if isinstance(store, zarr.Group):  # one metadata read per optional array, no listing
+        has = {n for n in OPTIONAL_ACTIVATION_ARRAYS if isinstance(store.get(n), zarr.Array)}
+    else:
+        has = set(store) & OPTIONAL_ACTIVATION_ARRAYS
+    return tuple(
+        name for name in ACTIVATION_ARRAYS if name not in OPTIONAL_ACTIVATION_ARRAYS or name in has
+    )
 
 
 def compressor() -> BloscCodec:
@@ -153,13 +171,20 @@ def create_store(
     norm: NormSpec,
     answer_token_ids: np.ndarray,
     attrs: Mapping[str, Any],
+    optional_arrays: Iterable[str] = OPTIONAL_ACTIVATION_ARRAYS,
 ) -> zarr.Group:
     """Create a new store at ``path`` and write everything known before the forward passes.
 
     Refuses an existing path. ``attrs`` is recorded under ``attrs["layercal"]`` and must contain
     ``identity`` (what must match on resume) and ``provenance``. The status ``created`` is set
     last, so a store whose creation was interrupted is recognised as such.
+    ``optional_arrays``: which of :data:`OPTIONAL_ACTIVATION_ARRAYS` to create (all by default;
+    ``()`` gives a store as layercal wrote them before those arrays were added).
     """
+    optional = set(optional_arrays)
+    unknown = optional - OPTIONAL_ACTIVATION_ARRAYS
+    if unknown:
+        raise StoreError(f"not optional activation arrays: {sorted(unknown)}")
     path = Path(path)
     n, L, d, K = layout.n_examples, layout.n_depth, layout.hidden, layout.n_choices
     if w_u.shape != (layout.vocab, d):
@@ -188,8 +213,9 @@ def create_store(
         fill_value=nan,
         attributes=coords,
     )
-    shapes = {"model_logits": (n, K), "lens_logits": (n, L, K), "lens_lse": (n, L)}
-    for name, shape in shapes.items():
+    sizes = {"example": n, "layer": L, "choice": K}
+    for name in activation_arrays(optional)[1:]:  # resid (sharded) is created above
+        shape = tuple(sizes[dim] for dim in ACTIVATION_ARRAYS[name])
         g.create_array(
             name,
             shape=shape,
@@ -433,20 +459,24 @@ def blocks_todo(g: zarr.Group, shard: tuple[int, int] = (0, 1)) -> list[int]:
 
 
 def write_block(g: zarr.Group, b: int, arrays: Mapping[str, np.ndarray]) -> str:
-    """Write block ``b`` of every activation array, then mark it written. Returns its sha256."""
+    """Write block ``b`` of every activation array the store has, then mark it written.
+
+    ``arrays``: name -> (examples of the block, ...) values; optional arrays the store lacks (one
+    created by an earlier layercal, being resumed) are left out. Returns the block's sha256."""
     lay = layout_of(g)
     sl = lay.block_slice(b)
-    missing = set(ACTIVATION_ARRAYS) - set(arrays)
+    names = activation_arrays(g)
+    missing = set(names) - set(arrays)
     if missing:
         raise StoreError(f"block {b}: missing arrays {sorted(missing)}")
-    for name in ACTIVATION_ARRAYS:
+    for name in names:
         data = np.asarray(arrays[name], dtype=np.float32)
         target = array(g, name)
         expected = (sl.stop - sl.start, *target.shape[1:])
         if data.shape != expected:
             raise StoreError(f"block {b}: {name} has shape {data.shape}, expected {expected}")
         target[sl] = data
-    digest = sha256_bytes(*(np.asarray(arrays[k], dtype=np.float32) for k in ACTIVATION_ARRAYS))
+    digest = sha256_bytes(*(np.asarray(arrays[k], dtype=np.float32) for k in names))
     array(g, "block_sha256")[b] = digest
     array(g, "written")[sl] = True
     return digest

@@ -34,7 +34,7 @@ def _run(model, seqs, side="left", batch_size=None):
         outs.append(run_batch(model, res, ids, mask, ANSWER_IDS))
     return {
         k: torch.cat([getattr(o, k) for o in outs]).numpy()
-        for k in ("resid", "model_logits", "lens_logits", "lens_lse")
+        for k in ("resid", "model_logits", "lens_logits", "lens_lse", "lens_entropy")
     }
 
 
@@ -69,7 +69,9 @@ def test_capture_equals_independent_forward(arch_model):
 
 def test_numpy_lens_reproduces_model_logits(arch_model):
     """The stored-data lens (numpy, float64) at the last depth equals the model's logits over
-    the whole vocabulary, and the torch lens extras match the numpy lens at every depth."""
+    the whole vocabulary, and the torch lens extras (answer logits, log-sum-exp and entropy over
+    the whole vocabulary, with lm_head bias (phi) and soft-cap (gemma2)) match the numpy lens at
+    every depth."""
     name, model = arch_model
     res = resolve(model)
     seqs = _prompts()
@@ -84,6 +86,10 @@ def test_numpy_lens_reproduces_model_logits(arch_model):
     np.testing.assert_allclose(out["lens_logits"], full[..., ANSWER_IDS], atol=1e-4)
     lse = np.log(np.exp(full - full.max(-1, keepdims=True)).sum(-1)) + full.max(-1)
     np.testing.assert_allclose(out["lens_lse"], lse, atol=1e-4)
+    p = np.exp(full - lse[..., None])
+    entropy = -(p * np.log(p)).sum(-1)
+    assert entropy.min() > 0.5 and entropy.max() < np.log(VOCAB)  # not trivially 0 or uniform
+    np.testing.assert_allclose(out["lens_entropy"], entropy, rtol=1e-4)
     if name == "gemma2":
         assert res.norm.softcap == 5.0 and res.norm.offset == 1.0
         assert np.abs(full).max() <= 5.0
@@ -124,6 +130,25 @@ def test_right_padding_runs_the_head_on_last_real_tokens_only(arch_model):
         for i, s in enumerate(seqs):
             ref = model(torch.tensor([s])).logits[0, -1, ANSWER_IDS]
             np.testing.assert_allclose(r.model_logits[i].numpy(), ref.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("peak", [0.0, 10.0, 25.0])
+def test_entropy_keeps_its_relative_precision_when_peaked(peak):
+    """float32 entropy of a softmax over 49,152 tokens, from uniform-ish to nearly one-hot
+    (H ~ 1e-9 nats), within 1e-5 relative of float64, ties included; lse - sum p z, which
+    cancels, is off by far more once the softmax is peaked."""
+    from extract.capture import entropy_
+
+    z = torch.randn((2, 3, 49152), generator=torch.Generator().manual_seed(0))
+    z[..., 7] = peak + 10.0
+    z[1, 2, 9] = peak + 10.0  # two maximal entries
+    z64 = z.double()
+    ref = -(torch.softmax(z64, -1) * torch.log_softmax(z64, -1)).sum(-1)
+    got = entropy_(z.clone()).double()
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=0.0)
+    naive = (torch.logsumexp(z, -1) - (torch.softmax(z, -1) * z).sum(-1)).double()
+    if peak >= 10.0:
+        assert not torch.allclose(naive, ref, rtol=1e-2, atol=0.0)
 
 
 def test_unknown_architecture_is_a_clear_error():

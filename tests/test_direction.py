@@ -83,7 +83,15 @@ def planted_store(path, *, n=160, depth=8, hidden=24, vocab=40, seed=0, w_seed=0
         attrs={"identity": ident, "provenance": {"template": {"name": "t"}}},
     )
     fmt.write_block(
-        g, 0, {"resid": resid, "model_logits": z[:, -1], "lens_logits": z, "lens_lse": lse}
+        g,
+        0,
+        {
+            "resid": resid,
+            "model_logits": z[:, -1],
+            "lens_logits": z,
+            "lens_lse": lse,
+            "lens_entropy": (np.exp(full - lse[..., None]) * (lse[..., None] - full)).sum(-1),
+        },
     )
     fmt.finalize(path, {"finished": "test"})
     return path

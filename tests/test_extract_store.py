@@ -18,7 +18,7 @@ from layercal import format as fmt
 from layercal.lens import lens_logits
 
 REPO = Path(__file__).resolve().parents[1]
-ACT = ["resid", "model_logits", "lens_logits", "lens_lse", "block_sha256", "written"]
+ACT = [*fmt.ACTIVATION_ARRAYS, "block_sha256", "written"]
 
 
 def cli(model_dir, out, data_dir, *extra, limit=640):
@@ -93,6 +93,22 @@ def test_store_is_labelled_and_lens_reproduces_logits(reference_store):
     np.testing.assert_allclose(z, ds["lens_logits"].values, atol=1e-3)
     assert np.isfinite(ds["lens_lse"].values).all()
     assert (ds["lens_lse"].values >= ds["lens_logits"].values.max(-1) - 1e-4).all()
+    # lse and entropy over the whole vocabulary, recomputed from the stored resid (float64)
+    rows = np.arange(0, 640, 10)
+    full = lens_logits(ds["resid"].values[rows], ds["W_U"].values, spec)  # (64, L, V)
+    top = full.max(-1, keepdims=True)
+    lse = np.log(np.exp(full - top).sum(-1)) + top[..., 0]
+    p = np.exp(full - lse[..., None])
+    entropy = -(p * np.log(p)).sum(-1)
+    assert ds["lens_entropy"].dims == ("example", "layer")
+    assert "example_id" in ds["lens_entropy"].coords
+    np.testing.assert_allclose(ds["lens_lse"].values[rows], lse, rtol=1e-5)
+    np.testing.assert_allclose(ds["lens_entropy"].values[rows], entropy, rtol=1e-4)
+    # a random model is near uniform: its distance from log V is what tells rows apart
+    deficit = np.log(full.shape[-1]) - entropy
+    assert deficit.min() > 1e-3 and deficit.std() > 1e-3
+    stored = np.log(full.shape[-1]) - ds["lens_entropy"].values[rows]
+    np.testing.assert_allclose(stored, deficit, rtol=1e-3)
     # chunking contract: read unit 128 examples x 1 layer; shard = one block; W_U by vocab
     assert g["resid"].chunks == (128, 1, 128) and g["resid"].shards == (128, 5, 128)
     assert g["W_U"].chunks[1] == 128

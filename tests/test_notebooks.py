@@ -71,7 +71,14 @@ def build_store(
     g = fmt.create_store(
         path, layout, meta, w_u=w_u, lm_head_bias=None, norm=spec, answer_token_ids=ids, attrs=attrs
     )
-    arrays = {"resid": resid, "model_logits": z[:, -1], "lens_logits": z, "lens_lse": lse}
+    entropy = (np.exp(full - lse[..., None]) * (lse[..., None] - full)).sum(-1)
+    arrays = {
+        "resid": resid,
+        "model_logits": z[:, -1],
+        "lens_logits": z,
+        "lens_lse": lse,
+        "lens_entropy": entropy,
+    }
     fmt.write_block(g, 0, arrays)
     fmt.finalize(path, {"finished": "test"})
     return path

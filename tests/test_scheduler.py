@@ -71,7 +71,14 @@ def build_big(path: Path, n: int, n_layers: int, d: int, vocab: int = 64, k: int
         top = full.max(-1)
         lse = top + np.log(np.exp(full - top[..., None]).sum(-1))
         z = full[..., ids]
-        arrays = {"resid": h, "model_logits": z[:, -1], "lens_logits": z, "lens_lse": lse}
+        entropy = (np.exp(full - lse[..., None]) * (lse[..., None] - full)).sum(-1)
+        arrays = {
+            "resid": h,
+            "model_logits": z[:, -1],
+            "lens_logits": z,
+            "lens_lse": lse,
+            "lens_entropy": entropy,
+        }
         fmt.write_block(g, b, arrays)
     fmt.finalize(path, {})
     return path

@@ -30,7 +30,8 @@ N, L, D, V, K, BLOCK = 300, 5, 32, 64, 4, 128
 IDS = [10, 11, 12, 13]
 TEMPLATE = '{"name":"lm-eval-mmlu","item":"{question}\\nAnswer:"}'
 LAYOUT = fmt.Layout(N, L, D, V, K, BLOCK)
-BLOCK_ARRAYS = ("resid", "model_logits", "lens_logits", "lens_lse")
+BLOCK_ARRAYS = tuple(fmt.ACTIVATION_ARRAYS)
+OLD_ARRAYS = ("resid", "model_logits", "lens_logits", "lens_lse")  # before lens_entropy
 
 
 def _data() -> dict:
@@ -44,7 +45,16 @@ def _data() -> dict:
         z = lens_logits(resid, w_u[IDS], norm)
         full = lens_logits(resid, w_u, norm)
         lse = np.log(np.exp(full - full.max(-1, keepdims=True)).sum(-1)) + full.max(-1)
-        blocks.append({"resid": resid, "model_logits": z[:, -1], "lens_logits": z, "lens_lse": lse})
+        p = np.exp(full - lse[..., None])
+        blocks.append(
+            {
+                "resid": resid,
+                "model_logits": z[:, -1],
+                "lens_logits": z,
+                "lens_lse": lse,
+                "lens_entropy": -(p * np.log(p)).sum(-1),
+            }
+        )
     return {"w_u": w_u, "norm": norm, "blocks": blocks}
 
 
@@ -89,8 +99,16 @@ def attrs(**identity_changes) -> dict:
     return {"identity": identity, "provenance": provenance, "runs": []}
 
 
-def build(path: Path, blocks: Iterable[int], shard: str = "0/1", **identity_changes) -> Path:
-    """A store at ``path`` with ``blocks`` written (finalized when all are)."""
+def build(
+    path: Path,
+    blocks: Iterable[int],
+    shard: str = "0/1",
+    optional_arrays: Iterable[str] = fmt.OPTIONAL_ACTIVATION_ARRAYS,
+    **identity_changes,
+) -> Path:
+    """A store at ``path`` with ``blocks`` written (finalized when all are).
+
+    ``optional_arrays=()``: a store as layercal wrote them before ``lens_entropy``."""
     meta = fmt.ExampleMeta(
         example_id=[f"mmlu/test/{i}" for i in range(N)],
         subject=["anatomy" if i % 2 else "astronomy" for i in range(N)],
@@ -111,6 +129,7 @@ def build(path: Path, blocks: Iterable[int], shard: str = "0/1", **identity_chan
         norm=DATA["norm"],
         answer_token_ids=np.array(IDS),
         attrs=a,
+        optional_arrays=optional_arrays,
     )
     blocks = sorted(blocks)
     for b in blocks:
@@ -221,7 +240,7 @@ def data_objects(store: Path) -> list[tuple[str, str, int]]:
 def test_verify_detects_a_flipped_byte_in_every_data_object(ref, tmp_path):
     store = copy(ref, tmp_path / "s.zarr")
     found = data_objects(store)
-    assert len(found) == 4 * LAYOUT.n_blocks + 1
+    assert len(found) == 5 * LAYOUT.n_blocks + 1
     rng = np.random.default_rng(1)
     for key, name, index in found:
         path = store / key
@@ -246,6 +265,7 @@ def test_verify_detects_a_flipped_byte_in_every_data_object(ref, tmp_path):
     [
         ("lens_logits", (130, 2, 1), "lens_logits is the changed array"),
         ("lens_lse", (131, 3), "lens_lse is the changed array"),
+        ("lens_entropy", (135, 2), "lens_entropy is the changed array"),
         ("model_logits", (132, 0), "model_logits is the changed array"),
         ("resid", (133, 1, 5), "resid is the changed array"),
         ("resid", (134, L - 1, 5), "resid is the changed array"),
@@ -258,6 +278,35 @@ def test_verify_names_the_changed_array_of_a_block(ref, tmp_path, name, index, c
     [p] = verify_store(str(store)).problems
     assert p.where == "block 1 (examples 128-255)"
     assert culprit in p.what and f"example {index[0]}" in p.what, p.what
+
+
+def test_verify_names_an_impossible_entropy_without_recomputing_it(ref, tmp_path, monkeypatch):
+    """Above the recomputation budget lens_entropy is not recomputed, but an entropy outside
+    [0, log V] still names it."""
+    import analyze._verify_attr as attr
+
+    monkeypatch.setattr(attr, "LSE_BUDGET", 0)
+    store = copy(ref, tmp_path / "s.zarr")
+    g = zarr.open_group(store, mode="r+")
+    g["lens_entropy"][140, 1] = np.log(V) + 0.01
+    [p] = verify_store(str(store)).problems
+    assert p.where == "block 1 (examples 128-255)"
+    assert "lens_entropy is the changed array (outside [0, log vocab]" in p.what, p.what
+    assert "example 140 layer 1" in p.what
+    g["lens_entropy"][140, 1] = DATA["blocks"][1]["lens_entropy"][140 - BLOCK, 1] + 0.01
+    [p] = verify_store(str(store)).problems  # within range: too costly to recompute here
+    assert "lens_lse or lens_entropy (too costly to recompute here)" in p.what, p.what
+
+
+def test_verify_flags_an_impossible_entropy_recorded_with_its_block(tmp_path, monkeypatch):
+    """A block whose sha256 matches but whose recorded entropy is negative: the writer erred."""
+    bad = dict(DATA["blocks"][0], lens_entropy=DATA["blocks"][0]["lens_entropy"].copy())
+    bad["lens_entropy"][3, 2] = -0.5
+    monkeypatch.setitem(DATA, "blocks", [bad, *DATA["blocks"][1:]])
+    store = build(tmp_path / "s.zarr", range(LAYOUT.n_blocks))
+    [p] = verify_store(str(store)).problems
+    assert p.where == "lens_entropy block 0 (examples 0-127)"
+    assert "1 values outside [0, log vocab]" in p.what and "-0.5" in p.what
 
 
 def test_verify_missing_and_truncated_objects(ref, tmp_path):
@@ -293,7 +342,7 @@ def json_positions(text: str, fragments: list[str]) -> list[int]:
 def test_verify_detects_flipped_bytes_in_metadata(ref, tmp_path):
     store = copy(ref, tmp_path / "s.zarr")
     metas = [k for k in objects(store) if k.endswith("zarr.json")]
-    assert len(metas) == 21
+    assert len(metas) == 22
     cases: list[tuple[str, int, int]] = []
     for key in metas:
         size = (store / key).stat().st_size

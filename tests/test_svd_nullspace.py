@@ -54,7 +54,15 @@ def synthetic_store(path, *, n=64, depth=4, hidden=16, vocab=40, seed=0, kind="r
         attrs={"identity": ident, "provenance": {"template": {"name": "t"}}},
     )
     fmt.write_block(
-        g, 0, {"resid": resid, "model_logits": z[:, -1], "lens_logits": z, "lens_lse": lse}
+        g,
+        0,
+        {
+            "resid": resid,
+            "model_logits": z[:, -1],
+            "lens_logits": z,
+            "lens_lse": lse,
+            "lens_entropy": (np.exp(full - lse[..., None]) * (lse[..., None] - full)).sum(-1),
+        },
     )
     fmt.finalize(path, {"finished": "test"})
     return path

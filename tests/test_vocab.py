@@ -37,13 +37,15 @@ def make_store(
     vocab: int = 1000,
     blocks: list[int] | None = None,
     seed: int = 0,
+    record_entropy: bool = True,
 ) -> Path:
     """A real store whose lens gives exactly ``logits`` (n, L, K) on the answer tokens.
 
     RMSNorm with weight 1 and eps 0 leaves a residual of mean square 1 unchanged, and the answer
     rows of W_U are SCALE * e_k: h = [z / SCALE, noise, filler] with the filler setting the mean
     square to 1 gives lens logits z. The rest of W_U is random. ``blocks``: blocks to write
-    (default all, then the store is finalized).
+    (default all, then the store is finalized). ``record_entropy=False``: a store as layercal
+    wrote them before ``lens_entropy`` was recorded.
     """
     n, n_layers, k = logits.shape
     rng = np.random.default_rng(seed)
@@ -77,9 +79,10 @@ def make_store(
         norm=spec,
         answer_token_ids=ANSWER_IDS[:k],
         attrs={"identity": ident, "provenance": {"template": {"name": "planted"}}},
+        optional_arrays=fmt.OPTIONAL_ACTIVATION_ARRAYS if record_entropy else (),
     )
     z = lens_logits(h, w_u[ANSWER_IDS[:k]], spec)
-    lse = logsumexp(lens_logits(h, w_u, spec), axis=-1)
+    lse, ent, _ = direct(h, w_u, spec)
     lay = fmt.layout_of(g)
     todo = range(lay.n_blocks) if blocks is None else blocks
     for b in todo:
@@ -90,6 +93,8 @@ def make_store(
             "lens_logits": z[sl],
             "lens_lse": lse[sl],
         }
+        if record_entropy:
+            arrays["lens_entropy"] = ent[sl]
         fmt.write_block(g, b, arrays)
     if blocks is None:
         fmt.finalize(path, {})
