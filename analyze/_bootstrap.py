@@ -101,13 +101,16 @@ def draw_weights(n: int, n_boot: int, seed: int) -> NDArray[np.unsignedinteger[A
     in practice: 14 MB for 1,000 resamples of 14,042 examples), so the weights of every resample
     can be drawn before the data are read and applied chunk by chunk (``bootstrap_sums``).
     """
-    blocks = []
+    weights = np.empty((n_boot, n), np.uint8)
+    b = 0
     for block in resample_indices(np.random.default_rng(seed), n, n_boot):
-        rows = block.shape[0]
-        flat = (np.arange(rows)[:, None] * n + block).ravel()
-        counts = np.bincount(flat, minlength=rows * n).reshape(rows, n)
-        blocks.append(counts.astype(np.min_scalar_type(int(counts.max()))))
-    return np.concatenate(blocks)
+        for draws in block:  # one bincount per resample: its n counters stay in cache
+            counts = np.bincount(draws, minlength=n)
+            if counts.max() > np.iinfo(weights.dtype).max:  # never seen in practice
+                weights = weights.astype(np.min_scalar_type(n))
+            weights[b] = counts
+            b += 1
+    return weights
 
 
 def example_stats(

@@ -56,9 +56,14 @@ from layercal.format import StoreError
 
 Split = Literal["all", "fit", "eval"]
 GroupBy = Literal["subject", "category"]
-# full-vocab lens sample: ~25 ms CPU per example over 31 SmolLM2 layers (2*V*d flops per row);
-# 32 keeps it under a third of one read of resid at full MMLU scale (docs/benchmarks.md)
+# full-vocab lens sample: ~25 ms CPU per example over 31 SmolLM2 layers (2*V*d flops per row).
+# A store that records lens_entropy needs the sample only to cross-check lens_lse and
+# lens_entropy: CHECK_VOCAB_EXAMPLES. One written before that gets its vocab_entropy column from
+# the sample itself: DEFAULT_VOCAB_EXAMPLES, under a third of one read of resid at full MMLU
+# scale (docs/benchmarks.md).
 DEFAULT_VOCAB_EXAMPLES = 32
+CHECK_VOCAB_EXAMPLES = 8
+VocabExamples = int | None | Literal["auto"]
 CONF_HIST_BINS = 20
 CACHE_VERSION = 2  # bump when the computation changes, so old cache entries are not reused
 PASS_CHUNKS = {"example": 256, "layer": -1}  # one shard of a default store per task
@@ -76,7 +81,7 @@ def analyze_store(
     split: Split = "all",
     group_by: Sequence[GroupBy] = ("subject", "category"),
     temperature_split: float = 0.5,
-    vocab_examples: int | None = DEFAULT_VOCAB_EXAMPLES,
+    vocab_examples: VocabExamples = "auto",
     storage_options: dict[str, Any] | None = None,
     allow_partial: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -85,7 +90,10 @@ def analyze_store(
 
     ``layers``: depths to report (None = all); the last depth is always added, being the
     reference of kl_to_last, flip_rate and the landmarks. ``vocab_examples``: how many of the
-    analysed examples (seeded sample) get the full-vocabulary lse and entropy; None = all.
+    analysed examples (seeded sample) get the full-vocabulary lse and entropy recomputed; None =
+    all; "auto" = CHECK_VOCAB_EXAMPLES when the store records ``lens_entropy`` (the column then
+    averages the recorded entropy of every example, the sample cross-checks it), else
+    DEFAULT_VOCAB_EXAMPLES (the column averages the sample).
     ``temperature_split``: fraction of each subject in the fit half. ``cache_dir``: where results
     are cached (None: no cache). Raises StoreError for a store that cannot be read as asked.
     """
@@ -101,10 +109,7 @@ def analyze_store(
     for name, value in (("bins", bins), ("n_boot", n_boot), ("mce_min_count", mce_min_count)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if vocab_examples is not None and (not isinstance(vocab_examples, int) or vocab_examples < 0):
-        raise ValueError(
-            f"vocab_examples must be None (all) or an integer >= 0, got {vocab_examples!r}"
-        )
+    vocab_examples = resolve_vocab_examples(vocab_examples, "lens_entropy" in small)
     positions = select_layers(ds, layers)
     params: dict[str, Any] = {
         "bins": int(bins),
@@ -136,6 +141,17 @@ def analyze_store(
         _save_atomic(res, entry)
         res.meta["cache_dir"] = str(entry)
     return res
+
+
+def resolve_vocab_examples(value: VocabExamples, recorded_entropy: bool) -> int | None:
+    """The number of examples given the full-vocabulary lens (None = all) for ``value``."""
+    if value == "auto":
+        return CHECK_VOCAB_EXAMPLES if recorded_entropy else DEFAULT_VOCAB_EXAMPLES
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(
+            f"vocab_examples must be 'auto', None (all) or an integer >= 0, got {value!r}"
+        )
+    return value
 
 
 def _open(
@@ -211,14 +227,15 @@ def _read(
     small: xr.Dataset,
     frame: pl.DataFrame,
     mask: NDArray[np.bool_],
-    boot: tuple[da.Array, Delayed],
+    boot: tuple[Delayed, Delayed],
 ) -> tuple[xr.Dataset, xr.Dataset, tuple[NDArray[np.float64], NDArray[Any]]]:
     """The one read of resid, with the recorded lens values and the bootstrap sums, as one dask
     computation (of the arrays: computing the xarray Datasets themselves costs ~0.4 s more).
 
     ``lazy``: the ``lens_pass`` of the store; ``boot``: the bootstrap sums built on its
     answer logits (the same graph, so resid is read once) and the draw counts."""
-    recorded = small[["lens_logits", "lens_lse", "model_logits", "choice_mask"]]
+    wanted = ["lens_logits", "lens_lse", "model_logits", "choice_mask"]
+    recorded = small[wanted + (["lens_entropy"] if "lens_entropy" in small else [])]
     names = [(d, k) for d in (lazy, recorded) for k in d.data_vars]
     *values, sums, w_t = dask.compute(*(d[k].data for d, k in names), *boot)
     got = {(id(d), k): v for (d, k), v in zip(names, values)}
@@ -231,7 +248,7 @@ def _read(
             f"resid of {int((~finite).sum())} examples marked written (first: {first}) holds "
             "nan or inf: the store is damaged. Run `layercal store verify` on it, or re-extract."
         )
-    return out, recorded, (sums, w_t)
+    return out, recorded, (sums[0], w_t)
 
 
 def _bootstrap_graph(
@@ -241,9 +258,9 @@ def _bootstrap_graph(
     mask: NDArray[np.bool_],
     boot: dict[str, Any],
     bins: int,
-) -> tuple[da.Array, Delayed]:
+) -> tuple[Delayed, Delayed]:
     """Lazy ``bootstrap_sums`` of the analysed rows, chunk by chunk of ``answers`` (n, L, K), so
-    the bootstrap runs while resid is being read: (n_boot, C) once computed. Also returns the
+    the bootstrap runs while resid is being read: (1, n_boot, C) once computed. Also returns the
     lazy draw counts, (n, n_boot) with 0 for the examples outside ``rows`` (they add nothing to
     any sum); they are drawn in a task of the same graph, beside the first reads."""
     n_boot = boot["n_boot"]
@@ -269,7 +286,18 @@ def _bootstrap_graph(
         meta=np.empty((0, 0, 0), np.float64),
         bins=bins,
     )
-    return parts.sum(axis=0), w_t
+    # summed pairwise, as the chunks finish: dask's own sum would concatenate up to 32 partials
+    # of 6 MB (1,000 resamples x 744 columns for SmolLM2) before adding them
+    level = parts.to_delayed(optimize_graph=False).ravel().tolist()
+    while len(level) > 1:
+        pairs = [level[i : i + 2] for i in range(0, len(level), 2)]
+        level = [dask.delayed(_add_into_first)(*p) if len(p) == 2 else p[0] for p in pairs]
+    return level[0], w_t
+
+
+def _add_into_first(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """a + b, written into a: every partial sum of the tree above is used by one task only."""
+    return np.add(a, b, out=a)
 
 
 def _store_weights(n_store: int, rows: NDArray[np.intp], n_boot: int, seed: int) -> NDArray[Any]:
@@ -318,35 +346,18 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     lse, vent = full_vocab_arrays(out)  # (n, L), nan where not sampled
     t = _lap(timing, "lens_pass", t)
 
-    checks, warnings = recorded_checks(recorded, z, lse)
+    checks, warnings = recorded_checks(recorded, z, lse, vent)
     rec_lse = np.asarray(recorded["lens_lse"].values, np.float64)
     mass = option_mass(z, np.where(np.isfinite(lse), lse, rec_lse), mask)[rows]
     za, lab, msk = np.moveaxis(z[rows], 1, 0), label[rows], mask[rows]  # (L, n, K)
     lay = [int(x) for x in ds["layer"].values]
-    # temperature scaling and the landmarks' paired bootstrap (numpy, GIL mostly released) run in
-    # threads beside the other per-layer stages
+    # temperature scaling and the per-layer metrics (numpy, GIL mostly released) run in threads
+    # beside the group tables; the landmarks' paired bootstrap reuses the pass's draw counts
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="analysis")
     temp_future = pool.submit(temperature_columns, np.moveaxis(z, 1, 0), label, mask, is_fit, bins)
-    m = M.per_layer_metrics(za, lab, msk, n_bins=bins, mce_min_count=min_count)
-    t = _lap(timing, "metrics", t)
+    m_future = pool.submit(M.per_layer_metrics, za, lab, msk, n_bins=bins, mce_min_count=min_count)
     probs = answer_probs(za, msk)
     conf, correct = probs.max(axis=-1), (probs.argmax(axis=-1) == lab).astype(np.float64)
-    k_mean = float(frame["n_choices"].to_numpy()[rows].mean())
-    marks_future = pool.submit(
-        depth_landmarks,
-        lay,
-        m["accuracy"],
-        m["ece"],
-        conf,
-        correct,
-        k_mean,
-        n_bins=bins,
-        n_boot=boot["n_boot"],
-        seed=boot["seed"],
-        alpha=boot["alpha"],
-        weights=w_t[rows].T,
-    )
-    ci = bootstrap_intervals(sums, rows.size, len(lay), bins, boot["alpha"], min_count)
     by_group = group_metrics(
         frame[rows.tolist()],
         conf,
@@ -358,14 +369,30 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
         bins,
         min_count,
     )
-    marks = marks_future.result()
-    t = _lap(timing, "groups_landmarks", t)
+    ci = bootstrap_intervals(sums, rows.size, len(lay), bins, boot["alpha"], min_count)
+    m = m_future.result()
+    t = _lap(timing, "metrics_groups", t)
+    marks = depth_landmarks(
+        lay,
+        m["accuracy"],
+        m["ece"],
+        conf,
+        correct,
+        float(frame["n_choices"].to_numpy()[rows].mean()),
+        n_bins=bins,
+        n_boot=boot["n_boot"],
+        seed=boot["seed"],
+        alpha=boot["alpha"],
+        weights=w_t[rows].T,
+    )
     temp, temp_info = temp_future.result()
     pool.shutdown()
-    _lap(timing, "temperature_wait", t)
+    _lap(timing, "landmarks_temperature", t)
 
     cols: dict[str, Any] = {"layer": lay, "n": [rows.size] * len(lay)}
     cols.update({k: m[k] for k in LAYER_COLUMNS if k in m})
+    if "lens_entropy" in recorded:  # every example's, recorded at extraction (cross-checked)
+        vent = np.asarray(recorded["lens_entropy"].values, np.float64)
     cols.update(option_mass=mass.mean(axis=0), vocab_entropy=nanmean0(vent[rows]))
     cols.update({k: temp[k] for k in (*TEMPERATURE_COLUMNS, "ece_eval", "nll_eval")})
     for k in INTERVAL_METRICS:
@@ -388,5 +415,8 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
         "n_examples": int(in_vocab[rows].sum()),
         "chunk_rows": VOCAB_CHUNK,
         "option_mass_lse": "recomputed where sampled, else lens_lse recorded at extraction",
+        "entropy": "lens_entropy recorded at extraction, every example; the sample checks it"
+        if "lens_entropy" in recorded
+        else "recomputed for the sampled examples (the store records no lens_entropy)",
     }
     return AnalysisResult(layers_df, by_group, marks, reliability, meta)

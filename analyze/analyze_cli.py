@@ -8,7 +8,10 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # analysis imports dask and xarray: only when a command runs
+    from analyze.analysis import VocabExamples
 
 DESCRIPTION = """\
 Logit-lens calibration of one or more activation stores, layer by layer.
@@ -31,9 +34,11 @@ them) and an "eval" part. Temperature scaling is fitted per layer on "fit" and m
 ece_eval, nll_eval on the same examples), whatever --split says; --split chooses the examples
 all other metrics use.
 
-Full-vocabulary quantities (vocab_entropy; the log-sum-exp cross-checked against the store) cost
-~1 ms per example and layer on a CPU, so they are computed for a seeded sample of
---vocab-examples examples; option_mass uses the log-sum-exp recorded at extraction for the rest.
+Full-vocabulary quantities cost ~1 ms per example and layer on a CPU, so the full-vocabulary
+lens is recomputed for a seeded sample of --vocab-examples examples, which cross-checks the
+log-sum-exp (and entropy) recorded at extraction. option_mass uses the recorded log-sum-exp;
+vocab_entropy averages the recorded entropy of every example (stores written before layercal
+recorded lens_entropy: the sample's). Default: 8 examples, or 32 for those older stores.
 """
 
 
@@ -58,8 +63,10 @@ def parse_layers(text: str) -> list[int]:
 
 
 def _vocab_examples(text: str) -> str:
-    if text != "all" and not text.isdigit():
-        raise argparse.ArgumentTypeError(f"--vocab-examples takes a number or 'all', got {text!r}")
+    if text not in ("all", "auto") and not text.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"--vocab-examples takes a number, 'all' or 'auto', got {text!r}"
+        )
     return text
 
 
@@ -115,8 +122,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--vocab-examples",
         type=_vocab_examples,
-        metavar="N|all",
-        help="examples given the full-vocabulary lens: a number or 'all' (default 32)",
+        default="auto",
+        metavar="N|all|auto",
+        help="examples given the full-vocabulary lens: a number, 'all', or 'auto' (default: 8 "
+        "when the store records lens_entropy, else 32)",
     )
     p.add_argument(
         "--allow-partial",
@@ -192,11 +201,10 @@ def _describe(res: Any, seconds: float) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Analyse every store, write the tables, then the report; 1 on a store error."""
     from analyze._scheduler import scheduler_of
-    from analyze.analysis import DEFAULT_VOCAB_EXAMPLES
 
     out: Path = args.out
     text = args.vocab_examples
-    vocab = DEFAULT_VOCAB_EXAMPLES if text is None else None if text == "all" else int(text)
+    vocab: VocabExamples = "auto" if text == "auto" else None if text == "all" else int(text)
     try:
         with scheduler_of(args):
             results = _analyze_all(args, vocab)
@@ -216,7 +224,7 @@ class _Failed(Exception):
     """A store could not be analysed (the message names it)."""
 
 
-def _analyze_all(args: argparse.Namespace, vocab: int | None) -> list[Any]:
+def _analyze_all(args: argparse.Namespace, vocab: VocabExamples) -> list[Any]:
     """``analyze_store`` on each store in turn, printing a summary of each."""
     from analyze.analysis import analyze_store
     from layercal.format import StoreError

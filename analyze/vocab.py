@@ -27,9 +27,10 @@ from analyze.store import norm_spec_of
 from layercal.lens import NormSpec, final_norm, self_check_tolerance
 
 VOCAB_CHUNK = 8192  # rows of W_U per block of the streaming log-sum-exp
-# (example, layer) rows per full-vocabulary task (2 x 8 MiB of logits): small blocks start as soon
-# as the chunks holding their examples are read, instead of one long task after the last read
-VOCAB_ROWS = 256
+# (example, layer) rows per full-vocabulary task (2 x 2 MiB of logits): blocks of two SmolLM2
+# examples start as soon as the chunks holding them are read, so what is left after the last
+# read is one small block, not the whole sample
+VOCAB_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -228,13 +229,16 @@ def lens_pass(
         )
         normed = normed.rechunk({0: max(1, VOCAB_ROWS // n_layers), 1: -1})
         w_u, bias = _unembedding(ds, lens)
+        # W_U goes in as one Delayed value (index None): as a blockwise array, dask would copy
+        # its single 113 MB chunk into a new array for every task (``concatenate3``)
+        (w_whole,) = w_u.to_delayed(optimize_graph=False).ravel()
         stats = da.blockwise(
             _vocab_block,
             "elc",
             normed,
             "eld",
-            w_u,
-            "vd",
+            w_whole,
+            None,
             new_axes={"c": 2},
             concatenate=True,
             dtype=np.float64,
@@ -279,14 +283,18 @@ def option_mass(
 
 
 def recorded_checks(
-    ds: xr.Dataset, answer_logits: NDArray[np.float64], lse: NDArray[np.float64]
+    ds: xr.Dataset,
+    answer_logits: NDArray[np.float64],
+    lse: NDArray[np.float64],
+    entropy: NDArray[np.float64] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Compare the recomputed lens with what extraction recorded; never raises.
 
-    ``answer_logits``: (n, L', K) and ``lse``: (n, L') (nan where not computed) for the layers of
-    ``ds.layer`` selected in ``ds``. Returns (checks, warnings): max abs differences against
-    ``lens_logits``, ``lens_lse`` and, at the last depth, ``model_logits``, with the tolerance
-    used and ``ok``; a warning sentence per failed check.
+    ``answer_logits``: (n, L', K), ``lse`` and ``entropy``: (n, L') (nan where not computed) for
+    the layers of ``ds.layer`` selected in ``ds``. Returns (checks, warnings): max abs differences
+    against ``lens_logits``, ``lens_lse``, ``lens_entropy`` (when the store records it) and, at
+    the last depth, ``model_logits``, with the tolerance used and ``ok``; a warning sentence per
+    failed check.
     """
     dtype = ds.attrs.get("layercal", {}).get("identity", {}).get("dtype")
     rec_z = np.asarray(ds["lens_logits"].values, np.float64)
@@ -298,6 +306,9 @@ def recorded_checks(
     sampled = np.isfinite(lse)
     checks["lse_examples_checked"] = int(sampled.any(axis=1).sum())
     diffs["lens_lse"] = np.where(sampled, np.abs(lse - rec_lse), np.nan)
+    if "lens_entropy" in ds and entropy is not None:
+        rec_ent = np.asarray(ds["lens_entropy"].values, np.float64)
+        diffs["lens_entropy"] = np.where(np.isfinite(entropy), np.abs(entropy - rec_ent), np.nan)
     warnings: list[str] = []
     for name, d in diffs.items():
         worst = float(np.nanmax(d)) if np.isfinite(d).any() else float("nan")

@@ -164,6 +164,49 @@ def test_bootstrap_summed_chunk_by_chunk_equals_per_layer_bootstrap(store, split
         assert res.landmarks["correction_phase"][k] == pytest.approx(v, rel=1e-12), k
 
 
+def test_recorded_entropy_is_averaged_over_every_example_and_spot_checked(store):
+    from analyze.analysis import CHECK_VOCAB_EXAMPLES
+
+    res = analyze_store(store, n_boot=50)  # vocab_examples="auto"
+    ds = open_store(store)
+    recorded = ds["lens_entropy"].values.astype(np.float64)
+    np.testing.assert_allclose(res.layers["vocab_entropy"], recorded.mean(0), rtol=1e-12)
+    assert res.meta["vocab"]["n_examples"] == CHECK_VOCAB_EXAMPLES
+    assert res.meta["vocab"]["entropy"].startswith("lens_entropy recorded at extraction")
+    assert res.meta["checks"]["lens_entropy_max_abs_diff"] < 1e-4 and res.meta["checks"]["ok"]
+
+
+def test_store_without_recorded_entropy_gets_it_from_the_sample(tmp_path):
+    from analyze.analysis import DEFAULT_VOCAB_EXAMPLES
+
+    z, label = planted()
+    path = make_store(tmp_path / "old.zarr", z, label, record_entropy=False)
+    ds = open_store(path)
+    assert "lens_entropy" not in ds
+    res = analyze_store(path, n_boot=50)
+    assert res.meta["vocab"]["n_examples"] == DEFAULT_VOCAB_EXAMPLES
+    assert res.meta["vocab"]["entropy"].startswith("recomputed for the sampled examples")
+    assert "lens_entropy_max_abs_diff" not in res.meta["checks"] and res.meta["checks"]["ok"]
+    full = analyze_store(path, n_boot=50, vocab_examples=None)
+    _, ent, _ = direct(ds["resid"].values, ds["W_U"].values, LensSpecOf(ds))
+    np.testing.assert_allclose(full.layers["vocab_entropy"], ent.mean(0), atol=1e-4)
+
+
+def test_recorded_entropy_that_disagrees_with_resid_is_reported(tmp_path):
+    import zarr
+
+    z, label = planted()
+    path = make_store(tmp_path / "bad.zarr", z, label)
+    arr = zarr.open_group(str(path), mode="r+")["lens_entropy"]
+    arr[:5] = arr[:5] + np.float32(0.5)  # five examples' entropy off by 0.5 nats
+    res = analyze_store(path, n_boot=50, vocab_examples=None)
+    assert res.meta["checks"]["lens_entropy_max_abs_diff"] == pytest.approx(0.5, abs=1e-3)
+    assert not res.meta["checks"]["ok"]
+    assert any(
+        w.startswith("lens_entropy recomputed from resid differs") for w in res.meta["warnings"]
+    )
+
+
 def test_temperature_fitted_on_fit_half_measured_on_eval_half(store, result):
     df, t = result.layers, result.meta["temperature"]
     assert t["n_fit"] + t["n_eval"] == N and abs(t["n_fit"] - t["n_eval"]) <= 3
@@ -285,12 +328,13 @@ def test_cli_writes_tables_landmarks_and_report(store, tmp_path, capsys):
 
 
 def test_help_documents_layout_and_defaults(capsys):
-    from analyze.analysis import DEFAULT_VOCAB_EXAMPLES
+    from analyze.analysis import CHECK_VOCAB_EXAMPLES, DEFAULT_VOCAB_EXAMPLES
 
     with pytest.raises(SystemExit):
         cli_main(["analyze", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert f"(default {DEFAULT_VOCAB_EXAMPLES})" in text and "several stores" in text
+    assert f"(default: {CHECK_VOCAB_EXAMPLES} when the store records lens_entropy" in text
+    assert f"else {DEFAULT_VOCAB_EXAMPLES})" in text and "several stores" in text
     assert "--allow-partial" in text and "REPORT_DIR/.cache" in text
 
 

@@ -454,3 +454,22 @@ def test_import_leaves_torch_out():
     root = Path(__file__).resolve().parents[1]
     res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_draw_weights_are_the_resamples_and_widen_when_a_count_needs_it(monkeypatch):
+    rng = np.random.default_rng(7)
+    want = np.stack(
+        [
+            np.bincount(r, minlength=50)
+            for b in bootstrap_mod.resample_indices(rng, 50, 30)
+            for r in b
+        ]
+    )
+    got = bootstrap_mod.draw_weights(50, 30, seed=7)
+    assert got.dtype == np.uint8 and np.array_equal(got, want)
+    # a resample that draws one example 300 times does not fit uint8: the counts widen, exactly
+    monkeypatch.setattr(
+        bootstrap_mod, "resample_indices", lambda rng, n, k: iter([np.zeros((k, n), np.int64)])
+    )
+    wide = bootstrap_mod.draw_weights(300, 2, seed=0)
+    assert wide.dtype == np.uint16 and (wide[:, 0] == 300).all() and wide[:, 1:].sum() == 0
