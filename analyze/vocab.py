@@ -15,12 +15,14 @@ extraction, which the sample cross-checks (``recorded_checks``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.delayed import Delayed
 from numpy.typing import NDArray
 
 from analyze.store import norm_spec_of
@@ -78,29 +80,34 @@ class LensData:
 
 def vocab_lse_entropy(
     normed: NDArray[np.floating[Any]],
-    w_u: NDArray[np.float32],
+    w_u: NDArray[np.float32] | Sequence[NDArray[np.float32]],
     bias: NDArray[np.float32] | None = None,
     softcap: float | None = None,
     chunk: int = VOCAB_CHUNK,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Log-sum-exp and entropy (nats) of softmax(W_U · x + b) over the whole vocabulary.
 
-    ``normed``: (r, d) final-normed residuals; ``w_u``: (V, d); ``bias``: (V,) or None;
-    ``softcap``: c for z <- c tanh(z / c). Returns two (r,) float64 arrays. Streams over blocks of
-    ``chunk`` vocabulary rows; two (r, chunk) float32 buffers are all it holds. Logits are float32
-    (abs error ~1e-5 for logits ~20); the per-block sums and their combination are float64.
+    ``normed``: (r, d) final-normed residuals; ``w_u``: (V, d), or its consecutive row blocks (a
+    list of (V_i, d) arrays, e.g. the chunks of a store's W_U, used without concatenating them);
+    ``bias``: (V,) or None; ``softcap``: c for z <- c tanh(z / c). Returns two (r,) float64
+    arrays. Streams over blocks of at most ``chunk`` vocabulary rows; two (r, chunk) float32
+    buffers are all it holds. Logits are float32 (abs error ~1e-5 for logits ~20); the per-block
+    sums and their combination are float64.
     """
     x = np.ascontiguousarray(normed, dtype=np.float32)
     r = x.shape[0]
-    z_buf = np.empty((r, min(chunk, w_u.shape[0])), np.float32)
+    parts = [w_u] if isinstance(w_u, np.ndarray) else list(w_u)
+    blocks = [p[lo : lo + chunk] for p in parts for lo in range(0, p.shape[0], chunk)]
+    z_buf = np.empty((r, max(b.shape[0] for b in blocks)), np.float32)
     e_buf = np.empty_like(z_buf)
     big_m = big_s = big_t = np.zeros(r)  # running max M, sum exp(z - M), sum exp(z - M)(z - M)
-    for lo in range(0, w_u.shape[0], chunk):
-        w_c = w_u[lo : lo + chunk]
+    lo = 0
+    for i, w_c in enumerate(blocks):
         z, e = z_buf[:, : w_c.shape[0]], e_buf[:, : w_c.shape[0]]
-        np.matmul(x, w_c.T, out=z)
+        np.matmul(x, np.asarray(w_c, np.float32).T, out=z)
         if bias is not None:
-            z += bias[lo : lo + chunk]
+            z += bias[lo : lo + w_c.shape[0]]
+        lo += w_c.shape[0]
         if softcap is not None:
             np.tanh(z / softcap, out=z)
             z *= softcap
@@ -109,7 +116,7 @@ def vocab_lse_entropy(
         np.exp(z, out=e)
         s = e.sum(axis=1, dtype=np.float64)
         t = np.einsum("ij,ij->i", e, z).astype(np.float64)
-        if lo == 0:
+        if i == 0:
             big_m, big_s, big_t = m, s, t
             continue
         new_m = np.maximum(big_m, m)
@@ -157,29 +164,34 @@ def _normed_rows(
 
 def _vocab_block(
     x: NDArray[np.float32],
-    w_u: NDArray[np.float32],
+    w_blocks: list[NDArray[np.float32]],
     bias: NDArray[np.float32] | None,
     softcap: float | None,
 ) -> NDArray[np.float64]:
     """(r, l, d) normed rows -> (r, l, 2): full-vocabulary lse and entropy."""
-    lse, ent = vocab_lse_entropy(x.reshape(-1, x.shape[-1]), w_u, bias, softcap)
+    lse, ent = vocab_lse_entropy(x.reshape(-1, x.shape[-1]), w_blocks, bias, softcap)
     return np.stack([lse, ent], axis=-1).reshape(*x.shape[:2], 2)
 
 
-def _unembedding(ds: xr.Dataset, lens: LensData) -> tuple[da.Array, NDArray[np.float32] | None]:
-    """W_U as a lazy (V, d) float32 array in one chunk, and the bias (V,) or None.
+def _unembedding(
+    ds: xr.Dataset, lens: LensData
+) -> tuple[list[Delayed], NDArray[np.float32] | None]:
+    """W_U as lazy consecutive row blocks, and the bias (V,) or None.
 
-    From ``lens`` when it holds them, else from the store: its vocabulary chunks are read by
-    tasks of the pass itself, beside the first chunks of resid."""
+    From ``lens`` when it holds them, else the store's own vocabulary chunks, read by tasks of
+    the pass itself beside the first chunks of resid. Every vocabulary task gets the same blocks
+    (Delayed values): never one concatenated copy (dask would copy a whole W_U for each task)."""
     if lens.w_u is not None:
-        return da.from_array(lens.w_u, chunks=-1), lens.bias
-    bias = None
-    if "lm_head_bias" in ds:
-        bias = np.asarray(ds["lm_head_bias"].values, np.float32)
-    w_u = ds["W_U"].data
-    if not isinstance(w_u, da.Array):
-        w_u = da.from_array(np.asarray(w_u), chunks=-1)
-    return w_u.astype(np.float32).rechunk(-1), bias
+        w_u, bias = da.from_array(lens.w_u, chunks=(VOCAB_CHUNK, -1)), lens.bias
+    else:
+        bias = None
+        if "lm_head_bias" in ds:
+            bias = np.asarray(ds["lm_head_bias"].values, np.float32)
+        w_u = ds["W_U"].data
+        if not isinstance(w_u, da.Array):
+            w_u = da.from_array(np.asarray(w_u), chunks=(VOCAB_CHUNK, -1))
+        w_u = w_u.astype(np.float32).rechunk({1: -1})
+    return list(w_u.to_delayed(optimize_graph=False).ravel()), bias
 
 
 def lens_pass(
@@ -228,16 +240,13 @@ def lens_pass(
             spec=lens.spec,
         )
         normed = normed.rechunk({0: max(1, VOCAB_ROWS // n_layers), 1: -1})
-        w_u, bias = _unembedding(ds, lens)
-        # W_U goes in as one Delayed value (index None): as a blockwise array, dask would copy
-        # its single 113 MB chunk into a new array for every task (``concatenate3``)
-        (w_whole,) = w_u.to_delayed(optimize_graph=False).ravel()
+        w_blocks, bias = _unembedding(ds, lens)
         stats = da.blockwise(
             _vocab_block,
             "elc",
             normed,
             "eld",
-            w_whole,
+            w_blocks,
             None,
             new_axes={"c": 2},
             concatenate=True,

@@ -128,6 +128,11 @@ def test_streaming_lse_and_entropy_equal_whole_vocab(chunk, softcap):
     np.testing.assert_allclose(lse, lse_ref, atol=2e-5)
     np.testing.assert_allclose(ent, ent_ref, atol=2e-5)
     assert (ent > 0).all() and (ent < np.log(1000)).all()
+    # W_U given as uneven consecutive row blocks (a store's chunks) is the same W_U
+    parts = [w[:100], w[100:101], w[101:700], w[700:]]
+    lse_p, ent_p = vocab_lse_entropy(final_norm(x, spec), parts, b, softcap, chunk=chunk)
+    np.testing.assert_allclose(lse_p, lse_ref, atol=2e-5)
+    np.testing.assert_allclose(ent_p, ent_ref, atol=2e-5)
 
 
 @pytest.mark.parametrize(
