@@ -17,10 +17,11 @@ from numpy.typing import ArrayLike, NDArray
 
 from analyze._binning import bin_index, check_min_count, ece_from_sums, mce_from_sums
 from analyze._checks import as_label, as_mask, as_scores, check_n_bins
-from analyze._probs import answer_probs, brier_terms, nll_terms
+from analyze._probs import per_example_terms
 
 _BLOCK = 1 << 22  # elements per block of drawn indices or dense design matrix (32 MB float64)
-MEANS_OF = ("accuracy", "mean_confidence", "brier", "nll")  # rows of example_stats, in order
+# the first four rows of per_example_terms (correct, conf, brier, nll) as metrics, in order
+MEANS_OF = ("accuracy", "mean_confidence", "brier", "nll")
 
 
 def resample_indices(rng: np.random.Generator, n: int, n_boot: int) -> Iterator[NDArray[Any]]:
@@ -113,32 +114,19 @@ def draw_weights(n: int, n_boot: int, seed: int) -> NDArray[np.unsignedinteger[A
     return weights
 
 
-def example_stats(
-    z: NDArray[np.float64], label: NDArray[np.intp], mask: NDArray[np.bool_] | None
-) -> NDArray[np.float64]:
-    """Per-example values the bootstrap resamples, (4, L, n): correct, conf, brier, nll.
-
-    ``z``: (L, n, K) answer logits; ``label``: (n,); ``mask``: (n, K) or None.
-    """
-    probs = answer_probs(z, mask)
-    correct = (probs.argmax(axis=-1) == label).astype(np.float64)
-    return np.stack(
-        [correct, probs.max(axis=-1), brier_terms(probs, label, mask), nll_terms(probs, label)]
-    )
-
-
 def bootstrap_sums(
     weights: NDArray[Any], stats: NDArray[np.float64], n_bins: int
 ) -> NDArray[np.float64]:
     """Weighted sums of some examples under every resample, (B, 4L + 2LM); additive over examples.
 
     ``weights``: (B, n_c) draw counts of these n_c examples (columns of ``draw_weights``);
-    ``stats``: (4, L, n_c) from ``example_stats``. Columns: the weighted sums of correct, conf,
+    ``stats``: (4 or more, L, n_c): rows correct, conf, brier, nll of ``per_example_terms``. Columns: the weighted sums of correct, conf,
     brier and nll (4L), then per (layer, bin) the weighted count (LM) and sum of conf - correct
     (LM), all that ECE and MCE need. Counts are float32 matrix products: exact, since the weights
     are integers and every partial sum stays below 2**24. Summing the results of disjoint sets of
     examples gives the result of their union (``bootstrap_intervals`` turns it into intervals).
     """
+    stats = stats[:4]
     _, n_layers, n_c = stats.shape
     w = weights.astype(np.float64)
     means = w @ stats.reshape(-1, n_c).T  # (B, 4L)
@@ -204,7 +192,7 @@ def per_layer_bootstrap(
     _check_boot(n_boot, alpha)
 
     weights = draw_weights(n, n_boot, seed)
-    stats = example_stats(z, lab, mask)
+    stats = per_example_terms(z, lab, mask)[:4]
     # blocks of examples keep the float64 weights and the bin designs near _BLOCK elements each
     step = max(1, _BLOCK // max(n_boot, n_layers * m))
     sums = sum(

@@ -116,3 +116,33 @@ def nll_terms(probs: NDArray[np.float64], label: NDArray[np.intp]) -> NDArray[np
     n = probs.shape[-2]
     p_label = probs[..., np.arange(n), label]
     return -np.log(np.maximum(p_label, NLL_CLIP))
+
+
+# rows of ``per_example_terms``: every per-layer metric but the binned ones is a mean of one row
+TERMS = ("correct", "conf", "brier", "nll", "entropy", "kl_to_last", "flip")
+
+
+def per_example_terms(
+    logits_lk: NDArray[np.float64], label: NDArray[np.intp], mask: NDArray[np.bool_] | None
+) -> NDArray[np.float64]:
+    """Every per-example quantity of the per-layer metrics, (len(TERMS), L, n) float64.
+
+    ``logits_lk``: (L, n, K), the last layer being the reference of kl_to_last and flip;
+    ``label``: (n,); ``mask``: (n, K) or None. Rows (``TERMS``): correct (argmax == label),
+    conf (max probability), brier, nll, entropy, KL(p_last || p_layer), flip (argmax differs
+    from the last layer's). Additive over examples, so it can be computed chunk by chunk.
+    """
+    log_p = log_softmax(logits_lk, mask)
+    probs = answer_probs(logits_lk, mask)
+    pred = probs.argmax(axis=-1)
+    return np.stack(
+        [
+            (pred == label).astype(np.float64),
+            probs.max(axis=-1),
+            brier_terms(probs, label, mask),
+            nll_terms(probs, label),
+            entropy(probs),
+            kl_from_log(log_p[-1], log_p),
+            (pred != pred[-1]).astype(np.float64),
+        ]
+    )

@@ -32,8 +32,8 @@ from threadpoolctl import threadpool_limits
 
 from analyze import metrics as M
 from analyze._binning import bin_sums
-from analyze._bootstrap import bootstrap_intervals, bootstrap_sums, draw_weights, example_stats
-from analyze._probs import answer_probs, brier_terms, nll_terms
+from analyze._bootstrap import bootstrap_intervals, bootstrap_sums, draw_weights
+from analyze._probs import TERMS, per_example_terms
 from analyze._tables import (
     group_metrics,
     nanmean0,
@@ -227,17 +227,18 @@ def _read(
     small: xr.Dataset,
     frame: pl.DataFrame,
     mask: NDArray[np.bool_],
-    boot: tuple[Delayed, Delayed],
-) -> tuple[xr.Dataset, xr.Dataset, tuple[NDArray[np.float64], NDArray[Any]]]:
-    """The one read of resid, with the recorded lens values and the bootstrap sums, as one dask
-    computation (of the arrays: computing the xarray Datasets themselves costs ~0.4 s more).
+    extra: tuple[da.Array, Delayed, Delayed],
+) -> tuple[xr.Dataset, xr.Dataset, tuple[NDArray[np.float64], NDArray[np.float64], NDArray[Any]]]:
+    """The one read of resid, with the recorded lens values, the per-example terms and the
+    bootstrap sums, as one dask computation (of the arrays: computing the xarray Datasets
+    themselves costs ~0.4 s more).
 
-    ``lazy``: the ``lens_pass`` of the store; ``boot``: the bootstrap sums built on its
-    answer logits (the same graph, so resid is read once) and the draw counts."""
+    ``lazy``: the ``lens_pass`` of the store; ``extra``: the per-example terms, bootstrap sums
+    and draw counts built on its answer logits (the same graph, so resid is read once)."""
     wanted = ["lens_logits", "lens_lse", "model_logits", "choice_mask"]
     recorded = small[wanted + (["lens_entropy"] if "lens_entropy" in small else [])]
     names = [(d, k) for d in (lazy, recorded) for k in d.data_vars]
-    *values, sums, w_t = dask.compute(*(d[k].data for d, k in names), *boot)
+    *values, terms, sums, w_t = dask.compute(*(d[k].data for d, k in names), *extra)
     got = {(id(d), k): v for (d, k), v in zip(names, values)}
     out, recorded = (d.copy(data={k: got[id(d), k] for k in d.data_vars}) for d in (lazy, recorded))
     z = out["answer_logits"].values
@@ -248,38 +249,55 @@ def _read(
             f"resid of {int((~finite).sum())} examples marked written (first: {first}) holds "
             "nan or inf: the store is damaged. Run `layercal store verify` on it, or re-extract."
         )
-    return out, recorded, (sums[0], w_t)
+    return out, recorded, (terms, sums[0], w_t)
 
 
-def _bootstrap_graph(
-    answers: da.Array,
-    rows: NDArray[np.intp],
-    label: NDArray[np.int64],
-    mask: NDArray[np.bool_],
-    boot: dict[str, Any],
-    bins: int,
-) -> tuple[Delayed, Delayed]:
-    """Lazy ``bootstrap_sums`` of the analysed rows, chunk by chunk of ``answers`` (n, L, K), so
-    the bootstrap runs while resid is being read: (1, n_boot, C) once computed. Also returns the
-    lazy draw counts, (n, n_boot) with 0 for the examples outside ``rows`` (they add nothing to
-    any sum); they are drawn in a task of the same graph, beside the first reads."""
-    n_boot = boot["n_boot"]
-    w_t = dask.delayed(_store_weights, pure=True)(answers.shape[0], rows, n_boot, boot["seed"])
+def _terms_graph(answers: da.Array, label: NDArray[np.int64], mask: NDArray[np.bool_]) -> da.Array:
+    """Lazy ``per_example_terms`` of every example, (len(TERMS), L, n), chunk by chunk of
+    ``answers`` (n, L, K): computed as each chunk of resid is read."""
     ch = answers.chunks[0]
-    w_arr = da.from_delayed(w_t, shape=(answers.shape[0], n_boot), dtype=np.uint8)
-    n_cols = answers.shape[1] * (4 + 2 * bins)
-    parts = da.blockwise(
-        _chunk_bootstrap_sums,
-        "ebc",
+    return da.blockwise(
+        _chunk_terms,
+        "tle",
         answers,
         "elk",
-        w_arr.rechunk((ch, -1)),
-        "eb",
         da.from_array(label, chunks=(ch,)),
         "e",
         da.from_array(mask, chunks=(ch, -1)),
         "ek",
-        new_axes={"c": n_cols},
+        new_axes={"t": len(TERMS)},
+        concatenate=True,
+        dtype=np.float64,
+        meta=np.empty((0, 0, 0), np.float64),
+    )
+
+
+def _chunk_terms(
+    z: NDArray[np.float64], label: NDArray[np.int64], mask: NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    """(n_c, L, K) answer logits of one chunk -> (len(TERMS), L, n_c)."""
+    z = np.where(np.isfinite(z), z, 0.0)  # a damaged chunk is reported by _read, not here
+    return per_example_terms(np.moveaxis(z, 1, 0), label.astype(np.intp), mask)
+
+
+def _bootstrap_graph(
+    terms: da.Array, rows: NDArray[np.intp], boot: dict[str, Any], bins: int
+) -> tuple[Delayed, Delayed]:
+    """Lazy ``bootstrap_sums`` of the analysed rows, chunk by chunk of ``terms`` (T, L, n), so
+    the bootstrap runs while resid is being read: (1, n_boot, C) once computed. Also returns the
+    lazy draw counts, (n, n_boot) with 0 for the examples outside ``rows`` (they add nothing to
+    any sum); they are drawn in a task of the same graph, beside the first reads."""
+    n_boot, n_store = boot["n_boot"], terms.shape[2]
+    w_t = dask.delayed(_store_weights, pure=True)(n_store, rows, n_boot, boot["seed"])
+    w_arr = da.from_delayed(w_t, shape=(n_store, n_boot), dtype=np.uint8)
+    parts = da.blockwise(
+        _chunk_bootstrap_sums,
+        "ebc",
+        terms,
+        "tle",
+        w_arr.rechunk((terms.chunks[2], -1)),
+        "eb",
+        new_axes={"c": terms.shape[1] * (4 + 2 * bins)},
         adjust_chunks={"e": 1},
         concatenate=True,
         dtype=np.float64,
@@ -309,16 +327,10 @@ def _store_weights(n_store: int, rows: NDArray[np.intp], n_boot: int, seed: int)
 
 
 def _chunk_bootstrap_sums(
-    z: NDArray[np.float64],
-    w_t: NDArray[Any],
-    label: NDArray[np.int64],
-    mask: NDArray[np.bool_],
-    bins: int,
+    terms: NDArray[np.float64], w_t: NDArray[Any], bins: int
 ) -> NDArray[np.float64]:
-    """(n_c, L, K) answer logits of one chunk -> (1, n_boot, C) bootstrap sums."""
-    z = np.where(np.isfinite(z), z, 0.0)  # a damaged chunk is reported by _read, not here
-    stats = example_stats(np.moveaxis(z, 1, 0), label.astype(np.intp), mask)
-    return bootstrap_sums(w_t.T, stats, bins)[None]
+    """(T, L, n_c) per-example terms of one chunk -> (1, n_boot, C) bootstrap sums."""
+    return bootstrap_sums(w_t.T, terms, bins)[None]
 
 
 def _clock() -> tuple[float, float]:
@@ -339,9 +351,10 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     label = frame["label"].to_numpy()
     bins, min_count, boot = params["bins"], params["mce_min_count"], params["bootstrap"]
     lazy = lens_pass(ds, in_vocab)
-    boot_sums = _bootstrap_graph(lazy["answer_logits"].data, rows, label, mask, boot, bins)
+    terms_lazy = _terms_graph(lazy["answer_logits"].data, label, mask)
+    extra = (terms_lazy, *_bootstrap_graph(terms_lazy, rows, boot, bins))
     t = _lap(timing, "prepare", t)
-    out, recorded, (sums, w_t) = _read(lazy, small, frame, mask, boot_sums)
+    out, recorded, (terms, sums, w_t) = _read(lazy, small, frame, mask, extra)
     z = out["answer_logits"].values  # (n, L, K)
     lse, vent = full_vocab_arrays(out)  # (n, L), nan where not sampled
     t = _lap(timing, "lens_pass", t)
@@ -349,28 +362,26 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     checks, warnings = recorded_checks(recorded, z, lse, vent)
     rec_lse = np.asarray(recorded["lens_lse"].values, np.float64)
     mass = option_mass(z, np.where(np.isfinite(lse), lse, rec_lse), mask)[rows]
-    za, lab, msk = np.moveaxis(z[rows], 1, 0), label[rows], mask[rows]  # (L, n, K)
     lay = [int(x) for x in ds["layer"].values]
-    # temperature scaling and the per-layer metrics (numpy, GIL mostly released) run in threads
-    # beside the group tables; the landmarks' paired bootstrap reuses the pass's draw counts
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="analysis")
+    # temperature scaling (numpy, GIL mostly released) runs in a thread beside the rest; every
+    # other per-layer metric comes from the terms computed in the pass
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis")
     temp_future = pool.submit(temperature_columns, np.moveaxis(z, 1, 0), label, mask, is_fit, bins)
-    m_future = pool.submit(M.per_layer_metrics, za, lab, msk, n_bins=bins, mce_min_count=min_count)
-    probs = answer_probs(za, msk)
-    conf, correct = probs.max(axis=-1), (probs.argmax(axis=-1) == lab).astype(np.float64)
+    terms = terms[..., rows]  # (T, L, n)
+    m = M.metrics_from_terms(terms, bins, min_count)
+    correct, conf = terms[0], terms[1]
     by_group = group_metrics(
         frame[rows.tolist()],
         conf,
         correct,
-        brier_terms(probs, lab, msk),
-        nll_terms(probs, lab),
+        terms[2],
+        terms[3],
         lay,
         params["group_by"],
         bins,
         min_count,
     )
     ci = bootstrap_intervals(sums, rows.size, len(lay), bins, boot["alpha"], min_count)
-    m = m_future.result()
     t = _lap(timing, "metrics_groups", t)
     marks = depth_landmarks(
         lay,

@@ -31,15 +31,16 @@ from analyze._binning import (
 from analyze._bootstrap import bootstrap_ci, per_layer_bootstrap
 from analyze._checks import as_label, as_mask, as_scores, check_n_bins
 from analyze._probs import (
+    TERMS,
     answer_probs,
     brier_terms,
     confidence_and_correct,
     entropy,
     kl_divergence,
-    kl_from_log,
     log_softmax,
     masked_logits,
     nll_terms,
+    per_example_terms,
 )
 
 __all__ = [
@@ -155,21 +156,26 @@ def per_layer_metrics(
     m = check_n_bins(n_bins)
     min_count = check_min_count(mce_min_count)
 
-    log_p = log_softmax(z, mask)
-    probs = answer_probs(z, mask)
-    conf = probs.max(axis=-1)
-    pred = probs.argmax(axis=-1)
-    correct = (pred == lab).astype(np.float64)
-    sums = bin_sums(conf, correct, m)
+    return metrics_from_terms(per_example_terms(z, lab, mask), m, min_count)
+
+
+def metrics_from_terms(
+    terms: NDArray[np.float64], n_bins: int = 10, mce_min_count: int = 1
+) -> dict[str, NDArray[np.float64]]:
+    """``per_layer_metrics`` from ``per_example_terms`` (len(TERMS), L, n) of the n examples
+    (``analyze_store`` computes the terms chunk by chunk while it reads resid)."""
+    correct, conf = terms[0], terms[1]
+    means = dict(zip(TERMS, terms.mean(axis=-1)))
+    sums = bin_sums(conf, correct, n_bins)
     return {
-        "accuracy": correct.mean(axis=-1),
+        "accuracy": means["correct"],
         "ece": ece_from_sums(*sums),
-        "mce": mce_from_sums(*sums, min_count),
-        "ece_equal_mass": ece_equal_mass_nd(conf, correct, m),
-        "brier": brier_terms(probs, lab, mask).mean(axis=-1),
-        "nll": nll_terms(probs, lab).mean(axis=-1),
-        "mean_confidence": conf.mean(axis=-1),
-        "entropy": entropy(probs).mean(axis=-1),
-        "kl_to_last": kl_from_log(log_p[-1], log_p).mean(axis=-1),
-        "flip_rate": (pred != pred[-1]).mean(axis=-1),
+        "mce": mce_from_sums(*sums, mce_min_count),
+        "ece_equal_mass": ece_equal_mass_nd(conf, correct, n_bins),
+        "brier": means["brier"],
+        "nll": means["nll"],
+        "mean_confidence": means["conf"],
+        "entropy": means["entropy"],
+        "kl_to_last": means["kl_to_last"],
+        "flip_rate": means["flip"],
     }
