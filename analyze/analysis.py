@@ -15,14 +15,17 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import dask
 import dask.array as da
+import dask.threaded
 import numpy as np
 import polars as pl
 import xarray as xr
@@ -131,10 +134,7 @@ def analyze_store(
         return res
     if len(positions) < ds.sizes["layer"]:
         ds, small = ds.isel(layer=positions), small.isel(layer=positions)
-    # dask already runs one task per core; BLAS threads on top of that only contend (a
-    # bootstrap chunk takes 3x longer with two OpenBLAS threads per dask thread on 2 cores)
-    with threadpool_limits(limits=1, user_api="blas"):
-        res = _compute(ds, small, params, url)
+    res = _compute(ds, small, params, url)
     res.meta.update(cache_key=key, cache_hit=False)
     res.meta["timing"]["total_s"] = time.perf_counter() - t0
     if entry is not None:
@@ -238,7 +238,8 @@ def _read(
     wanted = ["lens_logits", "lens_lse", "model_logits", "choice_mask"]
     recorded = small[wanted + (["lens_entropy"] if "lens_entropy" in small else [])]
     names = [(d, k) for d in (lazy, recorded) for k in d.data_vars]
-    *values, terms, sums, w_t = dask.compute(*(d[k].data for d, k in names), *extra)
+    with _one_blas_thread_per_dask_thread():
+        *values, terms, sums, w_t = dask.compute(*(d[k].data for d, k in names), *extra)
     got = {(id(d), k): v for (d, k), v in zip(names, values)}
     out, recorded = (d.copy(data={k: got[id(d), k] for k in d.data_vars}) for d in (lazy, recorded))
     z = out["answer_logits"].values
@@ -252,9 +253,39 @@ def _read(
     return out, recorded, (terms, sums[0], w_t)
 
 
+_BLAS_LOCK = threading.Lock()
+_BLAS_STATE: dict[str, Any] = {"users": 0, "limiter": None}
+
+
+@contextmanager
+def _one_blas_thread_per_dask_thread() -> Iterator[None]:
+    """BLAS limited to one thread while dask's local threads run the pass: they already keep
+    every core busy, and OpenBLAS threads on top only contend (a bootstrap chunk takes 3x longer
+    with two BLAS threads per dask thread on 2 cores). Process-wide, so counted: overlapping
+    analyses in threads restore the original limits when the last one ends. Other schedulers
+    (processes, dask.distributed) run the tasks elsewhere: nothing is changed for them."""
+    scheduler = dask.base.get_scheduler()
+    if scheduler is not None and scheduler is not dask.threaded.get:
+        yield
+        return
+    with _BLAS_LOCK:
+        if _BLAS_STATE["users"] == 0:
+            _BLAS_STATE["limiter"] = threadpool_limits(limits=1, user_api="blas")
+        _BLAS_STATE["users"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_STATE["users"] -= 1
+            if _BLAS_STATE["users"] == 0:
+                _BLAS_STATE["limiter"].restore_original_limits()
+                _BLAS_STATE["limiter"] = None
+
+
 def _terms_graph(answers: da.Array, label: NDArray[np.int64], mask: NDArray[np.bool_]) -> da.Array:
     """Lazy ``per_example_terms`` of every example, (len(TERMS), L, n), chunk by chunk of
     ``answers`` (n, L, K): computed as each chunk of resid is read."""
+    answers = answers.rechunk({1: -1, 2: -1})  # the last layer is every example's reference
     ch = answers.chunks[0]
     return da.blockwise(
         _chunk_terms,
@@ -309,13 +340,14 @@ def _bootstrap_graph(
     level = parts.to_delayed(optimize_graph=False).ravel().tolist()
     while len(level) > 1:
         pairs = [level[i : i + 2] for i in range(0, len(level), 2)]
-        level = [dask.delayed(_add_into_first)(*p) if len(p) == 2 else p[0] for p in pairs]
+        level = [dask.delayed(_add)(*p) if len(p) == 2 else p[0] for p in pairs]
     return level[0], w_t
 
 
-def _add_into_first(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
-    """a + b, written into a: every partial sum of the tree above is used by one task only."""
-    return np.add(a, b, out=a)
+def _add(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """a + b in a new array: never in place, since a distributed scheduler shares the partial
+    sums (their keys are deterministic) between identical analyses running at once."""
+    return a + b
 
 
 def _store_weights(n_store: int, rows: NDArray[np.intp], n_boot: int, seed: int) -> NDArray[Any]:
@@ -402,8 +434,8 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
 
     cols: dict[str, Any] = {"layer": lay, "n": [rows.size] * len(lay)}
     cols.update({k: m[k] for k in LAYER_COLUMNS if k in m})
-    if "lens_entropy" in recorded:  # every example's, recorded at extraction (cross-checked)
-        vent = np.asarray(recorded["lens_entropy"].values, np.float64)
+    if "lens_entropy" in recorded:  # recomputed where sampled, else recorded at extraction
+        vent = np.where(np.isfinite(vent), vent, recorded["lens_entropy"].values)
     cols.update(option_mass=mass.mean(axis=0), vocab_entropy=nanmean0(vent[rows]))
     cols.update({k: temp[k] for k in (*TEMPERATURE_COLUMNS, "ece_eval", "nll_eval")})
     for k in INTERVAL_METRICS:
@@ -426,7 +458,7 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
         "n_examples": int(in_vocab[rows].sum()),
         "chunk_rows": VOCAB_CHUNK,
         "option_mass_lse": "recomputed where sampled, else lens_lse recorded at extraction",
-        "entropy": "lens_entropy recorded at extraction, every example; the sample checks it"
+        "entropy": "recomputed where sampled, else lens_entropy recorded at extraction"
         if "lens_entropy" in recorded
         else "recomputed for the sampled examples (the store records no lens_entropy)",
     }

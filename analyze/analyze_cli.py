@@ -36,9 +36,10 @@ all other metrics use.
 
 Full-vocabulary quantities cost ~1 ms per example and layer on a CPU, so the full-vocabulary
 lens is recomputed for a seeded sample of --vocab-examples examples, which cross-checks the
-log-sum-exp (and entropy) recorded at extraction. option_mass uses the recorded log-sum-exp;
-vocab_entropy averages the recorded entropy of every example (stores written before layercal
-recorded lens_entropy: the sample's). Default: 8 examples, or 32 for those older stores.
+log-sum-exp (and entropy) recorded at extraction. option_mass and vocab_entropy use the
+recomputed values for the sampled examples and the recorded ones for every other example
+(stores written before layercal recorded lens_entropy: vocab_entropy averages the sample only).
+Default: 8 examples, or 32 for those older stores.
 """
 
 

@@ -96,7 +96,8 @@ def vocab_lse_entropy(
     """
     x = np.ascontiguousarray(normed, dtype=np.float32)
     r = x.shape[0]
-    parts = [w_u] if isinstance(w_u, np.ndarray) else list(w_u)
+    # one (V, d) array-like (numpy, zarr, xarray), or a list of its row blocks
+    parts: list[Any] = [w_u] if getattr(w_u, "ndim", None) == 2 else list(w_u)
     blocks = [p[lo : lo + chunk] for p in parts for lo in range(0, p.shape[0], chunk)]
     z_buf = np.empty((r, max(b.shape[0] for b in blocks)), np.float32)
     e_buf = np.empty_like(z_buf)

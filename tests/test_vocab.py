@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 from scipy.special import logsumexp
 
 from analyze.analysis import analyze_store
@@ -133,6 +134,12 @@ def test_streaming_lse_and_entropy_equal_whole_vocab(chunk, softcap):
     lse_p, ent_p = vocab_lse_entropy(final_norm(x, spec), parts, b, softcap, chunk=chunk)
     np.testing.assert_allclose(lse_p, lse_ref, atol=2e-5)
     np.testing.assert_allclose(ent_p, ent_ref, atol=2e-5)
+    # and a (V, d) array-like that is not numpy (a zarr array, sliced lazily) is one W_U
+    zw = zarr.create_array(store={}, shape=w.shape, chunks=(300, 32), dtype="float32")
+    zw[:] = w
+    lse_z, ent_z = vocab_lse_entropy(final_norm(x, spec), zw, b, softcap, chunk=chunk)
+    np.testing.assert_allclose(lse_z, lse_ref, atol=2e-5)
+    np.testing.assert_allclose(ent_z, ent_ref, atol=2e-5)
 
 
 @pytest.mark.parametrize(
