@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import recorded_block
 
 from analyze.direction import (
     ESTIMATORS,
@@ -53,8 +54,6 @@ def planted_store(path, *, n=160, depth=8, hidden=24, vocab=40, seed=0, w_seed=0
         h[:, layer] = h[:, layer - 1] + step + 0.08 * answer[label]
     resid = h.astype(np.float32)
     full = lens_logits(resid, w_u, spec)
-    z = full[..., ids]
-    lse = np.log(np.exp(full - full.max(-1, keepdims=True)).sum(-1)) + full.max(-1)
     subject = [SUBJECTS[i % len(SUBJECTS)] for i in range(n)]
     meta = fmt.ExampleMeta(
         example_id=[f"mmlu/test/{s}/{i:04d}" for i, s in enumerate(subject)],
@@ -82,17 +81,7 @@ def planted_store(path, *, n=160, depth=8, hidden=24, vocab=40, seed=0, w_seed=0
         answer_token_ids=ids,
         attrs={"identity": ident, "provenance": {"template": {"name": "t"}}},
     )
-    fmt.write_block(
-        g,
-        0,
-        {
-            "resid": resid,
-            "model_logits": z[:, -1],
-            "lens_logits": z,
-            "lens_lse": lse,
-            "lens_entropy": (np.exp(full - lse[..., None]) * (lse[..., None] - full)).sum(-1),
-        },
-    )
+    fmt.write_block(g, 0, recorded_block(resid, full, ids))
     fmt.finalize(path, {"finished": "test"})
     return path
 

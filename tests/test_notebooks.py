@@ -11,6 +11,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from conftest import recorded_block
 
 from layercal import format as fmt
 from layercal.lens import NormSpec, lens_logits
@@ -37,9 +38,6 @@ def build_store(
     signal = np.linspace(0.0, 0.6, depth)[None, :, None] * w_u[ids[label]][:, None, :]
     resid = (rng.normal(size=(n, depth, hidden)) + signal).astype(np.float32)
     full = lens_logits(resid, w_u, spec)  # (n, depth, vocab)
-    z = full[..., ids]
-    top = full.max(-1, keepdims=True)
-    lse = (top + np.log(np.exp(full - top).sum(-1, keepdims=True)))[..., 0]
     subject = [SUBJECTS[i % 2] for i in range(n)]
     meta = fmt.ExampleMeta(
         example_id=[f"mmlu/test/{s}/{i}" for i, s in enumerate(subject)],
@@ -71,15 +69,7 @@ def build_store(
     g = fmt.create_store(
         path, layout, meta, w_u=w_u, lm_head_bias=None, norm=spec, answer_token_ids=ids, attrs=attrs
     )
-    entropy = (np.exp(full - lse[..., None]) * (lse[..., None] - full)).sum(-1)
-    arrays = {
-        "resid": resid,
-        "model_logits": z[:, -1],
-        "lens_logits": z,
-        "lens_lse": lse,
-        "lens_entropy": entropy,
-    }
-    fmt.write_block(g, 0, arrays)
+    fmt.write_block(g, 0, recorded_block(resid, full, ids))
     fmt.finalize(path, {"finished": "test"})
     return path
 

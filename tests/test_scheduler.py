@@ -20,6 +20,7 @@ from pathlib import Path
 import dask
 import numpy as np
 import pytest
+from conftest import recorded_block
 from test_vocab import make_store, random_logits
 
 from analyze._scheduler import dask_scheduler, scheduler_spec
@@ -68,18 +69,7 @@ def build_big(path: Path, n: int, n_layers: int, d: int, vocab: int = 64, k: int
         h = (h.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)  # bf16 values
         x = h / np.sqrt(np.einsum("eld,eld->el", h, h) / d + spec.eps)[..., None]
         full = (x @ w_u.T).astype(np.float64)  # the lens over the (small) vocabulary
-        top = full.max(-1)
-        lse = top + np.log(np.exp(full - top[..., None]).sum(-1))
-        z = full[..., ids]
-        entropy = (np.exp(full - lse[..., None]) * (lse[..., None] - full)).sum(-1)
-        arrays = {
-            "resid": h,
-            "model_logits": z[:, -1],
-            "lens_logits": z,
-            "lens_lse": lse,
-            "lens_entropy": entropy,
-        }
-        fmt.write_block(g, b, arrays)
+        fmt.write_block(g, b, recorded_block(h, full, ids))
     fmt.finalize(path, {})
     return path
 

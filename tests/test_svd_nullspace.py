@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import recorded_block
 
 from analyze import svd as S
 from analyze.nullspace import ablate, k_values, random_basis, run_nullspace
@@ -24,8 +25,6 @@ def synthetic_store(path, *, n=64, depth=4, hidden=16, vocab=40, seed=0, kind="r
         rng.normal(size=(n, depth, hidden)).astype(np.float32) * np.arange(1, depth + 1)[:, None]
     )
     full = lens_logits(resid, w_u, spec)
-    z = full[..., ids]
-    lse = np.log(np.exp(full - full.max(-1, keepdims=True)).sum(-1)) + full.max(-1)
     subjects = ["philosophy", "astronomy"]
     meta = fmt.ExampleMeta(
         example_id=[f"mmlu/test/{subjects[i % 2]}/{i:04d}" for i in range(n)],
@@ -53,17 +52,7 @@ def synthetic_store(path, *, n=64, depth=4, hidden=16, vocab=40, seed=0, kind="r
         answer_token_ids=ids,
         attrs={"identity": ident, "provenance": {"template": {"name": "t"}}},
     )
-    fmt.write_block(
-        g,
-        0,
-        {
-            "resid": resid,
-            "model_logits": z[:, -1],
-            "lens_logits": z,
-            "lens_lse": lse,
-            "lens_entropy": (np.exp(full - lse[..., None]) * (lse[..., None] - full)).sum(-1),
-        },
-    )
+    fmt.write_block(g, 0, recorded_block(resid, full, ids))
     fmt.finalize(path, {"finished": "test"})
     return path
 
