@@ -120,9 +120,10 @@ def bootstrap_sums(
     """Weighted sums of some examples under every resample, (B, 4L + 2LM); additive over examples.
 
     ``weights``: (B, n_c) draw counts of these n_c examples (columns of ``draw_weights``);
-    ``stats``: (4 or more, L, n_c): rows correct, conf, brier, nll of ``per_example_terms``. Columns: the weighted sums of correct, conf,
-    brier and nll (4L), then per (layer, bin) the weighted count (LM) and sum of conf - correct
-    (LM), all that ECE and MCE need. Counts are float32 matrix products: exact, since the weights
+    ``stats``: (4 or more, L, n_c), whose first rows are correct, conf, brier, nll (as in
+    ``per_example_terms``). Columns: the weighted sums of correct, conf, brier and nll (4L),
+    then per (layer, bin) the weighted count (LM) and sum of conf - correct (LM), all that ECE
+    and MCE need. Counts are float32 matrix products: exact, since the weights
     are integers and every partial sum stays below 2**24. Summing the results of disjoint sets of
     examples gives the result of their union (``bootstrap_intervals`` turns it into intervals).
     """

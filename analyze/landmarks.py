@@ -139,7 +139,8 @@ def depth_landmarks(
 
     ``layers``, ``accuracy``, ``ece``: (L,) over the analysed layers, the last one being the
     model's last depth; ``conf``, ``correct``: (L, n) per-example confidence and correctness;
-    ``k_mean``: mean number of options; ``weights``: see ``paired_deltas``. Layer values in the result come from ``layers``.
+    ``k_mean``: mean number of options; ``weights``: see ``paired_deltas``. Layer values in the
+    result come from ``layers``.
     """
     lay = [int(x) for x in np.asarray(layers)]
     acc = np.asarray(accuracy, np.float64)

@@ -61,21 +61,16 @@ class LensData:
         return cls(spec, w[answer_ids], None if b is None else b[answer_ids], w, b)
 
     @classmethod
-    def of(cls, ds: xr.Dataset, *, full_vocab: bool = True) -> LensData:
-        """Read the lens of an opened store; W_U whole only when ``full_vocab``.
-
-        W_U is copied into one float32 array chunk by chunk (no second copy in flight)."""
+    def of(cls, ds: xr.Dataset) -> LensData:
+        """The answer-token lens of an opened store: its final norm and the answer rows of W_U
+        (and of the bias). The full vocabulary stays in the store: ``lens_pass`` reads W_U's
+        chunks in its own tasks."""
         ids = np.asarray(ds["answer_token_ids"].values, dtype=np.int64)
-        has_b = "lm_head_bias" in ds
-        bias = np.asarray(ds["lm_head_bias"].values, np.float32) if has_b else None
         w_answer = np.asarray(ds["W_U"].isel(vocab=ids).values, np.float32)
-        w_u = None
-        if full_vocab:
-            w_u = np.empty(ds["W_U"].shape, np.float32)
-            for lo in range(0, w_u.shape[0], VOCAB_CHUNK):
-                w_u[lo : lo + VOCAB_CHUNK] = ds["W_U"][lo : lo + VOCAB_CHUNK].values
-        b_answer = None if bias is None else bias[ids]
-        return cls(norm_spec_of(ds), w_answer, b_answer, w_u, bias if full_vocab else None)
+        b_answer = None
+        if "lm_head_bias" in ds:
+            b_answer = np.asarray(ds["lm_head_bias"].isel(vocab=ids).values, np.float32)
+        return cls(norm_spec_of(ds), w_answer, b_answer)
 
 
 def vocab_lse_entropy(
@@ -211,7 +206,7 @@ def lens_pass(
     chunks holding its examples are read.
     """
     sample = np.flatnonzero(np.asarray(in_vocab, bool))
-    lens = lens or LensData.of(ds, full_vocab=False)
+    lens = lens or LensData.of(ds)
     resid = ds["resid"].data
     if not isinstance(resid, da.Array):
         resid = da.from_array(resid, chunks=(2048, 1, -1))

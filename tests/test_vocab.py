@@ -234,3 +234,37 @@ def test_real_smollm2_lens_equals_model_logits_and_recorded_lse(tmp_path, smollm
     result = analyze_store(out, n_boot=20, vocab_examples=2)
     assert result.meta["checks"]["ok"] and result.meta["model"] == "smollm2-135m"
     assert result.meta["checks"]["model_logits_max_abs_diff"] < 1e-4
+
+
+def test_lens_of_a_store_with_lm_head_bias_takes_the_answer_rows(tmp_path):
+    # LensData.of reads only the answer rows of W_U and of the bias (the full vocabulary is
+    # read by lens_pass's own tasks); the answer logits then include the bias
+    rng = np.random.default_rng(0)
+    n, n_layers, d, vocab = 4, 2, 8, 50
+    w = rng.normal(size=(vocab, d)).astype(np.float32)
+    b = rng.normal(size=vocab).astype(np.float32)
+    ids = np.array([3, 7, 9, 11])
+    spec = NormSpec("rmsnorm", np.ones(d, np.float32), None, 1e-5)
+    meta = fmt.ExampleMeta(
+        example_id=[f"e{i}" for i in range(n)],
+        subject=["s"] * n,
+        category=["c"] * n,
+        question=["q"] * n,
+        choices=[["a", "b", "c", "d"]] * n,
+        label=np.zeros(n, int),
+        n_tokens=np.full(n, 5),
+    )
+    path = tmp_path / "bias.zarr"
+    layout = fmt.Layout(n, n_layers, d, vocab, 4, block=128)
+    attrs = {"identity": {}, "provenance": {}}
+    fmt.create_store(
+        path, layout, meta, w_u=w, lm_head_bias=b, norm=spec, answer_token_ids=ids, attrs=attrs
+    )
+    lens = LensData.of(open_store(path, allow_partial=True))
+    np.testing.assert_array_equal(lens.w_answer, w[ids])
+    np.testing.assert_array_equal(lens.b_answer, b[ids])
+    assert lens.w_u is None and lens.bias is None
+    h = rng.normal(size=(n, n_layers, d)).astype(np.float32)
+    np.testing.assert_allclose(
+        answer_logits_of(h, lens), lens_logits(h, w[ids], spec, b[ids]), rtol=1e-5, atol=1e-5
+    )
