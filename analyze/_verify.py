@@ -149,8 +149,9 @@ def check_blocks(
     )
     acts = fmt.activation_arrays(arrays)
     lacking = sorted(set(fmt.ACTIVATION_ARRAYS) - set(acts))
-    absent = f"; this store has no {', '.join(lacking)} (older store, or removed?)" * bool(lacking)
+    absent = ""  # said after a digest mismatch: a removed optional array also changes the digest
     if lacking:
+        absent = f"; this store has no {', '.join(lacking)} (older store, or removed?)"
         rep.notes.append(
             f"no {', '.join(lacking)} (optional: stores written before layercal recorded it "
             "lack it); block sha256 over " + ", ".join(acts)
