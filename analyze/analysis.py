@@ -68,7 +68,7 @@ DEFAULT_VOCAB_EXAMPLES = 32
 CHECK_VOCAB_EXAMPLES = 8
 VocabExamples = int | None | Literal["auto"]
 CONF_HIST_BINS = 20
-CACHE_VERSION = 2  # bump when the computation changes, so old cache entries are not reused
+CACHE_VERSION = 3  # bump when the computation changes, so old cache entries are not reused
 PASS_CHUNKS = {"example": 256, "layer": -1}  # one shard of a default store per task
 TEMPERATURE_COLUMNS = ("temperature", "ece_temperature_scaled", "nll_temperature_scaled")
 
