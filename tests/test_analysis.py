@@ -383,3 +383,18 @@ def test_several_stores_get_subfolders_and_stacked_tables(result, tmp_path):
     stacked = pl.read_csv(tmp_path / "layers.csv")
     assert stacked.columns[0] == "store" and stacked.height == 2 * L
     assert set(json.loads((tmp_path / "landmarks.json").read_text())["stores"]) == {"x", "x-2"}
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True, "some"])
+def test_bad_vocab_examples_is_a_clear_error_and_writes_nothing(store, tmp_path, bad):
+    with pytest.raises(ValueError, match="vocab_examples must be 'auto', None \\(all\\) or an"):
+        analyze_store(store, n_boot=20, vocab_examples=bad, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_cli_bad_vocab_examples_exits_2_with_the_choices(store, tmp_path, capsys):
+    out = tmp_path / "r"
+    with pytest.raises(SystemExit) as e:
+        cli_main(["analyze", str(store), "--out", str(out), "--vocab-examples", "many"])
+    assert e.value.code == 2 and not out.exists()
+    assert "--vocab-examples takes a number, 'all' or 'auto', got 'many'" in capsys.readouterr().err
