@@ -68,7 +68,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--limit", type=int, help="a seeded random sample of N examples, kept in dataset order"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for --limit and option shuffles")
+    p.add_argument(
+        "--per-subject",
+        metavar="N[,NAME=N...]",
+        help="a seeded sample of at most N examples of each subject; NAME=N (a category or a "
+        "subject, N or 'all') overrides it, e.g. 40,humanities=120; applied before --limit",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed for --limit, --per-subject and option shuffles"
+    )
     p.add_argument(
         "--shots", type=int, default=0, help="k-shot exemplars per subject from MMLU dev"
     )
@@ -125,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         category=args.category,
         data_dir=args.data_dir,
         limit=args.limit,
+        per_subject=args.per_subject,
         seed=args.seed,
         shots=args.shots,
         template=args.template,

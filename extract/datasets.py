@@ -45,6 +45,7 @@ from extract._mmlu import (
     load_mmlu_hub,
     select_subjects,
 )
+from extract._sampling import PerSubject, parse_per_subject, per_subject_indices
 from extract._tabular import SUFFIXES, load_table
 from extract._truthfulqa import find_mc_file, load_truthfulqa_file, load_truthfulqa_hub
 
@@ -88,6 +89,7 @@ def load_dataset(
     shots: int = 0,
     hub_repo: str | None = None,
     shuffle_seed: int | None = None,
+    per_subject: str | PerSubject | None = None,
 ) -> MCDataset:
     """Load a multiple-choice benchmark.
 
@@ -100,10 +102,14 @@ def load_dataset(
     limit, seed: keep a random sample of `limit` examples (numpy default_rng(seed)), in dataset
         order; None or limit >= size keeps everything.
     shots: k <= 5 few-shot exemplars per subject, the first k rows of MMLU's dev split.
+    per_subject: at most N examples of each subject, e.g. "40,humanities=120" (a category's or
+        subject's own entry wins over the bare default; "all" keeps them all); seeded per subject
+        by `seed`, applied before `limit` (see extract/_sampling.py).
     shuffle_seed: TruthfulQA option shuffle, `random.Random(f"{shuffle_seed}:{index}")` for
         question `index`; None (default) uses `seed`.
     """
     check_limit(limit)
+    caps = None if per_subject is None else parse_per_subject(per_subject)
     if isinstance(shots, bool) or not isinstance(shots, int) or not 0 <= shots <= MAX_SHOTS:
         raise DatasetError(
             f"shots must be an int from 0 to {MAX_SHOTS} (MMLU's dev split has 5 rows per "
@@ -120,6 +126,9 @@ def load_dataset(
     else:
         loaded = _load_file(_as_file(name), split, subjects, category, shots)
     examples, shot_map, chosen, source, split_name, extra = loaded
+    n_available = len(examples)
+    if caps is not None:
+        examples = [examples[i] for i in per_subject_indices(examples, caps, seed)]
     keep = sample_indices(len(examples), limit, seed)
     selected = tuple(examples[i] for i in keep)
     ds_name = key or "file"
@@ -129,13 +138,14 @@ def load_dataset(
         "subjects": list(chosen),
         "category": None,
         "limit": limit,
+        "per_subject": caps,
         "seed": seed,
         "shots": shots,
         "shuffle_seed": None,
         "category_map": None,
         "source": source,
         "n_examples": len(selected),
-        "n_available": len(examples),
+        "n_available": n_available,
     }
     info.update(extra)
     return MCDataset(

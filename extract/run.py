@@ -58,6 +58,7 @@ class ExtractConfig:
     category: str | None = None
     data_dir: str | None = None
     limit: int | None = None
+    per_subject: str | None = None  # e.g. "40,humanities=120" (extract/_sampling.py)
     seed: int = 0
     shots: int = 0
     template: str | None = None  # path to a template file; None = the lm-eval MMLU template
@@ -169,6 +170,7 @@ def prepare(cfg: ExtractConfig) -> tuple[MCDataset, PromptTemplate, list[str]]:
         category=cfg.category,
         data_dir=cfg.data_dir,
         limit=cfg.limit,
+        per_subject=cfg.per_subject,
         seed=cfg.seed,
         shots=cfg.shots,
         hub_repo=cfg.hub_repo,
