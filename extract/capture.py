@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from extract.arch import Resolved
+from extract.prefix import SharedPrefix
 
 
 @dataclass
@@ -129,6 +130,7 @@ def run_batch(
     attention_mask: torch.Tensor,
     answer_ids: Sequence[int],
     lens_rows: int = 128,
+    prefix: SharedPrefix | None = None,
 ) -> BatchResult:
     """One forward pass with capture; lens extras (answer logits, full-vocabulary log-sum-exp
     and entropy, in float32) computed on the device in layer chunks.
@@ -136,7 +138,10 @@ def run_batch(
     A chunk holds about ``lens_rows`` (prompt, depth) rows of full-vocabulary logits (128 x
     SmolLM2's 49,152 = 25 MB in fp32): every depth at once for batches of up to 4 prompts (the
     long prompts under a token budget), so W_U is streamed from memory once per batch rather
-    than once per 8 depths; 8 depths at a time at batch 16."""
+    than once per 8 depths; 8 depths at a time at batch 16.
+
+    ``prefix``: the prompts' shared prefix, already run (:mod:`extract.prefix`); ``input_ids``
+    and ``attention_mask`` then hold only the right-padded suffixes."""
     lengths = attention_mask.long().sum(-1)
     left = bool((attention_mask[:, -1] == 1).all())
     last = torch.full_like(lengths, input_ids.shape[1] - 1) if left else lengths - 1
@@ -149,14 +154,17 @@ def run_batch(
     lens_lse = torch.empty((B, L), dtype=torch.float32, device=head)
     lens_entropy = torch.empty((B, L), dtype=torch.float32, device=head)
     cap = LastTokenCapture(res, last, resid)
-    kw: dict[str, Any] = {
-        "attention_mask": attention_mask,
-        "position_ids": position_ids(attention_mask),
-    }
+    kw: dict[str, Any] = (
+        {
+            "attention_mask": attention_mask,
+            "position_ids": position_ids(attention_mask),
+            "use_cache": False,
+        }
+        if prefix is None
+        else prefix.inputs(attention_mask)
+    )
     with cap:
-        out = model(
-            input_ids=input_ids, use_cache=False, logits_to_keep=_keep(left, last, res), **kw
-        )
+        out = model(input_ids=input_ids, logits_to_keep=_keep(left, last, res), **kw)
     final = _last_logits(out.logits, left)
     ids = torch.as_tensor(list(answer_ids), device=final.device)
     model_logits = final[:, ids].float()

@@ -84,14 +84,17 @@ ARCH_NAMES = [
 ]
 
 
-def tiny_model(name: str, seed: int = 0) -> Any:
+def tiny_model(name: str, seed: int = 0, **text_config: Any) -> Any:
     """A random fp32 model of architecture ``name``; final norm given non-trivial parameters so
-    that a lens that ignores them (or Gemma's ``1 + weight``) would be caught."""
+    that a lens that ignores them (or Gemma's ``1 + weight``) would be caught. ``text_config``:
+    overrides of the (text) config, e.g. ``sliding_window=8``."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     config = _configs()[name]
     config.tie_word_embeddings = False
+    for key, value in text_config.items():
+        setattr(config.get_text_config(), key, value)
     model = AutoModelForCausalLM.from_config(
         config, dtype=torch.float32, attn_implementation="eager"
     )
