@@ -1,0 +1,22 @@
+"""bench/dtype.py as a smoke run on a tiny model: both dtypes extracted, compared, reported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "dtype.py"
+
+
+def test_smoke_run_on_tiny_model(tiny_llama_dir, data_dir):
+    cmd = [sys.executable, str(BENCH), "--model", str(tiny_llama_dir), "--n", "6"]
+    cmd += ["--batch-size", "4", "--data-dir", str(data_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(result["prompts_per_s"]) == {"float32", "bfloat16"}
+    assert len(result["per_layer"]) == 5  # the tiny Llama: embedding + 4 blocks
+    assert 0 <= result["max_abs_delta_ece"] <= 1 and result["bf16_speedup"] > 0
+    assert all(r["accuracy_float32"] is not None for r in result["per_layer"])
