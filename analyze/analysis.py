@@ -1,6 +1,6 @@
 """One store -> one :class:`AnalysisResult`: per-layer metrics, groups, temperature, landmarks.
 
-``analyze_store`` reads ``resid`` once (``analyze.vocab.lens_pass``); everything after that works
+``analyze_store`` reads ``resid`` once (``analyze.lens.vocab.lens_pass``); everything after that works
 on (layers, examples, options) arrays. Splits: the examples are divided, per subject and seeded,
 into a "fit" half (``temperature_split`` of each subject) and an "eval" half. Temperature scaling
 is always fitted per layer on the fit half and measured on the eval half, whatever ``split`` says;
@@ -15,47 +15,36 @@ import hashlib
 import json
 import os
 import shutil
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-import dask
-import dask.array as da
-import dask.threaded
 import numpy as np
 import polars as pl
 import xarray as xr
-from dask.delayed import Delayed
-from numpy.typing import NDArray
-from threadpoolctl import threadpool_limits
 
-from analyze import metrics as M
-from analyze._binning import bin_sums
-from analyze._bootstrap import bootstrap_intervals, bootstrap_sums, draw_weights
-from analyze._probs import TERMS, per_example_terms
-from analyze._tables import (
-    group_metrics,
-    nanmean0,
-    select_examples,
-    store_meta,
+from analyze._pass import bootstrap_graph, read_once, terms_graph
+from analyze._tables import group_metrics, nanmean0, select_examples, store_meta
+from analyze.calibration import (
+    bin_sums,
+    bootstrap_intervals,
+    depth_landmarks,
+    metrics_from_terms,
     temperature_columns,
 )
-from analyze.landmarks import depth_landmarks
-from analyze.results import INTERVAL_METRICS, LAYER_COLUMNS, AnalysisResult
-from analyze.store import IncompleteStoreError, open_store
-from analyze.vocab import (
+from analyze.lens import (
     VOCAB_CHUNK,
+    IncompleteStoreError,
     full_vocab_arrays,
     lens_pass,
+    open_store,
     option_mass,
     recorded_checks,
 )
+from analyze.results import INTERVAL_METRICS, LAYER_COLUMNS, AnalysisResult
 from layercal import __version__
-from layercal.format import StoreError
 
 Split = Literal["all", "fit", "eval"]
 GroupBy = Literal["subject", "category"]
@@ -222,149 +211,6 @@ def _save_atomic(res: AnalysisResult, entry: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _read(
-    lazy: xr.Dataset,
-    small: xr.Dataset,
-    frame: pl.DataFrame,
-    mask: NDArray[np.bool_],
-    extra: tuple[da.Array, Delayed, Delayed],
-) -> tuple[xr.Dataset, xr.Dataset, tuple[NDArray[np.float64], NDArray[np.float64], NDArray[Any]]]:
-    """The one read of resid, with the recorded lens values, the per-example terms and the
-    bootstrap sums, as one dask computation (of the arrays: computing the xarray Datasets
-    themselves costs ~0.4 s more).
-
-    ``lazy``: the ``lens_pass`` of the store; ``extra``: the per-example terms, bootstrap sums
-    and draw counts built on its answer logits (the same graph, so resid is read once)."""
-    wanted = ["lens_logits", "lens_lse", "model_logits", "choice_mask"]
-    recorded = small[wanted + (["lens_entropy"] if "lens_entropy" in small else [])]
-    names = [(d, k) for d in (lazy, recorded) for k in d.data_vars]
-    with _one_blas_thread_per_dask_thread():
-        *values, terms, sums, w_t = dask.compute(*(d[k].data for d, k in names), *extra)
-    got = {(id(d), k): v for (d, k), v in zip(names, values)}
-    out, recorded = (d.copy(data={k: got[id(d), k] for k in d.data_vars}) for d in (lazy, recorded))
-    z = out["answer_logits"].values
-    finite = np.where(mask[:, None, :], np.isfinite(z), True).all(axis=(1, 2))
-    if not finite.all():
-        first = frame["example_id"][int(np.flatnonzero(~finite)[0])]
-        raise StoreError(
-            f"resid of {int((~finite).sum())} examples marked written (first: {first}) holds "
-            "nan or inf: the store is damaged. Run `layercal store verify` on it, or re-extract."
-        )
-    return out, recorded, (terms, sums[0], w_t)
-
-
-_BLAS_LOCK = threading.Lock()
-_BLAS_STATE: dict[str, Any] = {"users": 0, "limiter": None}
-
-
-@contextmanager
-def _one_blas_thread_per_dask_thread() -> Iterator[None]:
-    """BLAS limited to one thread while dask's local threads run the pass: they already keep
-    every core busy, and OpenBLAS threads on top only contend (a bootstrap chunk takes 3x longer
-    with two BLAS threads per dask thread on 2 cores). Process-wide, so counted: overlapping
-    analyses in threads restore the original limits when the last one ends. Other schedulers
-    (processes, dask.distributed) run the tasks elsewhere: nothing is changed for them."""
-    scheduler = dask.base.get_scheduler()
-    if scheduler is not None and scheduler is not dask.threaded.get:
-        yield
-        return
-    with _BLAS_LOCK:
-        if _BLAS_STATE["users"] == 0:
-            _BLAS_STATE["limiter"] = threadpool_limits(limits=1, user_api="blas")
-        _BLAS_STATE["users"] += 1
-    try:
-        yield
-    finally:
-        with _BLAS_LOCK:
-            _BLAS_STATE["users"] -= 1
-            if _BLAS_STATE["users"] == 0:
-                _BLAS_STATE["limiter"].restore_original_limits()
-                _BLAS_STATE["limiter"] = None
-
-
-def _terms_graph(answers: da.Array, label: NDArray[np.int64], mask: NDArray[np.bool_]) -> da.Array:
-    """Lazy ``per_example_terms`` of every example, (len(TERMS), L, n), chunk by chunk of
-    ``answers`` (n, L, K): computed as each chunk of resid is read."""
-    answers = answers.rechunk({1: -1, 2: -1})  # the last layer is every example's reference
-    ch = answers.chunks[0]
-    return da.blockwise(
-        _chunk_terms,
-        "tle",
-        answers,
-        "elk",
-        da.from_array(label, chunks=(ch,)),
-        "e",
-        da.from_array(mask, chunks=(ch, -1)),
-        "ek",
-        new_axes={"t": len(TERMS)},
-        concatenate=True,
-        dtype=np.float64,
-        meta=np.empty((0, 0, 0), np.float64),
-    )
-
-
-def _chunk_terms(
-    z: NDArray[np.float64], label: NDArray[np.int64], mask: NDArray[np.bool_]
-) -> NDArray[np.float64]:
-    """(n_c, L, K) answer logits of one chunk -> (len(TERMS), L, n_c)."""
-    z = np.where(np.isfinite(z), z, 0.0)  # a damaged chunk is reported by _read, not here
-    return per_example_terms(np.moveaxis(z, 1, 0), label.astype(np.intp), mask)
-
-
-def _bootstrap_graph(
-    terms: da.Array, rows: NDArray[np.intp], boot: dict[str, Any], bins: int
-) -> tuple[Delayed, Delayed]:
-    """Lazy ``bootstrap_sums`` of the analysed rows, chunk by chunk of ``terms`` (T, L, n), so
-    the bootstrap runs while resid is being read: (1, n_boot, C) once computed. Also returns the
-    lazy draw counts, (n, n_boot) with 0 for the examples outside ``rows`` (they add nothing to
-    any sum); they are drawn in a task of the same graph, beside the first reads."""
-    n_boot, n_store = boot["n_boot"], terms.shape[2]
-    w_t = dask.delayed(_store_weights, pure=True)(n_store, rows, n_boot, boot["seed"])
-    w_arr = da.from_delayed(w_t, shape=(n_store, n_boot), dtype=np.uint8)
-    parts = da.blockwise(
-        _chunk_bootstrap_sums,
-        "ebc",
-        terms,
-        "tle",
-        w_arr.rechunk((terms.chunks[2], -1)),
-        "eb",
-        new_axes={"c": terms.shape[1] * (4 + 2 * bins)},
-        adjust_chunks={"e": 1},
-        concatenate=True,
-        dtype=np.float64,
-        meta=np.empty((0, 0, 0), np.float64),
-        bins=bins,
-    )
-    # summed pairwise, as the chunks finish: dask's own sum would concatenate up to 32 partials
-    # of 6 MB (1,000 resamples x 744 columns for SmolLM2) before adding them
-    level = parts.to_delayed(optimize_graph=False).ravel().tolist()
-    while len(level) > 1:
-        pairs = [level[i : i + 2] for i in range(0, len(level), 2)]
-        level = [dask.delayed(_add)(*p) if len(p) == 2 else p[0] for p in pairs]
-    return level[0], w_t
-
-
-def _add(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
-    """a + b in a new array: never in place, since a distributed scheduler shares the partial
-    sums (their keys are deterministic) between identical analyses running at once."""
-    return a + b
-
-
-def _store_weights(n_store: int, rows: NDArray[np.intp], n_boot: int, seed: int) -> NDArray[Any]:
-    """``draw_weights`` of the analysed rows spread over the store's examples, (n_store, n_boot)."""
-    weights = draw_weights(rows.size, n_boot, seed)
-    w_t = np.zeros((n_store, n_boot), weights.dtype)
-    w_t[rows] = weights.T
-    return w_t
-
-
-def _chunk_bootstrap_sums(
-    terms: NDArray[np.float64], w_t: NDArray[Any], bins: int
-) -> NDArray[np.float64]:
-    """(T, L, n_c) per-example terms of one chunk -> (1, n_boot, C) bootstrap sums."""
-    return bootstrap_sums(w_t.T, terms, bins)[None]
-
-
 def _clock() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
@@ -383,10 +229,10 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     label = frame["label"].to_numpy()
     bins, min_count, boot = params["bins"], params["mce_min_count"], params["bootstrap"]
     lazy = lens_pass(ds, in_vocab)
-    terms_lazy = _terms_graph(lazy["answer_logits"].data, label, mask)
-    extra = (terms_lazy, *_bootstrap_graph(terms_lazy, rows, boot, bins))
+    terms_lazy = terms_graph(lazy["answer_logits"].data, label, mask)
+    extra = (terms_lazy, *bootstrap_graph(terms_lazy, rows, boot, bins))
     t = _lap(timing, "prepare", t)
-    out, recorded, (terms, sums, w_t) = _read(lazy, small, frame, mask, extra)
+    out, recorded, (terms, sums, w_t) = read_once(lazy, small, frame, mask, extra)
     z = out["answer_logits"].values  # (n, L, K)
     lse, vent = full_vocab_arrays(out)  # (n, L), nan where not sampled
     t = _lap(timing, "lens_pass", t)
@@ -400,7 +246,7 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis")
     temp_future = pool.submit(temperature_columns, np.moveaxis(z, 1, 0), label, mask, is_fit, bins)
     terms = terms[..., rows]  # (T, L, n)
-    m = M.metrics_from_terms(terms, bins, min_count)
+    m = metrics_from_terms(terms, bins, min_count)
     correct, conf = terms[0], terms[1]
     by_group = group_metrics(
         frame[rows.tolist()],

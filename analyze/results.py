@@ -1,7 +1,7 @@
 """What one analysis of one store produces, and how it is saved.
 
 :class:`AnalysisResult` is the hand-off between the computation (``analyze.analysis``) and the
-presentation (``analyze.figures``, ``analyze.report``), and the unit that is cached next to a
+presentation (``analyze.report.figures``, ``analyze.report.write``), and the unit that is cached next to a
 report. Column names of the tables are part of the command's output contract (layers.csv,
 by_group.csv, landmarks.json): extend them, never rename.
 """

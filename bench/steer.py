@@ -84,9 +84,9 @@ def build_store(path: Path, n: int = N, seed: int = 0) -> None:
 
 def offline(store: Path, alphas: list[float]) -> dict[str, float]:
     """Seconds to load the last depth, and per α: steered answer logits and all metrics."""
-    from analyze._paired import metrics
-    from analyze.steer import StoreData
-    from analyze.store import open_store
+    from analyze.calibration.paired import metrics
+    from analyze.interventions.steer import StoreData
+    from analyze.lens.store import open_store
 
     t0 = time.perf_counter()
     data = StoreData.of(open_store(store))

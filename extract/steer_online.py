@@ -14,7 +14,7 @@ static or quantised caches) each step runs on a deep copy (``batch_repeat_interl
 several α). The model keyword is ``cache`` in transformers >= 5.x and ``past_key_values``
 before; both are handled.
 
-``make_sweeper`` wraps this as the :data:`analyze.steer.Sweeper` of a store: prompts rebuilt from
+``make_sweeper`` wraps this as the :data:`analyze.interventions.steer.Sweeper` of a store: prompts rebuilt from
 the store, logits on the answer tokens, and at the last depth a check that online equals offline
 steering on the stored residual.
 """
@@ -36,6 +36,7 @@ from extract.arch import Resolved, resolve, unembedding_arrays
 from extract.capture import _hidden, position_ids
 from extract.tokens import pad_batch, tokenize
 from layercal import format as fmt
+from layercal.lens import self_check_tolerance
 
 Positions = Literal["last", "all"]
 FP32_TOL = 2e-3  # online vs offline logits at the last depth (float32 model)
@@ -310,7 +311,7 @@ def make_sweeper(
             diff = offline_difference(g, rows, z, vector, scale, alphas)
             prev = record["max_abs_diff_vs_offline"] or 0.0
             record["max_abs_diff_vs_offline"] = max(prev, diff)
-            tol = FP32_TOL if dtype == "float32" else 0.05 + 0.02 * float(np.abs(z).max())
+            tol = max(FP32_TOL, self_check_tolerance(dtype, z))  # the lens bound, 2e-3 at least
             if not diff <= tol:
                 raise SteeringCheckError(
                     f"online steering at the last depth differs from offline steering on the "
@@ -320,3 +321,24 @@ def make_sweeper(
         return z
 
     return sweeper, record
+
+
+def model_sweeper(
+    store: str,
+    model: str,
+    *,
+    layer: int,
+    dtype: str = "float32",
+    device: str = "auto",
+    positions: Positions = "last",
+    batch_size: int = 8,
+    kv: bool = True,
+) -> tuple[Callable[..., np.ndarray], dict[str, Any]]:
+    """:func:`make_sweeper` with ``model`` (a name, folder or ``.gguf``) loaded first: what
+    ``layercal steer --online`` uses."""
+    from extract.models import load_model
+
+    loaded = load_model(model, dtype=dtype, device=device)  # type: ignore[arg-type]
+    return make_sweeper(
+        store, loaded, layer=layer, positions=positions, batch_size=batch_size, kv=kv
+    )

@@ -1,6 +1,9 @@
 """``layercal`` command: one entry point, one subcommand per stage.
 
-Subcommands import their stage lazily, so ``layercal analyze`` never imports torch.
+The one module that sees both stages: it registers ``extract`` (:mod:`extract.cli`) and the
+analysis commands (:mod:`analyze.cli`, the ``store`` tools included), and hands ``steer
+--online`` the model-backed sweeper of the extraction stage, so ``analyze`` never imports
+``extract``. Subcommands import their stage lazily, so ``layercal analyze`` never imports torch.
 """
 
 from __future__ import annotations
@@ -8,6 +11,26 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+
+def online_sweeper(args: argparse.Namespace, ds: Any, direction: Any) -> tuple[Any, dict[str, Any]]:
+    """``layercal steer --online``: the store's model loaded, as a sweeper of that store
+    (:func:`extract.steer_online.model_sweeper`); imports torch only now."""
+    from extract.steer_online import model_sweeper
+
+    source = str(ds.encoding.get("source") or args.store)
+    layer = int(ds.sizes["layer"]) - 1 if args.layer is None else args.layer
+    return model_sweeper(
+        source,
+        args.model,
+        layer=layer,
+        dtype=args.dtype,
+        device=args.device,
+        positions=args.positions,
+        batch_size=args.batch_size,
+        kv=not args.no_kv,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from analyze.cli import add_subcommands
 
-    add_subcommands(sub)
+    add_subcommands(sub, online_sweeper=online_sweeper)
     args = p.parse_args(argv)
     if args.command == "extract":
         from extract.cli import run

@@ -11,8 +11,9 @@ directly. Computation is in float64 so that rounding here is far below the model
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -83,3 +84,13 @@ def self_check_tolerance(dtype: str | None, logits: np.ndarray) -> float:
     if dtype in (None, "float32"):
         return FP32_TOL
     return 0.05 + 0.02 * float(np.nanmax(np.abs(logits), initial=0.0))
+
+
+def recorded_dtype(info: Mapping[str, Any]) -> str | None:
+    """The model dtype a store records (``attrs["layercal"]``: ``identity.dtype``, else
+    ``provenance.model.dtype``); None when it records none. The argument of
+    :func:`self_check_tolerance` for every check of a store's lens."""
+    dtype = info.get("identity", {}).get("dtype") or (
+        info.get("provenance", {}).get("model", {}).get("dtype")
+    )
+    return None if dtype is None else str(dtype)

@@ -14,13 +14,13 @@ import pytest
 import xarray as xr
 from test_vocab import ANSWER_IDS, direct, make_store
 
-from analyze import metrics as M
-from analyze._tables import fit_temperatures, split_halves
+from analyze import calibration as M
 from analyze.analysis import analyze_store
-from analyze.analyze_cli import _names, parse_layers, write_tables
+from analyze.calibration import TEMPERATURE_STREAM, fit_temperatures, stratified_split
 from analyze.cli import main as cli_main
+from analyze.cli.analyze import _names, parse_layers, write_tables
+from analyze.lens.store import IncompleteStoreError, open_store
 from analyze.results import INTERVAL_METRICS, LAYER_COLUMNS, AnalysisResult
-from analyze.store import IncompleteStoreError, open_store
 from layercal.format import StoreError
 
 N, L, K = 384, 6, 4
@@ -67,7 +67,7 @@ def result(store):
 
 
 def ece_loop(conf, correct, m=10):
-    """ECE by a plain loop over equal-width bins (independent of analyze._binning)."""
+    """ECE by a plain loop over equal-width bins (independent of analyze.calibration._binning)."""
     total = 0.0
     for b in range(m):
         inside = (conf >= b / m) & ((conf < (b + 1) / m) | ((b == m - 1) & (conf <= 1)))
@@ -102,7 +102,7 @@ def test_layer_table_equals_direct_computation(store, result):
 
 
 def LensSpecOf(ds):
-    from analyze.store import norm_spec_of
+    from analyze.lens.store import norm_spec_of
 
     return norm_spec_of(ds)
 
@@ -139,14 +139,16 @@ def test_bootstrap_summed_chunk_by_chunk_equals_per_layer_bootstrap(store, split
     # analyze_store sums the bootstrap chunk by chunk while it reads resid (384 examples: two
     # chunks of 256 and 128); the intervals must be those of per_layer_bootstrap on the same
     # logits and rows, and the landmarks' paired intervals those drawn from the seed alone
-    from analyze.landmarks import depth_landmarks
-    from analyze.vocab import lens_pass
+    from analyze.calibration.landmarks import depth_landmarks
+    from analyze.lens.vocab import lens_pass
 
     ds = open_store(store)
     res = analyze_store(ds, n_boot=150, seed=3, split=split, vocab_examples=0)
     z = np.moveaxis(lens_pass(ds, np.zeros(N, bool))["answer_logits"].values, 1, 0)
     label = ds["label"].values.astype(int)
-    fit = split_halves(ds["subject"].values, ds["example_id"].values, 0.5, 3)
+    fit = stratified_split(
+        ds["subject"].values, ds["example_id"].values, 0.5, 3, TEMPERATURE_STREAM
+    )
     rows = np.flatnonzero(fit if split == "fit" else np.ones(N, bool))
     want = M.per_layer_bootstrap(z[:, rows], label[rows], n_boot=150, seed=3)
     for k in INTERVAL_METRICS:
@@ -231,14 +233,14 @@ def test_blas_limit_is_restored_after_overlapping_analyses(store):
 
 
 def test_terms_use_the_last_layer_whatever_the_layer_chunks(store):
-    from analyze._probs import per_example_terms
-    from analyze.analysis import _terms_graph
-    from analyze.vocab import lens_pass
+    from analyze._pass import terms_graph
+    from analyze.calibration._probs import per_example_terms
+    from analyze.lens.vocab import lens_pass
 
     ds = open_store(store)
     answers = lens_pass(ds, np.zeros(N, bool))["answer_logits"].data
     label, mask = ds["label"].values.astype(np.int64), np.ones((N, K), bool)
-    got = _terms_graph(answers.rechunk({0: 100, 1: 2}), label, mask).compute()
+    got = terms_graph(answers.rechunk({0: 100, 1: 2}), label, mask).compute()
     z = np.moveaxis(answers.compute(), 1, 0)
     np.testing.assert_allclose(got, per_example_terms(z, label, mask), rtol=1e-12)
 
@@ -271,13 +273,15 @@ def test_all_layer_temperature_fit_equals_fit_temperature():
 def test_split_is_stratified_seeded_and_order_free():
     subject = np.array([f"s{i % 4}" for i in range(103)])
     ids = np.array([f"e{i}" for i in range(103)])
-    fit = split_halves(subject, ids, 0.5, 0)
+    fit = stratified_split(subject, ids, 0.5, 0, TEMPERATURE_STREAM)
     for s in np.unique(subject):
         k = fit[subject == s].sum()
         assert abs(k - (subject == s).sum() / 2) <= 1
     perm = np.random.default_rng(1).permutation(103)
-    assert (split_halves(subject[perm], ids[perm], 0.5, 0) == fit[perm]).all()
-    assert not (split_halves(subject, ids, 0.5, 1) == fit).all()
+    assert (
+        stratified_split(subject[perm], ids[perm], 0.5, 0, TEMPERATURE_STREAM) == fit[perm]
+    ).all()
+    assert not (stratified_split(subject, ids, 0.5, 1, TEMPERATURE_STREAM) == fit).all()
 
 
 def test_layer_selection_keeps_the_last_layer(store, result):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import recorded_block
 
-from analyze.direction import (
+from analyze.interventions.direction import (
     ESTIMATORS,
     Direction,
     DirectionError,
@@ -18,7 +18,7 @@ from analyze.direction import (
     fit_direction,
     stratified_split,
 )
-from analyze.store import open_store, store_hash
+from analyze.lens.store import open_store, store_hash
 from layercal import format as fmt
 from layercal.lens import NormSpec, lens_logits
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyze import metrics as M
-from analyze.landmarks import depth_landmarks, paired_deltas, plateau_index, rise_index
+from analyze import calibration as M
+from analyze.calibration.landmarks import depth_landmarks, layer_deltas, plateau_index, rise_index
 
 N = 400
 
@@ -87,7 +87,7 @@ def test_noise_only_change_is_not_significant():
     y[:] = y[0]  # the same correctness at every layer
     conf = np.clip(0.7 + rng.normal(0, 0.1, (6, N)), 0, 1)
     conf[-1] = np.clip(conf[0] + rng.normal(0, 0.01, N), 0, 1)  # last ~ first
-    d = paired_deltas(conf, y, 0, 5, n_boot=400, seed=0)
+    d = layer_deltas(conf, y, 0, 5, n_boot=400, seed=0)
     assert d["delta_ece_lo"] < 0 < d["delta_ece_hi"]
 
 
@@ -100,7 +100,7 @@ def test_paired_interval_equals_generic_bootstrap_with_the_same_seed():
         return M.ece(c1, y1) - M.ece(c0, y0)
 
     point, lo, hi = M.bootstrap_ci(delta, conf[0], conf[1], y[0], y[1], n_boot=200, seed=4)
-    d = paired_deltas(conf, y, 0, 1, n_boot=200, seed=4)
+    d = layer_deltas(conf, y, 0, 1, n_boot=200, seed=4)
     assert d["delta_ece"] == pytest.approx(point)
     assert (d["delta_ece_lo"], d["delta_ece_hi"]) == pytest.approx((lo, hi), abs=1e-12)
 

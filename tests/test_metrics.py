@@ -1,4 +1,4 @@
-"""Tests of analyze.metrics against hand-computed values, plain-loop references and synthetic data."""
+"""Tests of analyze.calibration.metrics against hand-computed values, plain-loop references and synthetic data."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import analyze._bootstrap as bootstrap_mod
-from analyze import metrics as M
+import analyze.calibration._bootstrap as bootstrap_mod
+from analyze import calibration as M
 
 # --------------------------------------------------------------------------- plain-loop references
 
@@ -356,7 +356,7 @@ def test_per_layer_bootstrap_equals_bootstrap_ci_with_same_seed(monkeypatch):
                 [got[name][0][layer], got[name][1][layer]], [lo, hi], rtol=1e-12
             )
     # small blocks of resamples and of layers give the same intervals
-    monkeypatch.setattr(bootstrap_mod, "_BLOCK", 2000)
+    monkeypatch.setattr(bootstrap_mod, "BLOCK_ELEMENTS", 2000)
     small = M.per_layer_bootstrap(logits, label, mask, n_bins=10, n_boot=120, seed=5)
     for name in got:
         np.testing.assert_allclose(small[name], got[name], rtol=1e-12, err_msg=name)
@@ -446,7 +446,7 @@ def test_bad_input_raises_clear_value_error(call, match):
 
 def test_import_leaves_torch_out():
     code = (
-        "import sys, numpy as np, analyze.metrics as m\n"
+        "import sys, numpy as np, analyze.calibration as m\n"
         "m.fit_temperature(np.eye(3), np.arange(3))\n"
         "bad = [k for k in ('torch', 'transformers') if k in sys.modules]\n"
         "assert not bad, bad\n"

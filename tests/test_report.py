@@ -15,13 +15,18 @@ import polars as pl
 import pytest
 from matplotlib.patches import Rectangle
 
-from analyze import metrics as M
-from analyze._findings import ci, num, pct
-from analyze._plot import use_relative, x_of
-from analyze._render import Heading, Para, Table, to_html
-from analyze.figures import grid_layers, plot_metrics_over_depth, plot_reliability, write_figures
-from analyze.landmarks import depth_landmarks
-from analyze.report import findings, write_report
+from analyze import calibration as M
+from analyze.calibration.landmarks import depth_landmarks
+from analyze.report.figures import (
+    grid_layers,
+    plot_metrics_over_depth,
+    plot_reliability,
+    write_figures,
+)
+from analyze.report.findings import ci, num, pct
+from analyze.report.plot import use_relative, x_of
+from analyze.report.render import Heading, Para, Table, to_html
+from analyze.report.write import findings, write_report
 from analyze.results import INTERVAL_METRICS, AnalysisResult
 
 K = 4
@@ -375,7 +380,7 @@ def test_findings_last_layer_and_temperature(rising):
 
 
 def test_long_store_labels_give_short_distinct_file_names():
-    from analyze._plot import slug
+    from analyze.report.plot import slug
 
     subjects = "-".join(f"subject_number_{i}" for i in range(57))  # a full-MMLU label, 1,000+ chars
     a, b = slug("smollm2 · mmlu " + subjects), slug("smollm2 · mmlu " + subjects + "x")

@@ -23,9 +23,9 @@ import pytest
 from conftest import recorded_block
 from test_vocab import make_store, random_logits
 
-from analyze._scheduler import dask_scheduler, scheduler_spec
 from analyze.analysis import analyze_store
 from analyze.cli import main as cli_main
+from analyze.lens.scheduler import dask_scheduler, scheduler_spec
 from layercal import format as fmt
 from layercal.lens import NormSpec
 

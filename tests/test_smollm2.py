@@ -70,7 +70,7 @@ def test_recorded_entropy_equals_the_float64_lens_at_every_depth(smol_store):
 
 
 def _spec(ds):
-    from analyze.store import norm_spec_of
+    from analyze.lens.store import norm_spec_of
 
     return norm_spec_of(ds)
 
@@ -155,7 +155,7 @@ def test_cli_builtin_name_and_summary(tmp_path, data_dir):
 def test_examples_frame_joins_on_example_id(smol_store):
     import polars as pl
 
-    from analyze.store import examples_frame, open_store
+    from analyze.lens.store import examples_frame, open_store
 
     ds = open_store(smol_store)
     df = examples_frame(ds)

@@ -10,10 +10,11 @@ import pytest
 from test_direction import planted_store
 
 from analyze.cli import main as cli
-from analyze.direction import DirectionError, DirectionMismatchError, fit_direction
-from analyze.steer import StoreData, choose, run_steering, steer
-from analyze.store import open_store
-from analyze.svd import unembed_svd
+from analyze.interventions.direction import DirectionError, DirectionMismatchError, fit_direction
+from analyze.interventions.steer import run_steering
+from analyze.interventions.steer_data import StoreData, choose, steer
+from analyze.interventions.svd import unembed_svd
+from analyze.lens.store import open_store
 
 
 @pytest.fixture(scope="module")

@@ -160,9 +160,9 @@ def test_sweeper_refuses_another_model(smol_store):
 @pytest.mark.slow
 def test_online_run_steering_matches_offline_report_smollm2(smol_store, smollm2):
     """The online path writes the same tables; at the last depth they equal the offline ones."""
-    from analyze.direction import fit_direction
-    from analyze.steer import run_steering
-    from analyze.store import open_store
+    from analyze.interventions.direction import fit_direction
+    from analyze.interventions.steer import run_steering
+    from analyze.lens.store import open_store
 
     ds = open_store(smol_store)
     d = fit_direction(ds, estimator="mean", n_boot=0)

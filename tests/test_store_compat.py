@@ -13,10 +13,10 @@ import xarray as xr
 import zarr
 from test_storetools import BLOCK, DATA, LAYOUT, OLD_ARRAYS, all_values, build, problems_text
 
-from analyze.store import open_store
-from analyze.store_cli import main as store_main
-from analyze.storetools import merge, pack, store_info, verify_store
+from analyze.lens.store import open_store
 from layercal import format as fmt
+from layercal.store import merge, pack, store_info, verify_store
+from layercal.store.cli import main as store_main
 
 
 @pytest.fixture(scope="module")

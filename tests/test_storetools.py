@@ -20,11 +20,11 @@ import pytest
 import xarray as xr
 import zarr
 
-from analyze.store import open_store
-from analyze.store_cli import main as store_main
-from analyze.storetools import MANIFEST, merge, pack, publish, store_info, verify_store
+from analyze.lens.store import open_store
 from layercal import format as fmt
 from layercal.lens import NormSpec, lens_logits
+from layercal.store import MANIFEST, merge, pack, publish, store_info, verify_store
+from layercal.store.cli import main as store_main
 
 N, L, D, V, K, BLOCK = 300, 5, 32, 64, 4, 128
 IDS = [10, 11, 12, 13]
@@ -283,7 +283,7 @@ def test_verify_names_the_changed_array_of_a_block(ref, tmp_path, name, index, c
 def test_verify_names_an_impossible_entropy_without_recomputing_it(ref, tmp_path, monkeypatch):
     """Above the recomputation budget lens_entropy is not recomputed, but an entropy outside
     [0, log V] still names it."""
-    import analyze._verify_attr as attr
+    import layercal.store._verify_attr as attr
 
     monkeypatch.setattr(attr, "LSE_BUDGET", 0)
     store = copy(ref, tmp_path / "s.zarr")
@@ -502,7 +502,7 @@ def test_publish_refusals_overwrite_partial_and_file_count(ref, tmp_path):
 
 
 def test_dataset_licences():
-    from analyze.storetools import dataset_licence
+    from layercal.store import dataset_licence
 
     assert dataset_licence("mmlu") == "MIT"
     assert dataset_licence("truthfulqa-mc1") == "Apache-2.0"

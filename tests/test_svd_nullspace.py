@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import recorded_block
 
-from analyze import svd as S
-from analyze.nullspace import ablate, k_values, random_basis, run_nullspace
-from analyze.store import open_store
+from analyze.interventions import svd as S
+from analyze.interventions.nullspace import ablate, k_values, random_basis, run_nullspace
+from analyze.lens.store import open_store
 from layercal import format as fmt
 from layercal.lens import NormSpec, lens_logits
 

@@ -11,10 +11,9 @@ import zarr
 from scipy.special import logsumexp
 
 from analyze.analysis import analyze_store
-from analyze.store import open_store
-from analyze.vocab import (
-    LensData,
-    answer_logits_of,
+from analyze.lens import AnswerLens
+from analyze.lens.store import open_store
+from analyze.lens.vocab import (
     full_vocab_arrays,
     lens_pass,
     option_mass,
@@ -159,9 +158,9 @@ def test_folded_answer_logits_equal_reference_lens(kind, bias, offset, softcap):
     w = rng.normal(size=(v, d)).astype(np.float32)
     b = rng.normal(size=v).astype(np.float32)
     h = (rng.normal(size=(6, 3, d)) * 4 + 1).astype(np.float32)
-    lens = LensData.from_arrays(spec, w, b, np.array([5, 9, 1]))
+    lens = AnswerLens.from_arrays(spec, w, b, np.array([5, 9, 1]))
     ref = lens_logits(h, w[[5, 9, 1]], spec, b[[5, 9, 1]])
-    np.testing.assert_allclose(answer_logits_of(h, lens), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lens.folded(h), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_one_pass_gives_vocab_quantities_of_sampled_examples(tmp_path):
@@ -228,7 +227,7 @@ def test_real_smollm2_lens_equals_model_logits_and_recorded_lse(tmp_path, smollm
     checks, warnings = recorded_checks(ds, z, vocab_lse)
     assert checks["ok"], warnings
     assert checks["lens_lse_max_abs_diff"] < 1e-3 and checks["lse_examples_checked"] == 3
-    lse, ent, _ = direct(ds["resid"].values[:2, -1], ds["W_U"].values, LensData.of(ds).spec)
+    lse, ent, _ = direct(ds["resid"].values[:2, -1], ds["W_U"].values, AnswerLens.of(ds).spec)
     np.testing.assert_allclose(vocab_lse[:2, -1], lse, atol=1e-3)
     np.testing.assert_allclose(vocab_ent[:2, -1], ent, atol=1e-3)
     result = analyze_store(out, n_boot=20, vocab_examples=2)
@@ -237,7 +236,7 @@ def test_real_smollm2_lens_equals_model_logits_and_recorded_lse(tmp_path, smollm
 
 
 def test_lens_of_a_store_with_lm_head_bias_takes_the_answer_rows(tmp_path):
-    # LensData.of reads only the answer rows of W_U and of the bias (the full vocabulary is
+    # AnswerLens.of reads only the answer rows of W_U and of the bias (the full vocabulary is
     # read by lens_pass's own tasks); the answer logits then include the bias
     rng = np.random.default_rng(0)
     n, n_layers, d, vocab = 4, 2, 8, 50
@@ -260,11 +259,10 @@ def test_lens_of_a_store_with_lm_head_bias_takes_the_answer_rows(tmp_path):
     fmt.create_store(
         path, layout, meta, w_u=w, lm_head_bias=b, norm=spec, answer_token_ids=ids, attrs=attrs
     )
-    lens = LensData.of(open_store(path, allow_partial=True))
-    np.testing.assert_array_equal(lens.w_answer, w[ids])
-    np.testing.assert_array_equal(lens.b_answer, b[ids])
-    assert lens.w_u is None and lens.bias is None
+    lens = AnswerLens.of(open_store(path, allow_partial=True))
+    np.testing.assert_array_equal(lens.w, w[ids])
+    np.testing.assert_array_equal(lens.b, b[ids])
     h = rng.normal(size=(n, n_layers, d)).astype(np.float32)
     np.testing.assert_allclose(
-        answer_logits_of(h, lens), lens_logits(h, w[ids], spec, b[ids]), rtol=1e-5, atol=1e-5
+        lens.folded(h), lens_logits(h, w[ids], spec, b[ids]), rtol=1e-5, atol=1e-5
     )

@@ -9,8 +9,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from analyze.storetools import store_info, verify_store
 from layercal import format as fmt
+from layercal.store import store_info, verify_store
 
 from .helpers import N_BLOCKS, blocks_written, extract_here
 

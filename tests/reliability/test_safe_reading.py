@@ -24,10 +24,10 @@ import zarr
 import zarr.registry
 from zarr.abc.codec import ArrayBytesCodec
 
-from analyze.store import open_store
-from analyze.storetools import merge, store_info, verify_store
+from analyze.lens.store import open_store
 from layercal import format as fmt
 from layercal.cli import main as layercal
+from layercal.store import merge, store_info, verify_store
 
 from .helpers import REPO, command, snapshot
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from analyze.store import IncompleteStoreError, open_store
+from analyze.lens.store import IncompleteStoreError, open_store
 from layercal import format as fmt
 
 from .helpers import (

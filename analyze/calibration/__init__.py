@@ -1,0 +1,126 @@
+"""Calibration of answer-option probabilities, per layer (numpy only).
+
+Inputs follow one convention: ``logits`` (..., n, K) answer-token logits, ``choice_mask`` (n, K)
+bool with False = option absent, ``label`` (n,) int; a leading axis is typically the layer L.
+
+- :mod:`~analyze.calibration.metrics`: accuracy, ECE/MCE, Brier, NLL, entropy, KL to the last
+  layer, flip rate, every layer at once; the implementation lives in private modules:
+  ``_probs`` (softmax and per-example scores), ``_binning`` (ECE/MCE, mergeable BinStats),
+  ``_bootstrap`` (percentile bootstrap), ``_checks`` (input validation).
+- :mod:`~analyze.calibration.paired`: paired bootstrap intervals of metric changes.
+- :mod:`~analyze.calibration.temperature`: temperature scaling.
+- :mod:`~analyze.calibration.splits`: the seeded per-subject split of examples.
+- :mod:`~analyze.calibration.landmarks`: rise, plateau, peak miscalibration, correction phase.
+"""
+
+from __future__ import annotations
+
+from analyze.calibration._binning import (
+    BinStats,
+    bin_index,
+    bin_stats,
+    bin_sums,
+    ece,
+    ece_equal_mass,
+    ece_from_bins,
+    ece_from_sums,
+    mce,
+    mce_from_bins,
+    mce_from_sums,
+)
+from analyze.calibration._bootstrap import (
+    bootstrap_ci,
+    bootstrap_intervals,
+    bootstrap_sums,
+    draw_weights,
+    per_layer_bootstrap,
+)
+from analyze.calibration._probs import (
+    TERMS,
+    answer_probs,
+    confidence_and_correct,
+    entropy,
+    kl_divergence,
+    log_softmax,
+    per_example_terms,
+)
+from analyze.calibration.landmarks import DEFINITIONS, depth_landmarks, layer_deltas
+from analyze.calibration.metrics import (
+    brier,
+    flip_rate,
+    metrics_from_terms,
+    nll,
+    per_layer_metrics,
+)
+from analyze.calibration.paired import (
+    METRICS as PAIRED_METRICS,
+)
+from analyze.calibration.paired import (
+    logit_metrics,
+    logit_terms,
+    mean_delta_ci,
+    paired_deltas,
+    paired_term_deltas,
+)
+from analyze.calibration.splits import (
+    DIRECTION_STREAM,
+    TEMPERATURE_STREAM,
+    as_str,
+    stratified_split,
+)
+from analyze.calibration.temperature import (
+    TEMPERATURE_BOUNDS,
+    ece_nll,
+    fit_temperature,
+    fit_temperatures,
+    temperature_columns,
+)
+
+__all__ = [
+    "DEFINITIONS",
+    "DIRECTION_STREAM",
+    "PAIRED_METRICS",
+    "TEMPERATURE_BOUNDS",
+    "TEMPERATURE_STREAM",
+    "TERMS",
+    "BinStats",
+    "answer_probs",
+    "as_str",
+    "bin_index",
+    "bin_stats",
+    "bin_sums",
+    "bootstrap_ci",
+    "bootstrap_intervals",
+    "bootstrap_sums",
+    "brier",
+    "confidence_and_correct",
+    "depth_landmarks",
+    "draw_weights",
+    "ece",
+    "ece_equal_mass",
+    "ece_from_bins",
+    "ece_from_sums",
+    "ece_nll",
+    "entropy",
+    "fit_temperature",
+    "fit_temperatures",
+    "flip_rate",
+    "kl_divergence",
+    "layer_deltas",
+    "log_softmax",
+    "logit_metrics",
+    "logit_terms",
+    "mce",
+    "mce_from_bins",
+    "mce_from_sums",
+    "mean_delta_ci",
+    "metrics_from_terms",
+    "nll",
+    "paired_deltas",
+    "paired_term_deltas",
+    "per_example_terms",
+    "per_layer_bootstrap",
+    "per_layer_metrics",
+    "stratified_split",
+    "temperature_columns",
+]

@@ -1,0 +1,258 @@
+"""``layercal analyze``: stores -> per-layer tables, landmarks and the report (CPU only)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from layercal.cliargs import add_remote_args
+
+if TYPE_CHECKING:  # analysis imports dask and xarray: only when a command runs
+    from analyze.analysis import VocabExamples
+
+DESCRIPTION = """\
+Logit-lens calibration of one or more activation stores, layer by layer.
+
+Output in REPORT_DIR:
+  one store:      layers.csv, by_group.csv, landmarks.json, reliability.npz, meta.json
+  several stores: one subfolder per store (named after the store, e.g. REPORT_DIR/smollm2-mmlu/)
+                  holding those five files, plus top-level layers.csv and by_group.csv with all
+                  stores stacked (first column `store` = the subfolder name) and landmarks.json
+                  mapping each subfolder name to its landmarks
+  always:         report.html, report.md and figures/ (PNG and SVG)
+Every table carries the store's provenance hash (column store_hash).
+
+Results are cached in REPORT_DIR/.cache/<key>/ (key: the store's content fingerprint and every
+parameter): a rerun with the same parameters is near-instant, a changed one recomputes.
+
+Splits: each subject's examples are divided (seeded) into a "fit" part (--temperature-split of
+them) and an "eval" part. Temperature scaling is fitted per layer on "fit" and measured on
+"eval" (columns temperature, ece_temperature_scaled, nll_temperature_scaled, and the unscaled
+ece_eval, nll_eval on the same examples), whatever --split says; --split chooses the examples
+all other metrics use.
+
+Full-vocabulary quantities cost ~1 ms per example and layer on a CPU, so the full-vocabulary
+lens is recomputed for a seeded sample of --vocab-examples examples, which cross-checks the
+log-sum-exp (and entropy) recorded at extraction. option_mass and vocab_entropy use the
+recomputed values for the sampled examples and the recorded ones for every other example
+(stores written before layercal recorded lens_entropy: vocab_entropy averages the sample only).
+Default: 8 examples, or 32 for those older stores.
+"""
+
+
+def parse_layers(text: str) -> list[int]:
+    """``"0,10,20-30"`` -> [0, 10, 20, 21, ..., 30]."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo:
+                raise argparse.ArgumentTypeError(f"layer range {part!r} runs backwards")
+            out.extend(range(lo, hi + 1))
+        elif part.isdigit():
+            out.append(int(part))
+        else:
+            raise argparse.ArgumentTypeError(
+                f"cannot read layer {part!r}: use numbers and ranges, e.g. 0,10,20-30"
+            )
+    return sorted(set(out))
+
+
+def _vocab_examples(text: str) -> str:
+    if text not in ("all", "auto") and not text.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"--vocab-examples takes a number, 'all' or 'auto', got {text!r}"
+        )
+    return text
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``analyze`` on an argparse subparsers object."""
+    p = sub.add_parser(
+        "analyze",
+        help="per-layer calibration tables, landmarks and report.html for one or more stores",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("stores", nargs="+", metavar="STORE", help="store path or fsspec URL")
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="REPORT_DIR", help="tables, report and cache"
+    )
+    p.add_argument(
+        "--bins", type=int, default=10, metavar="M", help="equal-width ECE/MCE bins (default 10)"
+    )
+    p.add_argument(
+        "--by",
+        action="append",
+        choices=["subject", "category"],
+        help="rows of by_group.csv (repeatable; default: both)",
+    )
+    p.add_argument(
+        "--layers",
+        type=parse_layers,
+        metavar="LIST",
+        help="depths to analyse, e.g. 0,10,20-30 (default all; the last is always added)",
+    )
+    p.add_argument(
+        "--split",
+        choices=["all", "fit", "eval"],
+        default="all",
+        help="examples the metrics use (default all; see Splits above)",
+    )
+    p.add_argument(
+        "--temperature-split",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="fraction of each subject in the fit part (default 0.5)",
+    )
+    p.add_argument(
+        "--n-boot", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of bootstrap, splits and samples")
+    p.add_argument(
+        "--mce-min-count", type=int, default=1, metavar="N", help="MCE ignores smaller bins"
+    )
+    p.add_argument(
+        "--vocab-examples",
+        type=_vocab_examples,
+        default="auto",
+        metavar="N|all|auto",
+        help="examples given the full-vocabulary lens: a number, 'all', or 'auto' (default: 8 "
+        "when the store records lens_entropy, else 32)",
+    )
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="analyse only the written examples of an unfinished store",
+    )
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    add_remote_args(p)
+    p.set_defaults(func=run)
+
+
+def _names(stores: list[str]) -> list[str]:
+    """Subfolder names: the store's file name without .zarr/.zip, made unique."""
+    names: list[str] = []
+    for s in stores:
+        base = re.sub(r"\.(zarr|zip)$", "", s.rstrip("/").rsplit("/", 1)[-1]) or "store"
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", base)
+        name, i = base, 2
+        while name in names:
+            name, i = f"{base}-{i}", i + 1
+        names.append(name)
+    return names
+
+
+def write_tables(results: list[Any], out: Path, names: list[str]) -> None:
+    """The tables of each result in ``out`` (one store) or in subfolders plus stacked tables."""
+    import polars as pl
+
+    if len(results) == 1:
+        results[0].save(out)
+        return
+    layers, groups, marks = [], [], {}
+    for res, name in zip(results, names):
+        res.save(out / name)
+        h = str(res.meta.get("store_hash"))
+        store = pl.lit(name)
+        layers.append(
+            res.layers.select(store.alias("store"), pl.all()).with_columns(store_hash=pl.lit(h))
+        )
+        groups.append(
+            res.by_group.select(store.alias("store"), pl.all()).with_columns(store_hash=pl.lit(h))
+        )
+        marks[name] = {"store": res.meta.get("store"), "store_hash": h, **res.landmarks}
+    pl.concat(layers, how="diagonal_relaxed").write_csv(out / "layers.csv")
+    pl.concat(groups, how="diagonal_relaxed").write_csv(out / "by_group.csv")
+    (out / "landmarks.json").write_text(json.dumps({"stores": marks}, indent=2))
+
+
+def _describe(res: Any, seconds: float) -> list[str]:
+    m, lm = res.meta, res.landmarks
+    how = "from cache" if m.get("cache_hit") else f"in {seconds:.1f} s"
+    lines = [
+        f"{m.get('store')}: {m.get('label')}, {m.get('n_examples')} examples, "
+        f"{m.get('n_layers')} layers ({how}); store hash {m.get('store_hash')}"
+    ]
+    cp = lm.get("correction_phase")
+    marks = ", ".join(
+        f"{k.replace('_layer', '').replace('_', ' ')} {lm.get(k)}"
+        for k in ("rise_layer", "plateau_layer", "peak_miscalibration_layer")
+    )
+    lines.append(f"  landmarks: {marks}")
+    if cp:
+        sig = "significant" if cp["significant"] else "not significant"
+        lines.append(
+            f"  correction phase ({cp['start']}, {cp['end']}]: ΔECE {cp['delta_ece']:+.3f} "
+            f"[{cp['delta_ece_lo']:+.3f}, {cp['delta_ece_hi']:+.3f}] ({sig}), Δconfidence "
+            f"{cp['delta_confidence']:+.3f}"
+        )
+    lines += [f"  note: {n}" for n in lm.get("notes", [])]
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    """Analyse every store, write the tables, then the report; 1 on a store error."""
+    from analyze.lens.scheduler import scheduler_of
+
+    out: Path = args.out
+    text = args.vocab_examples
+    vocab: VocabExamples = "auto" if text == "auto" else None if text == "all" else int(text)
+    try:
+        with scheduler_of(args):
+            results = _analyze_all(args, vocab)
+    except (_Failed, ValueError) as e:  # a store, or a scheduler that could not be started
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    write_tables(results, out, _names(list(args.stores)))
+    from analyze.report.write import write_report  # figures: matplotlib, only now
+
+    report = write_report(results, out)
+    print(f"report: {report}")
+    return 0
+
+
+class _Failed(Exception):
+    """A store could not be analysed (the message names it)."""
+
+
+def _analyze_all(args: argparse.Namespace, vocab: VocabExamples) -> list[Any]:
+    """``analyze_store`` on each store in turn, printing a summary of each."""
+    from analyze.analysis import analyze_store
+    from layercal.format import StoreError
+
+    results = []
+    for store in args.stores:
+        t0 = time.perf_counter()
+        try:
+            res = analyze_store(
+                store,
+                bins=args.bins,
+                mce_min_count=args.mce_min_count,
+                n_boot=args.n_boot,
+                seed=args.seed,
+                layers=args.layers,
+                split=args.split,
+                group_by=tuple(args.by or ("subject", "category")),
+                temperature_split=args.temperature_split,
+                vocab_examples=vocab,
+                storage_options=args.storage_options,
+                allow_partial=args.allow_partial,
+                cache_dir=None if args.no_cache else args.out / ".cache",
+            )
+        except (StoreError, ValueError) as e:
+            raise _Failed(f"{store}: {e}") from e
+        for w in res.meta.get("warnings", []):
+            print(f"warning: {store}: {w}", file=sys.stderr)
+        print("\n".join(_describe(res, time.perf_counter() - t0)), flush=True)
+        results.append(res)
+    return results

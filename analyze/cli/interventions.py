@@ -1,0 +1,321 @@
+"""``layercal nullspace``, ``layercal direction fit`` and ``layercal steer``.
+
+Each writes CSV tables, figures (``figures/*.png|svg``), ``meta.json`` and a Markdown report
+section ``section.md`` into its output folder. Nothing here imports torch or the extraction
+stage: ``steer --online`` gets its model-backed sweeper from an :data:`OnlineSweeper` that
+``layercal.cli`` passes in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from layercal.cliargs import add_remote_args, comma_floats, comma_ints
+
+DOC = "docs/steering.md"
+# (parsed `steer` arguments, the opened store, the direction) -> (sweeper, its JSON record):
+# the model-backed sweeper of `steer --online` (built by the extraction stage)
+OnlineSweeper = Callable[[argparse.Namespace, Any, Any], tuple[Any, dict[str, Any]]]
+
+
+def _window(text: str) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--window {text!r}: expected START:END, e.g. 25:30"
+        ) from None
+    return a, b
+
+
+def _labelled(text: str) -> tuple[str, str]:
+    """LABEL=STORE, or STORE (labelled by its file name)."""
+    label, sep, path = text.partition("=")
+    return (label, path) if sep else (Path(text.rstrip("/")).name, text)
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", help="store path or fsspec URL")
+    p.add_argument("--allow-partial", action="store_true", help="use the written examples only")
+    p.add_argument("--seed", type=int, default=0, help="seed of splits, resamples, controls")
+    add_remote_args(p)  # --storage-options (also for --compare/--transfer stores), --scheduler
+
+
+def add_parser(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None:
+    """Register the three commands on the ``layercal`` subparsers ``sub``; ``online_sweeper``
+    serves ``steer --online`` (None: refused, see :func:`run_steer`)."""
+    p = sub.add_parser("nullspace", help="null-space ablations of stored residuals (CPU)")
+    _store_args(p)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--layers", type=comma_ints, help="depths to ablate, comma-separated (default all)"
+    )
+    p.add_argument("--fractions", type=comma_floats, default=None, help="k / d values to sweep")
+    p.add_argument(
+        "--beta",
+        type=float,
+        action="append",
+        help="scale of the subspace (0 = project out; repeatable)",
+    )
+    p.add_argument("--random", type=int, default=3, help="random subspaces per k (seeds)")
+    p.add_argument("--bins", type=int, default=10)
+    p.add_argument("--n-boot", type=int, default=200)
+    p.add_argument("--vocab-examples", type=int, default=32, help="examples for the option mass")
+    p.add_argument("--svd-method", choices=["auto", "scipy", "dask"], default="auto")
+    p.add_argument("--cache-dir", help="SVD cache folder (default: next to the store)")
+    p.set_defaults(func=run_nullspace)
+
+    d = sub.add_parser("direction", help="calibration direction from layer deltas (CPU)")
+    dsub = d.add_subparsers(dest="direction_command", required=True)
+    p = dsub.add_parser("fit", help="fit a direction on a store; writes an artifact folder")
+    _store_args(p)
+    p.add_argument("-o", "--out", required=True, help="artifact folder")
+    p.add_argument("--estimator", choices=["mean", "pca", "per_layer", "contrast"], default="mean")
+    p.add_argument(
+        "--window", type=_window, help="START:END depths (default: the correction phase)"
+    )
+    p.add_argument(
+        "--last-m", type=int, default=5, help="deltas used when there is no correction phase"
+    )
+    p.add_argument("--fit-fraction", type=float, default=0.5, help="share of each subject fit on")
+    p.add_argument("--category", help="fit on one category only (e.g. humanities)")
+    p.add_argument("--subjects", type=lambda t: t.split(","), help="fit on these subjects only")
+    p.add_argument("--overconfident-quantile", type=float, default=0.5)
+    p.add_argument("--n-boot", type=int, default=20, help="bootstrap refits for stability")
+    p.add_argument(
+        "--compare",
+        type=_labelled,
+        action="append",
+        default=[],
+        help="[LABEL=]STORE of the same model to refit on and compare (repeatable)",
+    )
+    p.add_argument("--no-svd", action="store_true", help="skip the null-space share")
+    p.set_defaults(func=run_direction_fit)
+
+    p = sub.add_parser("steer", help="steer with a direction; baselines, transfer")
+    _store_args(p)
+    p.add_argument("--direction", required=True, help="artifact folder from `direction fit`")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--alphas",
+        type=comma_floats,
+        help="α grid, comma-separated; write --alphas=-1,0.5 when it starts with a minus (0 is always added)",
+    )
+    p.add_argument(
+        "--layer", type=int, help="depth to steer (default the last; others need --online)"
+    )
+    p.add_argument("--dev-fraction", type=float, default=0.5)
+    p.add_argument("--random", type=int, default=3, help="random-direction baselines")
+    p.add_argument("--betas", type=comma_floats, help="β grid of the null-space baseline")
+    p.add_argument("--k", type=int, help="null-space size (default round(0.01 d))")
+    p.add_argument("--no-nullspace", action="store_true", help="skip the null-space baseline")
+    p.add_argument("--max-accuracy-drop", type=float, default=0.005)
+    p.add_argument("--bins", type=int, default=10)
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument(
+        "--transfer",
+        type=_labelled,
+        action="append",
+        default=[],
+        help="[LABEL=]STORE of the same model to apply the choices to (repeatable)",
+    )
+    g = p.add_argument_group("online (runs the model; torch)")
+    g.add_argument("--online", action="store_true", help="steer inside the model with a hook")
+    g.add_argument("--model", help="the store's model (name, folder or .gguf)")
+    g.add_argument("--dtype", default="float32")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--positions", choices=["last", "all"], default="last")
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--no-kv", action="store_true", help="a full forward per α (no KV reuse)")
+    g.add_argument("--limit", type=int, help="at most N dev and N test examples (online on CPU)")
+    p.set_defaults(func=run_steer, online_sweeper=online_sweeper)
+
+
+def _open(args: argparse.Namespace, path: str | None = None) -> Any:
+    from analyze.lens.store import open_store
+
+    return open_store(
+        path or args.store, storage_options=args.storage_options, allow_partial=args.allow_partial
+    )
+
+
+def _fail(e: Exception) -> int:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+
+
+def _write(out: Path, tables: dict[str, Any], meta: dict[str, Any] | None) -> None:
+    """``<name>.csv`` per polars table, and ``meta.json`` when given."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, df in tables.items():
+        df.write_csv(out / f"{name}.csv")
+    if meta is not None:
+        (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def _section(out: Path, blocks: list[Any]) -> None:
+    """``section.md``: the command's report section (``layercal analyze`` includes it)."""
+    from analyze.report.render import to_markdown
+
+    (out / "section.md").write_text(to_markdown(blocks, None, out, escape=False))
+
+
+def run_nullspace(args: argparse.Namespace) -> int:
+    from analyze.interventions.nullspace import DEFAULT_FRACTIONS
+    from analyze.interventions.nullspace import run_nullspace as run
+    from analyze.interventions.svd import unembed_svd
+    from analyze.lens.scheduler import scheduler_of
+    from analyze.report.intervention_figures import nullspace_figures
+    from analyze.report.intervention_sections import nullspace_blocks
+    from layercal.format import StoreError
+
+    try:
+        with scheduler_of(args):
+            ds = _open(args)
+            svd = unembed_svd(ds, method=args.svd_method, cache_dir=args.cache_dir)
+            res = run(
+                ds,
+                svd,
+                layers=args.layers,
+                fractions=args.fractions or DEFAULT_FRACTIONS,
+                betas=args.beta or [0.0],
+                n_random=args.random,
+                seed=args.seed,
+                n_bins=args.bins,
+                n_boot=args.n_boot,
+                vocab_examples=args.vocab_examples,
+            )
+    except (StoreError, ValueError) as e:
+        return _fail(e)
+    out = Path(args.out)
+    res.meta["store"] = args.store
+    _write(out, {"ablation": res.ablation, "share": res.share}, res.meta)
+    figs = nullspace_figures(res.ablation, res.share, res.meta, out / "figures")
+    _section(out, nullspace_blocks(res.ablation, res.share, res.meta, figs))
+    print(f"wrote {out}/ablation.csv, share.csv, figures/, section.md (SVD: {svd.path})")
+    return 0
+
+
+def run_direction_fit(args: argparse.Namespace) -> int:
+    from analyze.interventions.direction import category_cosines, compare_store, fit_direction
+    from analyze.interventions.svd import default_k, unembed_svd
+    from analyze.lens.scheduler import scheduler_of
+    from analyze.report.intervention_figures import direction_figures
+    from analyze.report.intervention_sections import direction_blocks
+    from layercal.format import StoreError
+
+    try:
+        with scheduler_of(args):
+            ds = _open(args)
+            d = fit_direction(
+                ds,
+                estimator=args.estimator,
+                window=args.window,
+                last_m=args.last_m,
+                fit_fraction=args.fit_fraction,
+                seed=args.seed,
+                category=args.category,
+                subjects=args.subjects,
+                overconfident_quantile=args.overconfident_quantile,
+                n_boot=args.n_boot,
+            )
+            diag = d.info["diagnostics"]
+            if not args.no_svd:
+                k = default_k(d.hidden)
+                share = float(unembed_svd(ds).null_share(d.vector, k))
+                diag["null_space_share"] = {
+                    "k": k,
+                    "share": share,
+                    "random_expected": (k / d.hidden) ** 0.5,
+                }
+            diag["category_cosines"] = category_cosines(ds, d)
+            diag["compare"] = [
+                compare_store(d, _open(args, path), label) for label, path in args.compare
+            ]
+    except (StoreError, ValueError) as e:
+        return _fail(e)
+    import polars as pl
+
+    out = d.save(args.out)
+    ev, cc = diag["explained_variance"], diag["category_cosines"]
+    tables = {"explained_variance": pl.DataFrame({"component": range(1, len(ev) + 1), "share": ev})}
+    if cc["categories"]:
+        keys = ("categories", "n_fit", "cosine_to_direction")
+        tables["category_cosines"] = pl.DataFrame({k: cc[k] for k in keys})
+    _write(out, tables, None)
+    figs = direction_figures(d.info, out / "figures")
+    _section(out, direction_blocks(d.info, figs))
+    print(f"wrote direction ({args.estimator}, window {d.info['window']}) to {out}")
+    return 0
+
+
+def run_steer(args: argparse.Namespace) -> int:
+    from analyze.interventions.artifact import Direction
+    from analyze.interventions.steer import DEFAULT_ALPHAS, DEFAULT_BETAS, run_steering
+    from analyze.interventions.svd import unembed_svd
+    from analyze.lens.scheduler import scheduler_of
+    from analyze.report.intervention_figures import steer_figures
+    from analyze.report.intervention_sections import steer_blocks
+    from layercal.format import StoreError
+
+    try:
+        with scheduler_of(args):
+            ds = _open(args)
+            direction = Direction.load(args.direction)
+            sweeper, online = None, None
+            if args.online:
+                sweeper, online = _online_sweeper(args, ds, direction)
+            res = run_steering(
+                ds,
+                direction,
+                alphas=args.alphas or DEFAULT_ALPHAS,
+                layer=args.layer,
+                dev_fraction=args.dev_fraction,
+                seed=args.seed,
+                n_random=args.random,
+                betas=args.betas or DEFAULT_BETAS,
+                k=args.k,
+                svd=None if args.no_nullspace else unembed_svd(ds),
+                max_accuracy_drop=args.max_accuracy_drop,
+                n_bins=args.bins,
+                n_boot=args.n_boot,
+                sweeper=sweeper,
+                transfer=[(label, _open(args, p)) for label, p in args.transfer],
+                limit=args.limit,
+            )
+    except (StoreError, ValueError, RuntimeError) as e:
+        return _fail(e)
+    out = Path(args.out)
+    res.meta.update(store=args.store, direction_folder=args.direction, online=online)
+    tables = {
+        "steering": res.table,
+        "sweep": res.sweep,
+        "reliability": res.reliability,
+        "transfer": res.transfer,
+    }
+    _write(out, tables, res.meta)
+    figs = steer_figures(res.sweep, res.reliability, res.transfer, out / "figures")
+    _section(out, steer_blocks(res.table, res.transfer, res.meta, figs))
+    chosen = res.meta["chosen"]["direction"]
+    print(f"wrote {out}/steering.csv, sweep.csv, reliability.csv, transfer.csv (α* = {chosen:g})")
+    return 0
+
+
+def _online_sweeper(
+    args: argparse.Namespace, ds: Any, direction: Any
+) -> tuple[Any, dict[str, Any]]:
+    """The model-backed sweeper from the factory ``layercal.cli`` registered."""
+    if not args.model:
+        raise ValueError("--online needs --model (the model the store was extracted with)")
+    factory: OnlineSweeper | None = getattr(args, "online_sweeper", None)
+    if factory is None:
+        raise ValueError(
+            "--online runs the model, which this entry point does not load: run "
+            "`layercal steer ... --online` (the layercal command)"
+        )
+    return factory(args, ds, direction)

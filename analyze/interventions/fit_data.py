@@ -1,0 +1,111 @@
+"""What ``direction fit`` reads from a store: the examples to fit on, the depth window, the
+layer deltas and the contrast groups."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from numpy.typing import NDArray
+
+from analyze.calibration import (
+    DIRECTION_STREAM,
+    answer_probs,
+    as_str,
+    bin_sums,
+    depth_landmarks,
+    ece_from_sums,
+    stratified_split,
+)
+from analyze.interventions.artifact import DirectionError
+from analyze.lens import AnswerLens
+
+
+def conf_correct(
+    z: NDArray[np.float64], label: NDArray[Any], mask: NDArray[np.bool_]
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    p = answer_probs(z, mask)
+    return p.max(axis=-1), p.argmax(axis=-1) == label
+
+
+def select_examples(
+    ds: xr.Dataset, category: str | None = None, subjects: Sequence[str] | None = None
+) -> NDArray[np.bool_]:
+    """(n,) bool: examples of ``category`` and of ``subjects`` (None: no restriction)."""
+    keep = np.ones(int(ds.sizes["example"]), bool)
+    if category is not None:
+        cats = as_str(ds["category"].values)
+        if category not in set(cats.tolist()):
+            raise DirectionError(
+                f"no example of category {category!r} in the store; it has {sorted(set(cats))}"
+            )
+        keep &= cats == category
+    if subjects:
+        subj = as_str(ds["subject"].values)
+        unknown = sorted(set(subjects) - set(subj.tolist()))
+        if unknown:
+            raise DirectionError(f"subjects {unknown} are not in the store")
+        keep &= np.isin(subj, list(subjects))
+    return keep
+
+
+def fit_split(ds: xr.Dataset, fraction: float, seed: int) -> NDArray[np.bool_]:
+    """The seeded per-subject fit split over all of the store's examples, (n,) bool."""
+    subject, example_id = ds["subject"].values, ds["example_id"].values
+    return stratified_split(subject, example_id, fraction, seed, DIRECTION_STREAM)
+
+
+def choose_window(
+    ds: xr.Dataset, rows: NDArray[np.intp], lens: AnswerLens, last_m: int, seed: int
+) -> tuple[tuple[int, int], str, list[str], NDArray[np.float64]]:
+    """Window (start, end) depths, its source, notes, and the mean residual norm per depth (L,).
+
+    Reads every depth of ``rows`` once: for the norms and for the landmarks on those examples.
+    """
+    n_depth = int(ds.sizes["layer"])
+    label = np.asarray(ds["label"].values)[rows]
+    mask = np.asarray(ds["choice_mask"].values, bool)[rows]
+    conf, correct = np.empty((n_depth, rows.size)), np.empty((n_depth, rows.size))
+    norms = np.empty(n_depth)
+    for layer in range(n_depth):
+        h = np.asarray(ds["resid"].isel(example=rows, layer=layer).values, np.float64)
+        norms[layer] = np.linalg.norm(h, axis=-1).mean()
+        conf[layer], correct[layer] = conf_correct(lens.logits(h), label, mask)
+    fallback = (max(0, n_depth - 1 - last_m), n_depth - 1)
+    acc = correct.mean(axis=1)
+    sums = [bin_sums(conf[i], correct[i], 10) for i in range(n_depth)]
+    ece = np.array([ece_from_sums(*s) for s in sums])
+    marks = depth_landmarks(
+        np.arange(n_depth),
+        acc,
+        ece,
+        conf,
+        correct,
+        float(mask.sum(1).mean()),
+        n_boot=200,
+        seed=seed,
+    )
+    cp = marks.get("correction_phase")
+    if not cp:
+        notes = [str(x) for x in marks.get("notes", [])] or ["no correction phase"]
+        return fallback, "last_m", [*notes, f"fell back to the last {last_m} layers"], norms
+    return (int(cp["start"]), int(cp["end"])), "correction_phase", [], norms
+
+
+def load_deltas(ds: xr.Dataset, rows: NDArray[np.intp], window: tuple[int, int]) -> NDArray[Any]:
+    """Δ (n, m, d) float64 = h[l+1] − h[l] for l in start..end−1, for the store rows given."""
+    start, end = window
+    h = np.asarray(ds["resid"].isel(example=rows, layer=slice(start, end + 1)).values, np.float64)
+    return np.diff(h, axis=1)
+
+
+def contrast_groups(
+    ds: xr.Dataset, rows: NDArray[np.intp], lens: AnswerLens, quantile: float
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """(overconfident-wrong, correct) masks over ``rows`` at the last depth."""
+    h = np.asarray(ds["resid"].isel(example=rows, layer=-1).values, np.float64)
+    label = np.asarray(ds["label"].values)[rows]
+    conf, correct = conf_correct(lens.logits(h), label, ds["choice_mask"].values[rows])
+    return ~correct & (conf >= np.quantile(conf, quantile)), correct

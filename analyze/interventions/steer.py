@@ -1,0 +1,226 @@
+"""Steering with a calibration direction, and its baselines (methods.md section 6).
+
+At depth l, ``h ← h + α·s·d``: d the direction's unit vector for l, s its recorded mean residual
+norm at l (so α is relative), α on a grid. At the last depth this is exact offline on the stored
+residuals; at other depths the logits come from the model (``extract.steer_online``), passed in
+as a :data:`Sweeper`. α is chosen on a dev split — the smallest ECE among the α whose accuracy is
+at most ``max_accuracy_drop`` below α = 0's — and everything is reported on a disjoint test split.
+
+Splits: the examples the direction was fit on are excluded; if the direction was fit on one
+category (or subject list) present in this store, the rest of that domain is the "source"; the
+source is split per subject and seeded into dev and test. Baselines, chosen on dev the same way:
+temperature scaling, random unit directions (one per seed, own α) and scaling the null space N_k
+at the last depth by β. Transfer applies every method unchanged (same d, s, α, T, β) to each
+category's held-out examples and to other stores of the same model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import xarray as xr
+from numpy.typing import NDArray
+
+from analyze.calibration import DIRECTION_STREAM, as_str, fit_temperature, stratified_split
+from analyze.interventions.artifact import Direction, DirectionError, check_direction, ids_sha256
+from analyze.interventions.direction import unit
+from analyze.interventions.steer_data import Splits, StoreData, Sweeper
+from analyze.interventions.steer_methods import (
+    Family,
+    Method,
+    along,
+    choose_on_dev,
+    method_table,
+    null_scaling,
+    reliability_table,
+    sweep_rows,
+    temperature,
+    transfer_table,
+)
+from analyze.interventions.svd import default_k
+
+DEFAULT_ALPHAS = (-1.0, -0.75, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+DEFAULT_BETAS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 4.0)  # 1 = unchanged, so "no change" is allowed
+MAX_ACCURACY_DROP = 0.005  # half a point
+DIRECTION_KEYS = ("estimator", "window", "window_source", "store_hash", "model", "dataset", "split")
+
+
+def steering_splits(
+    data: StoreData, direction: Direction, dev_fraction: float, seed: int, limit: int | None = None
+) -> Splits:
+    """Dev/test rows of the source domain, never touching the direction's fit examples."""
+    fit = np.isin(data.example_id, as_str(direction.fit_ids))
+    src = ~fit
+    split = direction.info.get("split", {})
+    domain = "all examples"
+    if split.get("category") and split["category"] in set(data.category.tolist()):
+        src &= data.category == split["category"]
+        domain = f"category {split['category']}"
+    if split.get("subjects") and set(split["subjects"]) <= set(data.subject.tolist()):
+        src &= np.isin(data.subject, split["subjects"])
+        domain += f", subjects {split['subjects']}"
+    rows = np.flatnonzero(src)
+    is_dev = stratified_split(
+        data.subject[rows], data.example_id[rows], dev_fraction, seed, DIRECTION_STREAM
+    )
+    dev, test = rows[is_dev], rows[~is_dev]
+    if limit is not None:  # seeded subsample, for online runs on a CPU
+        rng = np.random.default_rng([seed, 0x11A17])
+        dev, test = (np.sort(rng.permutation(x)[:limit]) for x in (dev, test))
+    if dev.size < 2 or test.size < 2:
+        raise DirectionError(
+            f"steering needs examples for dev and test; the source domain ({domain}) has "
+            f"{rows.size} held out from the fit ({int(fit.sum())} were fit on). Use a larger "
+            "store, or a direction fit on a smaller --fit-fraction."
+        )
+    info = {
+        "source": domain,
+        "seed": seed,
+        "dev_fraction": dev_fraction,
+        "excluded_fit_examples": int(fit.sum()),
+        "n_dev": int(dev.size),
+        "n_test": int(test.size),
+        "dev_ids_sha256": ids_sha256(data.example_id[dev]),
+        "test_ids_sha256": ids_sha256(data.example_id[test]),
+        "limit": limit,
+    }
+    return Splits(dev, test, info)
+
+
+def random_direction(d: int, seed: int) -> NDArray[np.float64]:
+    """A uniformly random unit vector (d,), the equal-norm control."""
+    return unit(np.random.default_rng([seed, 0x2A4D]).normal(size=d))
+
+
+@dataclass
+class SteerResult:
+    """``table``: test split, one row per method (metrics, intervals, changes vs none);
+    ``sweep``: every (method, param, split); ``reliability``: test split, (method, bin);
+    ``transfer``: (target, method) changes vs none; ``meta``: choices, splits, provenance."""
+
+    table: pl.DataFrame
+    sweep: pl.DataFrame
+    reliability: pl.DataFrame
+    transfer: pl.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def run_steering(
+    ds: xr.Dataset,
+    direction: Direction,
+    *,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    layer: int | None = None,
+    dev_fraction: float = 0.5,
+    seed: int = 0,
+    n_random: int = 3,
+    betas: Sequence[float] = DEFAULT_BETAS,
+    svd: Any = None,
+    k: int | None = None,
+    max_accuracy_drop: float = MAX_ACCURACY_DROP,
+    n_bins: int = 10,
+    n_boot: int = 1000,
+    sweeper: Sweeper | None = None,
+    transfer: Sequence[tuple[str, xr.Dataset]] = (),
+    limit: int | None = None,
+) -> SteerResult:
+    """Steer ``ds`` with ``direction`` at depth ``layer`` (None: the last) and evaluate.
+
+    ``sweeper``: logits of steered examples from the model (needed below the last depth);
+    None = offline on the stored residual. ``svd``: an ``UnembedSVD`` for the null-space
+    baseline (None: no such baseline). ``transfer``: (label, store) pairs of the same model,
+    evaluated offline with every choice unchanged; this store's categories always are.
+    """
+    check_direction(direction, ds)
+    last = int(ds.sizes["layer"]) - 1
+    layer = last if layer is None else int(layer)
+    if not 0 <= layer <= last:
+        raise DirectionError(f"layer {layer} is outside the store's depths 0..{last}")
+    if layer != last and sweeper is None:
+        raise DirectionError(
+            f"steering at depth {layer} changes every later layer, which needs the model: run "
+            f"`layercal steer STORE --direction DIR --online --model MODEL --layer {layer}`."
+        )
+    alphas = sorted(set(float(a) for a in alphas) | {0.0})
+    data = StoreData.of(ds)
+    splits = steering_splits(data, direction, dev_fraction, seed, limit)
+    v, s = direction.at(layer), direction.scale_at(layer)
+
+    def chosen(m: Method, values: Sequence[float], neutral: float, fam: Family) -> NDArray[Any]:
+        return choose_on_dev(m, values, neutral, fam, data, splits, max_accuracy_drop, n_bins)
+
+    def family(vec: NDArray[np.float64]) -> Family:
+        if sweeper is None:
+            return along(vec, s)
+        return lambda _d, rows, vals: sweeper(rows, vec, s, vals)
+
+    base_test = data.lens.logits(data.h[splits.test])
+    offline_ok = layer == last
+    methods: list[tuple[Method, NDArray[Any]]] = []
+    m = Method("direction", layer, offline=along(v, s) if offline_ok else None)
+    methods.append((m, chosen(m, alphas, 0.0, family(v))))
+    dev = splits.dev
+    t = fit_temperature(data.lens.logits(data.h[dev]), data.label[dev], data.mask[dev])
+    m = Method("temperature", last, t, temperature(t))
+    for split, rows in (("dev", splits.dev), ("test", splits.test)):
+        z = temperature(t)(data, rows, [t])
+        m.sweep += sweep_rows(m.name, [t], split, z, data, rows, n_bins)
+    methods.append((m, base_test / t))
+    for i in range(n_random):
+        u = random_direction(v.size, seed + i)
+        m = Method(f"random-{i}", layer, offline=along(u, s) if offline_ok else None)
+        methods.append((m, chosen(m, alphas, 0.0, family(u))))
+    kk = default_k(v.size) if k is None else k
+    if svd is not None:
+        betas = sorted(set(float(b) for b in betas) | {1.0})
+        fam = null_scaling(svd.null_basis(kk))
+        m = Method(f"nullspace-k{kk}", last, offline=fam)
+        methods.append((m, chosen(m, betas, 1.0, fam)))
+    test = splits.test
+    table = method_table(methods, base_test, data, test, n_bins=n_bins, n_boot=n_boot, seed=seed)
+    shown = {"none": base_test, **{m.name: z for m, z in methods[:2]}}
+    targets = [
+        (f"category {c}", data, _held_out(data, direction, splits, data.category == c))
+        for c in sorted(set(data.category.tolist()))
+    ]
+    for label, other in transfer:
+        check_direction(direction, other, where=label)
+        od = StoreData.of(other)
+        targets.append((label, od, _held_out(od, direction, None, np.ones(od.label.size, bool))))
+    meta = {
+        "layer": layer,
+        "last_layer": last,
+        "scale": s,
+        "alphas": alphas,
+        "betas": list(betas),
+        "k": kk,
+        "n_random": n_random,
+        "max_accuracy_drop": max_accuracy_drop,
+        "chosen": {m.name: m.param for m, _ in methods},
+        "splits": splits.info,
+        "n_boot": n_boot,
+        "n_bins": n_bins,
+        "mode": "offline" if sweeper is None else "online",
+        "direction": {key: direction.info.get(key) for key in DIRECTION_KEYS},
+    }
+    return SteerResult(
+        table=table,
+        sweep=pl.DataFrame([r for m, _ in methods for r in m.sweep]),
+        reliability=reliability_table(shown, data, test, n_bins),
+        transfer=transfer_table([m for m, _ in methods], targets, n_bins, n_boot, seed),
+        meta=meta,
+    )
+
+
+def _held_out(
+    data: StoreData, direction: Direction, splits: Splits | None, keep: NDArray[np.bool_]
+) -> NDArray[np.intp]:
+    """Rows of ``keep`` neither fit on nor used to choose α (the dev split)."""
+    out = keep & ~np.isin(data.example_id, as_str(direction.fit_ids))
+    if splits is not None:
+        out[splits.dev] = False
+    return np.flatnonzero(out)

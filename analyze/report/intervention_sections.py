@@ -1,0 +1,241 @@
+"""The report sections of the null-space, direction and steering commands, as document blocks.
+
+Each command renders its section into ``section.md`` (Markdown starting at heading level 2,
+figures linked relative to the section's folder); ``layercal analyze`` builds the same blocks
+again from the section folder's tables (:mod:`analyze.report.sections`), so a section is never
+parsed back from Markdown.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from analyze.report.render import Block, Bullets, Heading, Image, Para, Table
+
+Paths = dict[str, dict[str, Path]]  # figure name -> {"png": path, "svg": path}
+
+
+def num(x: Any, digits: int = 3) -> str:
+    """A number for a table cell; "–" for None/nan."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def with_ci(row: dict[str, Any], name: str, digits: int = 3, signed: bool = False) -> str:
+    """``value [lo, hi]`` from row[name], row[name_lo], row[name_hi]."""
+    v, lo, hi = row.get(name), row.get(f"{name}_lo"), row.get(f"{name}_hi")
+    fmt = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    text = fmt.format(v)
+    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
+        return text
+    return f"{text} [{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+def images(figs: Paths, captions: dict[str, str]) -> list[Block]:
+    """Image blocks of the figures in ``captions`` that were written."""
+    return [
+        Image(figs[name]["png"], caption, figs[name].get("svg"))
+        for name, caption in captions.items()
+        if name in figs
+    ]
+
+
+def nullspace_blocks(
+    ablation: pl.DataFrame, share: pl.DataFrame, meta: dict[str, Any], figs: Paths
+) -> list[Block]:
+    k0, beta, last = meta["default_k"], meta["betas"][0], max(meta["layers"])
+    sh = {r["kind"]: r for r in share.filter(pl.col("layer") == last).iter_rows(named=True)}
+    at_last = ablation.filter(
+        (pl.col("layer") == last) & (pl.col("k") == k0) & (pl.col("beta") == beta)
+    )
+    rows = [
+        [
+            r["condition"],
+            with_ci(r, "d_ece", signed=True),
+            with_ci(r, "d_accuracy", signed=True),
+            with_ci(r, "d_entropy", signed=True),
+            num(r["removed"]),
+            num(r["logit_change"]),
+            num(r["logit_gain"]),
+            num(r["norm_ratio"]),
+            with_ci(r, "option_mass_delta", signed=True),
+        ]
+        for r in at_last.iter_rows(named=True)
+    ]
+    by_k = []
+    for k in meta["ks"]:
+        sel = ablation.filter(
+            (pl.col("layer") == last) & (pl.col("k") == k) & (pl.col("beta") == beta)
+        )
+        cell = {
+            kind: sel.filter(pl.col("kind") == kind)["d_ece"].mean()
+            for kind in ("null", "top", "random")
+        }
+        by_k.append(
+            [str(k), num(k / meta["hidden"]), *(num(cell[x], 3) for x in ("null", "random", "top"))]
+        )
+    smallest = ", ".join(f"{s:.3g}" for s in meta["singular_values_smallest"][:k0])
+    header = ["condition", "ΔECE", "Δaccuracy", "Δentropy", "removed", "logit change"]
+    header += ["logit gain", "norm ratio", "Δoption mass"]
+    captions = {
+        "nullspace_share": "Share of the residual in N_k and the top-k subspace by layer",
+        "ablation_layers": f"Metric changes by layer, k = {k0}",
+        "ablation_k": f"Metric changes at L{last} by k",
+    }
+    return [
+        Heading(2, "Null space of the unembedding"),
+        Para(
+            f"SVD of the effective unembedding W̃ (hidden size {meta['hidden']}); N_k = the k "
+            f"right singular vectors of smallest σ, default k = {k0} (σ = {smallest}). Ablation "
+            f"h ← h + (β − 1)·B·Bᵀh with β = {beta:g} on {meta['n_examples']} examples; "
+            f"intervals: paired bootstrap ({meta['n_boot']} resamples), 95%."
+        ),
+        Para(
+            f"At the last layer (L{last}) a share {num(sh['null']['share_mean'])} of the "
+            f"residual's norm lies in N_{k0} (top-{k0}: {num(sh['top']['share_mean'])}; a random "
+            f"{k0}-dim subspace: {num(sh['null']['random_expected'])})."
+        ),
+        Para(
+            f"Changes at L{last}, k = {k0}. *removed*: mean ‖h′ − h‖/‖h‖; *logit change*: mean "
+            "‖W̃(h′ − h)‖/‖W̃h‖ over the whole vocabulary before the final norm; *logit gain*: "
+            "their ratio (below 1: the subspace moves the norm more than the logits); *norm "
+            "ratio*: mean ‖h′‖/‖h‖."
+        ),
+        Table(header, rows),
+        Para(f"ΔECE at L{last} by subspace size (random: mean over seeds):"),
+        Table(["k", "k/d", "null", "random", "top"], by_k),
+        *images(figs, captions),
+    ]
+
+
+def direction_blocks(info: dict[str, Any], figs: Paths) -> list[Block]:
+    diag = info.get("diagnostics", {})
+    split, st = info["split"], diag.get("stability", {})
+    ev = diag.get("explained_variance") or []
+    de = diag.get("direct_effect", {})
+    ns = diag.get("null_space_share")
+    bullets = [
+        f"window: depths {info['window'][0]}–{info['window'][1]} ({info['window_source']}"
+        + (f": {'; '.join(info['window_notes'])}" if info.get("window_notes") else "")
+        + ")",
+        f"fit split: {split['n_fit']} examples (fraction {split['fit_fraction']}, seed "
+        f"{split['seed']}, category {split['category'] or 'all'}), ids sha256 "
+        f"{split['example_ids_sha256'][:16]}…",
+    ]
+    if ev:
+        bullets.append(f"explained variance of Δ: top-1 {ev[0]:.3f}, top-3 {sum(ev[:3]):.3f}")
+    if "mean_pairwise_cosine" in st:
+        bullets.append(
+            f"stability over {st['n_boot']} bootstrap refits: mean pairwise cosine "
+            f"{st['mean_pairwise_cosine']:.3f} (min {st['min_pairwise_cosine']:.3f})"
+        )
+    if ns:
+        bullets.append(
+            f"null-space share ‖R_kᵀd‖ (k = {ns['k']}): {ns['share']:.3f} (random direction: "
+            f"{ns['random_expected']:.3f})"
+        )
+    if de:
+        bullets.append(
+            f"direct effect at the last layer: answer-logit spread {de['answer_logit_spread']:.3g} "
+            f"(random unit vectors {de['answer_logit_spread_random']:.3g}); d confidence/dα = "
+            f"{de['d_confidence_per_alpha']:+.3f}, d entropy/dα = {de['d_entropy_per_alpha']:+.3f}"
+        )
+    for c in diag.get("compare", []):
+        bullets.append(
+            f"cosine with the direction fit on {c['store']} ({c['n_fit']} ex.): {c['cosine']:+.3f}"
+        )
+    blocks: list[Block] = [
+        Heading(2, "Calibration direction"),
+        Para(
+            f"Estimator `{info['estimator']}` on layer deltas h[l+1] − h[l] of "
+            f"{info.get('model')} ({info.get('dataset')}, store {info.get('store_hash')})."
+        ),
+        Bullets(bullets),
+    ]
+    cc = diag.get("category_cosines") or {}
+    if cc.get("categories"):
+        rows = zip(cc["categories"], cc["n_fit"], cc["cosine_to_direction"])
+        header = ["category", "n fit", "cosine with the direction"]
+        blocks.append(Table(header, [[c, str(n), f"{v:+.3f}"] for c, n, v in rows]))
+    captions = {
+        "explained_variance": "Explained variance of the layer deltas",
+        "category_cosines": "Cosine between directions fit per category",
+    }
+    return blocks + images(figs, captions)
+
+
+def steer_blocks(
+    tab: pl.DataFrame, transfer: pl.DataFrame, meta: dict[str, Any], figs: Paths
+) -> list[Block]:
+    sp = meta["splits"]
+    rows = [
+        [
+            r["method"],
+            str(r["layer"]),
+            num(r["param"]),
+            with_ci(r, "accuracy"),
+            with_ci(r, "ece"),
+            with_ci(r, "mce"),
+            num(r["brier"]),
+            num(r["nll"]),
+            with_ci(r, "d_ece", signed=True),
+            with_ci(r, "d_accuracy", signed=True),
+        ]
+        for r in tab.iter_rows(named=True)
+    ]
+    tr = [
+        [
+            r["target"],
+            r["method"],
+            str(r["n"]),
+            with_ci(r, "d_ece", signed=True),
+            with_ci(r, "d_mce", signed=True),
+            with_ci(r, "d_accuracy", signed=True),
+        ]
+        for r in transfer.iter_rows(named=True)
+    ]
+    online = meta.get("online")
+    header = ["method", "layer", "α / T / β", "accuracy", "ECE", "MCE", "Brier", "NLL", "ΔECE"]
+    blocks: list[Block] = [
+        Heading(2, "Steering with the calibration direction"),
+        Para(
+            f"h ← h + α·s·d at depth {meta['layer']} ({meta['mode']}), s = {meta['scale']:.4g} "
+            f"(mean residual norm on the fit split); α ∈ {meta['alphas']} chosen on dev: the "
+            f"smallest ECE with accuracy at most {meta['max_accuracy_drop']:.3f} below α = 0's. "
+            f"Source {sp['source']}: dev {sp['n_dev']}, test {sp['n_test']} examples (seed "
+            f"{sp['seed']}; {sp['excluded_fit_examples']} fit examples excluded). Baselines "
+            "chosen on dev the same way: temperature scaling, random unit directions (own α), "
+            "scaling N_k by β."
+        ),
+        Para("Test split, 95% bootstrap intervals; Δ against *none* with paired intervals:"),
+        Table([*header, "Δaccuracy"], rows),
+    ]
+    if online:
+        diff = online.get("max_abs_diff_vs_offline")
+        check = f"; max |online − offline| logit at the last depth: {diff:.2e}"
+        blocks.append(
+            Para(
+                f"Online with {online['model']} ({online['dtype']}), positions "
+                f"{online['positions']}, KV reuse {online['kv_reuse']}"
+                + (check if diff is not None else "")
+                + "."
+            )
+        )
+    if tr:
+        blocks += [
+            Para("Transfer (every choice unchanged; held-out examples):"),
+            Table(["target", "method", "n", "ΔECE", "ΔMCE", "Δaccuracy"], tr),
+        ]
+    captions = {
+        "alpha_sweep": "ECE and accuracy over α",
+        "reliability": "Reliability on the test split, before and after",
+        "transfer": "Transfer of the direction and of temperature scaling",
+    }
+    return blocks + images(figs, captions)

@@ -1,0 +1,210 @@
+"""The tables of the report: what was analysed, the depth landmarks, the per-layer metrics and
+the side-by-side comparison row, as :mod:`analyze.report.render` blocks (text only, escaped there)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from analyze.report import plot as P
+from analyze.report.findings import ci, num, pct, value_at
+from analyze.report.render import Block, Bullets, Para, Table
+from analyze.results import AnalysisResult
+
+LANDMARKS = (
+    ("rise_layer", "rise"),
+    ("plateau_layer", "plateau"),
+    ("peak_miscalibration_layer", "peak miscalibration"),
+)
+# shown in the landmark table only when the analysis reports them
+EXTRA_LANDMARKS = (
+    ("first_crossing_layer", "first crossing of the rise threshold"),
+    ("rise_layer_sustained", "sustained rise"),
+)
+# per-layer table: (column, header, with interval)
+LAYER_TABLE = (
+    ("accuracy", "accuracy", True),
+    ("ece", "ECE", True),
+    ("mce", "MCE", False),
+    ("mean_confidence", "confidence", False),
+    ("entropy", "entropy", False),
+    ("option_mass", "option mass", False),
+    ("brier", "Brier", False),
+    ("nll", "NLL", False),
+    ("kl_to_last", "KL→last", False),
+    ("flip_rate", "flip rate", False),
+    ("ece_eval", "ECE held-out", False),
+    ("ece_temperature_scaled", "ECE held-out, T-scaled", False),
+)
+# meta keys shown in their own rows of the store table (the rest of the scalars follow them)
+SHOWN = {"url", "store", "store_hash", "model", "dataset", "split", "n_examples", "n_layers"}
+SHOWN |= {"template", "template_name", "params", "label", "layers", "cache_dir", "cache_hit"}
+
+
+def _f3(x: Any) -> str:
+    return num(x, 3)
+
+
+def _template(meta: dict[str, Any]) -> str:
+    t = meta.get("template") or meta.get("template_name")
+    return str(t.get("name", t)) if isinstance(t, dict) else str(t or "—")
+
+
+def _text(v: Any) -> str:
+    """A parameter value for a table: dicts as ``k=v``, runs of consecutive ints as ``a–b``."""
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_text(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        if (
+            len(v) > 2
+            and all(isinstance(x, int) for x in v)
+            and list(v) == list(range(v[0], v[-1] + 1))
+        ):
+            return f"{v[0]}–{v[-1]}"
+        return ", ".join(_text(x) for x in v)
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return "—" if v is None else str(v)
+
+
+def store_table(r: AnalysisResult) -> Table:
+    """What was analysed: store, hash, model, data, template, parameters, checks."""
+    m, params = r.meta, dict(r.meta.get("params") or {})
+    data = "/".join(str(m[k]) for k in ("dataset", "split") if m.get(k)) or "—"
+    rows = [
+        ["store", str(m.get("store") or m.get("url") or "—")],
+        ["store hash", str(m.get("store_hash") or "—")],
+        ["model", str(m.get("model") or "—")],
+        ["dataset / split", data],
+        ["examples (n)", _text(m.get("n_examples"))],
+        ["layers analysed", _text(m.get("layers") or P.layer_values(r).tolist())],
+        ["template", _template(m)],
+        ["ECE bins", _text(params.pop("bins", None))],
+        ["bootstrap", _text(params.pop("bootstrap", None))],
+    ]
+    params.pop("layers", None)
+    rows += [[f"parameter: {k}", _text(v)] for k, v in sorted(params.items())]
+    for key in ("checks", "temperature"):
+        if isinstance(m.get(key), dict):
+            rows.append([key, _text(m[key])])
+    scalars = (str, int, float, bool)
+    rows += [
+        [k, _text(v)] for k, v in sorted(m.items()) if k not in SHOWN and isinstance(v, scalars)
+    ]
+    return Table(["", ""], rows)
+
+
+def _landmark_interval(lm: dict[str, Any], key: str) -> str | None:
+    """``[lo, hi]`` of a landmark layer when the analysis reports one (``key_lo``/``key_hi``)."""
+    lo, hi = lm.get(f"{key}_lo"), lm.get(f"{key}_hi")
+    return f"[{lo}, {hi}]" if lo is not None and hi is not None else None
+
+
+def _correction_table(cp: dict[str, Any]) -> Table:
+    sig = cp.get("significant")
+    rows = [
+        ["layers (peak, last]", f"{cp['start']} → {cp['end']}", ""],
+        [
+            "ΔECE = ECE(last) − ECE(peak)",
+            num(cp.get("delta_ece")),
+            ci(cp.get("delta_ece_lo"), cp.get("delta_ece_hi")),
+        ],
+        [
+            "Δ mean confidence",
+            num(cp.get("delta_confidence")),
+            ci(cp.get("delta_confidence_lo"), cp.get("delta_confidence_hi")),
+        ],
+        [
+            "significant (ΔECE interval excludes 0)",
+            "—" if sig is None else ("yes" if sig else "no"),
+            "",
+        ],
+    ]
+    return Table(["correction phase", "estimate", "interval"], rows)
+
+
+def landmark_blocks(r: AnalysisResult) -> list[Block]:
+    """Landmark table (layer, interval when reported, accuracy and ECE there, definition), the
+    correction phase with its intervals, and the analysis' notes and other definitions."""
+    lm, defs = r.landmarks, dict(r.landmarks.get("definitions") or {})
+    shown = [*LANDMARKS, *((k, n) for k, n in EXTRA_LANDMARKS if k in lm)]
+    intervals = {key: _landmark_interval(lm, key) for key, _ in shown}
+    with_iv = any(v is not None for v in intervals.values())
+    rows = []
+    for key, name in shown:
+        layer = P.landmark_layer(r, key)
+        row = [name, "not reached" if layer is None else str(layer)]
+        if with_iv:
+            row.append(intervals[key] or "—")
+        if layer is None:
+            row += ["—", "—"]
+        else:
+            row += [pct(value_at(r, "accuracy", layer)), _f3(value_at(r, "ece", layer))]
+        rows.append([*row, str(defs.get(key, ""))])
+    header = ["landmark", "layer", *(["95% interval"] if with_iv else []), "accuracy", "ECE"]
+    out: list[Block] = [Table([*header, "definition"], rows)]
+    cp = P.correction_phase(r)
+    if cp is not None:
+        out.append(_correction_table(cp))
+    else:
+        out.append(Para("Correction phase: none reported (see the notes below).", css="muted"))
+    notes = [str(n) for n in lm.get("notes") or []]
+    rest = [f"{k}: {v}" for k, v in defs.items() if k not in dict(shown)]
+    if notes or rest:
+        out.append(Bullets([f"note: {n}" for n in notes] + rest))
+    return out
+
+
+def layer_table(r: AnalysisResult) -> Table:
+    """One row per layer: the metrics the table has (intervals for accuracy and ECE) and which
+    landmark the layer is; landmark and correction-phase rows are highlighted."""
+    cols = [c for c in LAYER_TABLE if P.column(r.layers, c[0]) is not None]
+    marks: dict[int, list[str]] = {}
+    for key, name in LANDMARKS:
+        if (layer := P.landmark_layer(r, key)) is not None:
+            marks.setdefault(layer, []).append(name)
+    cp = P.correction_phase(r)
+    rows, highlight = [], set()
+    for i, layer in enumerate(P.layer_values(r)):
+        cells = [str(layer)]
+        for name, _, with_ci in cols:
+            v = _f3(value_at(r, name, int(layer)))
+            lo, hi = value_at(r, f"{name}_lo", int(layer)), value_at(r, f"{name}_hi", int(layer))
+            cells.append(
+                f"{v} [{_f3(lo)}, {_f3(hi)}]"
+                if with_ci and lo is not None and hi is not None
+                else v
+            )
+        note = list(marks.get(int(layer), []))
+        if cp is not None and cp["start"] < layer <= cp["end"]:
+            note.append("correction")
+        cells.append(", ".join(note))
+        if note:
+            highlight.add(i)
+        rows.append(cells)
+    return Table(
+        ["layer", *(h for _, h, _ in cols), "landmark"], rows, css="layers", highlight=highlight
+    )
+
+
+def comparison_row(r: AnalysisResult) -> list[str]:
+    """A store's row of the side-by-side table: identity, landmarks, ΔECE, final numbers."""
+    last = int(P.layer_values(r)[-1])
+    cp = P.correction_phase(r)
+    delta = "—"
+    if cp is not None:
+        lo, hi = cp.get("delta_ece_lo"), cp.get("delta_ece_hi")
+        delta = num(cp.get("delta_ece")) + (f" [{num(lo)}, {num(hi)}]" if ci(lo, hi) else "")
+        delta += "" if cp.get("significant") is not False else " (n.s.)"
+    data = "/".join(str(r.meta[k]) for k in ("dataset", "split") if r.meta.get(k))
+    marks = [P.landmark_layer(r, k) for k, _ in LANDMARKS]
+    return [
+        r.label,
+        str(r.meta.get("store_hash") or "—"),
+        data or "—",
+        str(r.meta.get("n_examples") or "—"),
+        str(r.layers.height),
+        *("—" if x is None else str(x) for x in marks),
+        delta,
+        pct(value_at(r, "accuracy", last)),
+        _f3(value_at(r, "ece", last)),
+    ]
