@@ -40,8 +40,8 @@ N, L, D, V, K, R = 14042, 31, 576, 49152, 4, 512
 
 def build(path: Path, n: int = N, seed: int = 0) -> None:
     """Write the synthetic store at ``path``: planted signal, exact recorded lens values."""
-    from layercal import format as fmt
     from layercal.lens import NormSpec, lens_logits
+    from layercal.testing import example_meta, synthetic_store
 
     rng = np.random.default_rng(seed)
     base = rng.normal(size=(R, D)).astype(np.float32) / np.sqrt(D) * 1.5
@@ -49,36 +49,21 @@ def build(path: Path, n: int = N, seed: int = 0) -> None:
     ids = np.arange(K)
     spec = NormSpec("rmsnorm", (1 + 0.1 * rng.normal(size=D)).astype(np.float32), None, 1e-5)
     subjects = [f"subject_{i:02d}" for i in range(57)]
-    subj = [subjects[i % 57] for i in range(n)]
     cats = ["humanities", "stem", "social_sciences", "other"]
     label = rng.integers(0, K, n)
-    meta = fmt.ExampleMeta(
-        example_id=[f"synthetic/test/{i}" for i in range(n)],
-        subject=subj,
-        category=[cats[i % 57 % 4] for i in range(n)],
-        question=["q"] * n,
-        choices=[["a", "b", "c", "d"]] * n,
-        label=label,
-        n_tokens=np.full(n, 100),
+    meta = example_meta(
+        label,
+        [subjects[i % 57] for i in range(n)],
+        categories=[cats[i % 57 % 4] for i in range(n)],
+        example_ids=[f"synthetic/test/{i}" for i in range(n)],
+        n_tokens=100,
     )
-    ident = {"model": "synthetic-smollm2-shape", "dataset": "synthetic", "split": "test"}
-    g = fmt.create_store(
-        path,
-        fmt.Layout(n, L, D, V, K),
-        meta,
-        w_u=w_u,
-        lm_head_bias=None,
-        norm=spec,
-        answer_token_ids=ids,
-        attrs={"identity": ident, "provenance": {"template": {"name": "synthetic"}}},
-    )
-    lay = fmt.layout_of(g)
     # signal strength per depth: none before ~16, rising to strong; an overconfident bump late
     depth = np.arange(L)
     strength = 6 / (1 + np.exp(-(depth - 20) / 2)) * np.where((depth > 23) & (depth < 30), 1.6, 1)
     unit = base[:K] / np.linalg.norm(base[:K], axis=1, keepdims=True) * np.sqrt(D)
-    for b in range(lay.n_blocks):
-        sl = lay.block_slice(b)
+
+    def block(b: int, sl: slice) -> dict[str, np.ndarray]:
         m = sl.stop - sl.start
         # the planted answer: the label with probability growing with depth, else a random one
         p_right = 0.25 + 0.5 / (1 + np.exp(-(depth - 20) / 2))
@@ -90,11 +75,24 @@ def build(path: Path, n: int = N, seed: int = 0) -> None:
         z_r = lens_logits(h, base, spec)  # (m, L, R): the distinct rows, each 96 times in W_U
         lse_r = _logsumexp(z_r)
         ent_r = lse_r - (np.exp(z_r - lse_r[..., None]) * z_r).sum(axis=-1)
-        block = {"resid": h, "model_logits": z[:, -1], "lens_logits": z}
-        block["lens_lse"] = np.log(V // R) + lse_r
-        block["lens_entropy"] = np.log(V // R) + ent_r  # H over 96 equal copies: H_R + log 96
-        fmt.write_block(g, b, block)
-    fmt.finalize(path, {"synthetic": True})
+        arrays = {"resid": h, "model_logits": z[:, -1], "lens_logits": z}
+        arrays["lens_lse"] = np.log(V // R) + lse_r
+        arrays["lens_entropy"] = np.log(V // R) + ent_r  # H over 96 equal copies: H_R + log 96
+        return arrays
+
+    ident = {"model": "synthetic-smollm2-shape", "dataset": "synthetic", "split": "test"}
+    synthetic_store(
+        path,
+        meta=meta,
+        n_depth=L,
+        w_u=w_u,
+        norm=spec,
+        answer_ids=ids,
+        blocks=block,
+        identity=ident,
+        provenance={"template": {"name": "synthetic"}},
+        finalize={"synthetic": True},
+    )
 
 
 def _logsumexp(z: np.ndarray) -> np.ndarray:

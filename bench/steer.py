@@ -12,8 +12,9 @@
 On a shared machine pass ``--threads 1``: with two OpenMP threads and a busy core every small
 torch op waits ~6 ms for the descheduled thread, which swamps one-token steps.
 
-The synthetic store holds random residuals; its recorded lens arrays are zeros (nothing here reads
-them). The last line of the output is one JSON object.
+The synthetic store holds random residuals with their answer-lens logits recorded (steering
+checks them); its recorded lens_lse and lens_entropy are zeros (nothing here reads them). The
+last line of the output is one JSON object.
 """
 
 from __future__ import annotations
@@ -36,57 +37,57 @@ N, L, D, V, K = 14042, 31, 576, 49152, 4
 def build_store(path: Path, n: int = N, seed: int = 0) -> None:
     """A full-size synthetic store: random residuals whose norm grows with depth."""
     from layercal import format as fmt
-    from layercal.lens import NormSpec
+    from layercal.lens import NormSpec, lens_logits
+    from layercal.testing import example_meta, synthetic_store
 
     rng = np.random.default_rng(seed)
     subjects = [f"subject_{i:02d}" for i in range(57)]
-    meta = fmt.ExampleMeta(
-        example_id=[f"synthetic/test/{i:05d}" for i in range(n)],
-        subject=[subjects[i % 57] for i in range(n)],
-        category=[("humanities", "stem", "social_sciences", "other")[i % 57 % 4] for i in range(n)],
-        question=["q"] * n,
-        choices=[["a", "b", "c", "d"]] * n,
-        label=rng.integers(0, K, n),
-        n_tokens=np.full(n, 100),
+    meta = example_meta(
+        rng.integers(0, K, n),
+        [subjects[i % 57] for i in range(n)],
+        categories=[
+            ("humanities", "stem", "social_sciences", "other")[i % 57 % 4] for i in range(n)
+        ],
+        example_ids=[f"synthetic/test/{i:05d}" for i in range(n)],
+        n_tokens=100,
     )
     w_u = (rng.standard_normal((V, D), dtype=np.float32) / np.sqrt(D)).astype(np.float32)
     spec = NormSpec("rmsnorm", np.ones(D, np.float32), None, 1e-5)
+    ids = np.arange(K)
+    growth = np.linspace(1, 20, L, dtype=np.float32)[None, :, None]
+
+    def block(b: int, sl: slice) -> dict[str, np.ndarray]:
+        m = sl.stop - sl.start
+        resid = rng.standard_normal((m, L, D), dtype=np.float32) * growth
+        z = lens_logits(resid, w_u[ids], spec)  # the answer lens: steering checks it
+        zeros = {"lens_lse": np.zeros((m, L)), "lens_entropy": np.zeros((m, L))}
+        return {"resid": resid, "model_logits": z[:, -1], "lens_logits": z, **zeros}
+
     ident = {
         "model": "synthetic-smollm2-shape",
         "dataset": "synthetic",
         "split": "test",
         "w_u_sha256": fmt.sha256_bytes(w_u),
     }
-    g = fmt.create_store(
+    synthetic_store(
         path,
-        fmt.Layout(n, L, D, V, K),
-        meta,
+        meta=meta,
+        n_depth=L,
         w_u=w_u,
-        lm_head_bias=None,
         norm=spec,
-        answer_token_ids=np.arange(K),
-        attrs={"identity": ident, "provenance": {}},
+        answer_ids=ids,
+        blocks=block,
+        identity=ident,
+        provenance={},
+        finalize={"finished": "bench"},
     )
-    lay = fmt.layout_of(g)
-    growth = np.linspace(1, 20, L, dtype=np.float32)[None, :, None]
-    for b in range(lay.n_blocks):
-        m = lay.block_slice(b).stop - lay.block_slice(b).start
-        resid = rng.standard_normal((m, L, D), dtype=np.float32) * growth
-        zeros = {
-            "model_logits": np.zeros((m, K)),
-            "lens_logits": np.zeros((m, L, K)),
-            "lens_lse": np.zeros((m, L)),
-            "lens_entropy": np.zeros((m, L)),
-        }
-        fmt.write_block(g, b, {"resid": resid, **zeros})
-    fmt.finalize(path, {"finished": "bench"})
 
 
 def offline(store: Path, alphas: list[float]) -> dict[str, float]:
     """Seconds to load the last depth, and per α: steered answer logits and all metrics."""
-    from analyze.calibration.paired import metrics
-    from analyze.interventions.steer import StoreData
-    from analyze.lens.store import open_store
+    from analyze.calibration import logit_metrics
+    from analyze.interventions.steer_data import StoreData
+    from analyze.lens import open_store
 
     t0 = time.perf_counter()
     data = StoreData.of(open_store(store))
@@ -96,7 +97,7 @@ def offline(store: Path, alphas: list[float]) -> dict[str, float]:
     rows = np.arange(data.label.size)
     t0 = time.perf_counter()
     z = data.sweep(rows, v, float(np.linalg.norm(data.h, axis=1).mean()), alphas)
-    metrics(z, data.label, data.mask)
+    logit_metrics(z, data.label, data.mask)
     per_alpha = (time.perf_counter() - t0) / len(alphas)
     return {"offline_load_last_layer_s": load, "offline_s_per_alpha": per_alpha}
 
@@ -109,7 +110,8 @@ def prompts_for(n: int, tokenizer: object) -> list[str]:
         Path(__file__).resolve().parents[2] / "shared" / "data"
     )
     if (Path(data) / "mmlu" / "test").is_dir():
-        from extract.run import ExtractConfig, prepare
+        from extract.config import ExtractConfig
+        from extract.run import prepare
 
         cfg = ExtractConfig(model="-", dataset="mmlu", out="-", data_dir=data, limit=n, seed=0)
         return prepare(cfg)[2]

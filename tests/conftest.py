@@ -5,26 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def recorded_block(resid: np.ndarray, full: np.ndarray, answer_ids: np.ndarray) -> dict:
-    """A block's activation arrays as extraction records them, for synthetic stores: ``resid``
-    (m, L, d) and its full-vocabulary lens logits ``full`` (m, L, V) float64 give the answer
-    logits, the model's (the last depth), the log-sum-exp and the entropy over the vocabulary."""
-    top = full.max(-1)
-    lse = top + np.log(np.exp(full - top[..., None]).sum(-1))
-    z = full[..., answer_ids]
-    return {
-        "resid": resid,
-        "model_logits": z[:, -1],
-        "lens_logits": z,
-        "lens_lse": lse,
-        "lens_entropy": (np.exp(full - lse[..., None]) * (lse[..., None] - full)).sum(-1),
-    }
 
 
 def shared_data_dir() -> Path:

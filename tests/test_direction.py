@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import recorded_block
 
 from analyze.interventions.direction import (
     ESTIMATORS,
@@ -20,7 +19,8 @@ from analyze.interventions.direction import (
 )
 from analyze.lens.store import open_store, store_hash
 from layercal import format as fmt
-from layercal.lens import NormSpec, lens_logits
+from layercal.lens import NormSpec
+from layercal.testing import example_meta, synthetic_store
 
 SUBJECTS = ("philosophy", "world_religions", "astronomy", "virology")
 CATEGORY = {
@@ -53,16 +53,13 @@ def planted_store(path, *, n=160, depth=8, hidden=24, vocab=40, seed=0, w_seed=0
         step = c[:, None] * u * 2 + 0.3 * rng.normal(size=(n, hidden))
         h[:, layer] = h[:, layer - 1] + step + 0.08 * answer[label]
     resid = h.astype(np.float32)
-    full = lens_logits(resid, w_u, spec)
     subject = [SUBJECTS[i % len(SUBJECTS)] for i in range(n)]
-    meta = fmt.ExampleMeta(
-        example_id=[f"mmlu/test/{s}/{i:04d}" for i, s in enumerate(subject)],
-        subject=subject,
-        category=[CATEGORY[s] for s in subject],
-        question=[f"q{i}" for i in range(n)],
-        choices=[["a", "b", "c", "d"]] * n,
-        label=label,
-        n_tokens=np.full(n, 10),
+    meta = example_meta(
+        label,
+        subject,
+        categories=[CATEGORY[s] for s in subject],
+        example_ids=[f"mmlu/test/{s}/{i:04d}" for i, s in enumerate(subject)],
+        questions=[f"q{i}" for i in range(n)],
     )
     ident = {
         "model": f"synthetic-{hidden}-{w_seed}",
@@ -71,19 +68,18 @@ def planted_store(path, *, n=160, depth=8, hidden=24, vocab=40, seed=0, w_seed=0
         "dtype": "float32",
         "w_u_sha256": fmt.sha256_bytes(w_u),
     }
-    g = fmt.create_store(
+    return synthetic_store(
         path,
-        fmt.Layout(n, depth, hidden, vocab, 4, block=256),
-        meta,
+        meta=meta,
+        n_depth=depth,
         w_u=w_u,
-        lm_head_bias=None,
         norm=spec,
-        answer_token_ids=ids,
-        attrs={"identity": ident, "provenance": {"template": {"name": "t"}}},
+        answer_ids=ids,
+        resid=resid,
+        identity=ident,
+        provenance={"template": {"name": "t"}},
+        finalize={"finished": "test"},
     )
-    fmt.write_block(g, 0, recorded_block(resid, full, ids))
-    fmt.finalize(path, {"finished": "test"})
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-from conftest import recorded_block
 
 from layercal import format as fmt
-from layercal.lens import NormSpec, lens_logits
+from layercal.lens import NormSpec
+from layercal.testing import example_meta, synthetic_store
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -37,16 +37,15 @@ def build_store(
     label = rng.integers(0, len(ids), n)
     signal = np.linspace(0.0, 0.6, depth)[None, :, None] * w_u[ids[label]][:, None, :]
     resid = (rng.normal(size=(n, depth, hidden)) + signal).astype(np.float32)
-    full = lens_logits(resid, w_u, spec)  # (n, depth, vocab)
     subject = [SUBJECTS[i % 2] for i in range(n)]
-    meta = fmt.ExampleMeta(
-        example_id=[f"mmlu/test/{s}/{i}" for i, s in enumerate(subject)],
-        subject=subject,
-        category=["humanities"] * n,
-        question=[f"question {i}?" for i in range(n)],
+    meta = example_meta(
+        label,
+        subject,
+        categories=["humanities"] * n,
+        example_ids=[f"mmlu/test/{s}/{i}" for i, s in enumerate(subject)],
+        questions=[f"question {i}?" for i in range(n)],
         choices=[["w", "x", "y", "z"]] * n,
-        label=label,
-        n_tokens=np.full(n, 20),
+        n_tokens=20,
     )
     identity = {
         "model": "synthetic-tiny",
@@ -62,16 +61,18 @@ def build_store(
         "template": {"name": "lm-eval-mmlu", "text": "{question}", "sha256": "0" * 64},
         "answer_tokens": [" A", " B", " C", " D"],
     }
-    layout = fmt.Layout(
-        n_examples=n, n_depth=depth, hidden=hidden, vocab=vocab, n_choices=4, block=128
+    return synthetic_store(
+        path,
+        meta=meta,
+        n_depth=depth,
+        w_u=w_u,
+        norm=spec,
+        answer_ids=ids,
+        resid=resid,
+        attrs={"identity": identity, "provenance": provenance},
+        block=128,
+        finalize={"finished": "test"},
     )
-    attrs = {"identity": identity, "provenance": provenance}
-    g = fmt.create_store(
-        path, layout, meta, w_u=w_u, lm_head_bias=None, norm=spec, answer_token_ids=ids, attrs=attrs
-    )
-    fmt.write_block(g, 0, recorded_block(resid, full, ids))
-    fmt.finalize(path, {"finished": "test"})
-    return path
 
 
 @pytest.fixture

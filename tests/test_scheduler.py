@@ -20,14 +20,13 @@ from pathlib import Path
 import dask
 import numpy as np
 import pytest
-from conftest import recorded_block
 from test_vocab import make_store, random_logits
 
 from analyze.analysis import analyze_store
 from analyze.cli import main as cli_main
 from analyze.lens.scheduler import dask_scheduler, scheduler_spec
-from layercal import format as fmt
 from layercal.lens import NormSpec
+from layercal.testing import example_meta, recorded_block, synthetic_store
 
 BIG = {"n": 16384, "n_layers": 9, "d": 1024}  # resid: 16384 x 9 x 1024 float32 = 576 MiB
 WORKER_LIMIT = 384 << 20
@@ -40,38 +39,36 @@ def build_big(path: Path, n: int, n_layers: int, d: int, vocab: int = 64, k: int
     ids = np.arange(k) * 7 + 3
     spec = NormSpec("rmsnorm", np.ones(d, np.float32), None, 1e-6)
     subjects = [f"s{i % 4}" for i in range(n)]
-    meta = fmt.ExampleMeta(
-        example_id=[f"big/{i:06d}" for i in range(n)],
-        subject=subjects,
-        category=["c" + s[-1] for s in subjects],
-        question=["q"] * n,
-        choices=[["a", "b", "c", "d"]] * n,
-        label=rng.integers(0, k, n),
-        n_tokens=np.full(n, 10),
+    meta = example_meta(
+        rng.integers(0, k, n),
+        subjects,
+        categories=["c" + s[-1] for s in subjects],
+        example_ids=[f"big/{i:06d}" for i in range(n)],
+        n_choices=k,
     )
     ident = {"model": "big", "dataset": "synthetic", "split": "test", "dtype": "bfloat16"}
-    g = fmt.create_store(
-        path,
-        fmt.Layout(n, n_layers, d, vocab, k, block=256),
-        meta,
-        w_u=w_u,
-        lm_head_bias=None,
-        norm=spec,
-        answer_token_ids=ids,
-        attrs={"identity": ident, "provenance": {"template": {"name": "big"}}},
-    )
-    lay = fmt.layout_of(g)
     drift = rng.normal(0, 1, (n_layers, d)).astype(np.float32)  # depth-dependent answers
-    for b in range(lay.n_blocks):
-        sl = lay.block_slice(b)
+
+    def block(b: int, sl: slice) -> dict:
         h = rng.standard_normal((sl.stop - sl.start, n_layers, d), np.float32)
         h += np.linspace(0, 2, n_layers, dtype=np.float32)[:, None] * drift
         h = (h.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)  # bf16 values
         x = h / np.sqrt(np.einsum("eld,eld->el", h, h) / d + spec.eps)[..., None]
         full = (x @ w_u.T).astype(np.float64)  # the lens over the (small) vocabulary
-        fmt.write_block(g, b, recorded_block(h, full, ids))
-    fmt.finalize(path, {})
-    return path
+        return recorded_block(h, full, ids)
+
+    ident = {"model": "big", "dataset": "synthetic", "split": "test", "dtype": "bfloat16"}
+    return synthetic_store(
+        path,
+        meta=meta,
+        n_depth=n_layers,
+        w_u=w_u,
+        norm=spec,
+        answer_ids=ids,
+        blocks=block,
+        identity=ident,
+        provenance={"template": {"name": "big"}},
+    )
 
 
 @pytest.fixture(scope="module")

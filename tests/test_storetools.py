@@ -25,6 +25,7 @@ from layercal import format as fmt
 from layercal.lens import NormSpec, lens_logits
 from layercal.store import MANIFEST, merge, pack, publish, store_info, verify_store
 from layercal.store.cli import main as store_main
+from layercal.testing import example_meta, synthetic_store
 
 N, L, D, V, K, BLOCK = 300, 5, 32, 64, 4, 128
 IDS = [10, 11, 12, 13]
@@ -109,34 +110,31 @@ def build(
     """A store at ``path`` with ``blocks`` written (finalized when all are).
 
     ``optional_arrays=()``: a store as layercal wrote them before ``lens_entropy``."""
-    meta = fmt.ExampleMeta(
-        example_id=[f"mmlu/test/{i}" for i in range(N)],
-        subject=["anatomy" if i % 2 else "astronomy" for i in range(N)],
-        category=["stem"] * N,
-        question=[f"question {i}?" for i in range(N)],
+    meta = example_meta(
+        np.arange(N) % 2,
+        ["anatomy" if i % 2 else "astronomy" for i in range(N)],
+        categories=["stem"] * N,
+        example_ids=[f"mmlu/test/{i}" for i in range(N)],
+        questions=[f"question {i}?" for i in range(N)],
         choices=[["w", "x", "y", "z"] if i % 3 else ["yes", "no"] for i in range(N)],
-        label=np.arange(N) % 2,
         n_tokens=np.arange(N) % 50 + 10,
     )
     a = attrs(**identity_changes)
     a["runs"] = [{"started": "2026-01-01T00:00:00", "host": f"host-{shard}", "shard": shard}]
-    g = fmt.create_store(
+    return synthetic_store(
         path,
-        LAYOUT,
-        meta,
+        meta=meta,
+        n_depth=L,
         w_u=DATA["w_u"],
-        lm_head_bias=None,
         norm=DATA["norm"],
-        answer_token_ids=np.array(IDS),
+        answer_ids=np.array(IDS),
+        blocks=lambda b, _: DATA["blocks"][b],
         attrs=a,
+        block=BLOCK,
+        write=blocks,
+        finalize={"finished": "2026-01-01T00:01:00"},
         optional_arrays=optional_arrays,
     )
-    blocks = sorted(blocks)
-    for b in blocks:
-        fmt.write_block(g, b, DATA["blocks"][b])
-    if blocks == list(range(LAYOUT.n_blocks)):
-        fmt.finalize(path, {"finished": "2026-01-01T00:01:00"})
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import recorded_block
 
 from analyze.interventions import svd as S
 from analyze.interventions.nullspace import ablate, k_values, random_basis, run_nullspace
 from analyze.lens.store import open_store
 from layercal import format as fmt
-from layercal.lens import NormSpec, lens_logits
+from layercal.lens import NormSpec
+from layercal.testing import example_meta, synthetic_store
 
 
-def synthetic_store(path, *, n=64, depth=4, hidden=16, vocab=40, seed=0, kind="rmsnorm"):
+def random_store(path, *, n=64, depth=4, hidden=16, vocab=40, seed=0, kind="rmsnorm"):
     """A small complete store without a model (random residuals and W_U)."""
     rng = np.random.default_rng(seed)
     ids = np.array([3, 4, 5, 6])
@@ -24,16 +24,13 @@ def synthetic_store(path, *, n=64, depth=4, hidden=16, vocab=40, seed=0, kind="r
     resid = (
         rng.normal(size=(n, depth, hidden)).astype(np.float32) * np.arange(1, depth + 1)[:, None]
     )
-    full = lens_logits(resid, w_u, spec)
     subjects = ["philosophy", "astronomy"]
-    meta = fmt.ExampleMeta(
-        example_id=[f"mmlu/test/{subjects[i % 2]}/{i:04d}" for i in range(n)],
-        subject=[subjects[i % 2] for i in range(n)],
-        category=["humanities" if i % 2 == 0 else "stem" for i in range(n)],
-        question=[f"q{i}" for i in range(n)],
-        choices=[["a", "b", "c", "d"]] * n,
-        label=rng.integers(0, 4, n),
-        n_tokens=np.full(n, 10),
+    meta = example_meta(
+        rng.integers(0, 4, n),
+        [subjects[i % 2] for i in range(n)],
+        categories=["humanities" if i % 2 == 0 else "stem" for i in range(n)],
+        example_ids=[f"mmlu/test/{subjects[i % 2]}/{i:04d}" for i in range(n)],
+        questions=[f"q{i}" for i in range(n)],
     )
     ident = {
         "model": f"synthetic-{seed}-{hidden}",
@@ -42,19 +39,19 @@ def synthetic_store(path, *, n=64, depth=4, hidden=16, vocab=40, seed=0, kind="r
         "dtype": "float32",
         "w_u_sha256": fmt.sha256_bytes(w_u),
     }
-    g = fmt.create_store(
+    return synthetic_store(
         path,
-        fmt.Layout(n, depth, hidden, vocab, 4, block=128),
-        meta,
+        meta=meta,
+        n_depth=depth,
         w_u=w_u,
-        lm_head_bias=None,
         norm=spec,
-        answer_token_ids=ids,
-        attrs={"identity": ident, "provenance": {"template": {"name": "t"}}},
+        answer_ids=ids,
+        resid=resid,
+        identity=ident,
+        provenance={"template": {"name": "t"}},
+        block=128,
+        finalize={"finished": "test"},
     )
-    fmt.write_block(g, 0, recorded_block(resid, full, ids))
-    fmt.finalize(path, {"finished": "test"})
-    return path
 
 
 @pytest.mark.parametrize("kind", ["rmsnorm", "layernorm"])
@@ -90,7 +87,7 @@ def test_k0_and_beta1_are_exact_noops():
 
 
 def test_svd_cache_sidecar_then_user_dir(tmp_path, monkeypatch):
-    store = synthetic_store(tmp_path / "s.zarr")
+    store = random_store(tmp_path / "s.zarr")
     ds = open_store(store)
     first = S.unembed_svd(ds)
     assert first.path and first.path.startswith(str(store) + ".derived/svd-")
@@ -104,13 +101,13 @@ def test_svd_cache_sidecar_then_user_dir(tmp_path, monkeypatch):
     remote = S.unembed_svd(ds)
     assert remote.path == str(tmp_path / "cache" / "derived" / first.path.rsplit("/", 1)[1])
     np.testing.assert_allclose(np.abs(remote.r), np.abs(first.r), atol=1e-10)
-    blocked = synthetic_store(tmp_path / "t.zarr", seed=1)
+    blocked = random_store(tmp_path / "t.zarr", seed=1)
     (tmp_path / "t.zarr.derived").write_text("a file where the sidecar folder would go")
     assert S.unembed_svd(open_store(blocked)).path.startswith(str(tmp_path / "cache"))
 
 
 def test_run_nullspace_synthetic_shapes_and_controls(tmp_path):
-    ds = open_store(synthetic_store(tmp_path / "s.zarr", kind="layernorm"))
+    ds = open_store(random_store(tmp_path / "s.zarr", kind="layernorm"))
     svd = S.unembed_svd(ds, cache=False)
     res = run_nullspace(ds, svd, fractions=[0.1, 0.5], n_random=2, n_boot=20, vocab_examples=8)
     ks = res.meta["ks"]

@@ -22,6 +22,7 @@ from analyze.lens.vocab import (
 )
 from layercal import format as fmt
 from layercal.lens import NormSpec, final_norm, lens_logits
+from layercal.testing import example_meta, synthetic_store
 
 ANSWER_IDS = np.array([10, 20, 30, 40])
 SCALE = 8.0  # answer rows of W_U are SCALE * e_k, so a resid with mean square 1 gives z_k
@@ -60,45 +61,27 @@ def make_store(
     h[..., -1] = np.sqrt(d - (h[..., :-1] ** 2).sum(-1))
     h = h.astype(np.float32)
     subjects = subjects or [f"s{i % 3}" for i in range(n)]
-    meta = fmt.ExampleMeta(
-        example_id=[f"ex/{i:05d}" for i in range(n)],
-        subject=subjects,
-        category=["c" + s[-1] for s in subjects],
-        question=["q"] * n,
+    meta = example_meta(
+        label,
+        subjects,
+        categories=["c" + s[-1] for s in subjects],
         choices=[[str(j) for j in range(k)]] * n,
-        label=label,
-        n_tokens=np.full(n, 10),
     )
     ident = {"model": "planted", "dataset": "synthetic", "split": "test", "dtype": "float32"}
-    g = fmt.create_store(
+    return synthetic_store(
         path,
-        fmt.Layout(n, n_layers, d, vocab, k, block=128),
-        meta,
+        meta=meta,
+        n_depth=n_layers,
         w_u=w_u,
-        lm_head_bias=None,
         norm=spec,
-        answer_token_ids=ANSWER_IDS[:k],
-        attrs={"identity": ident, "provenance": {"template": {"name": "planted"}}},
+        answer_ids=ANSWER_IDS[:k],
+        resid=h,
+        identity=ident,
+        provenance={"template": {"name": "planted"}},
+        block=128,
+        write=blocks,
         optional_arrays=fmt.OPTIONAL_ACTIVATION_ARRAYS if record_entropy else (),
     )
-    z = lens_logits(h, w_u[ANSWER_IDS[:k]], spec)
-    lse, ent, _ = direct(h, w_u, spec)
-    lay = fmt.layout_of(g)
-    todo = range(lay.n_blocks) if blocks is None else blocks
-    for b in todo:
-        sl = lay.block_slice(b)
-        arrays = {
-            "resid": h[sl],
-            "model_logits": z[sl, -1],
-            "lens_logits": z[sl],
-            "lens_lse": lse[sl],
-        }
-        if record_entropy:
-            arrays["lens_entropy"] = ent[sl]
-        fmt.write_block(g, b, arrays)
-    if blocks is None:
-        fmt.finalize(path, {})
-    return path
 
 
 def random_logits(n: int = 256, n_layers: int = 5, k: int = 4, seed: int = 0):
@@ -244,20 +227,18 @@ def test_lens_of_a_store_with_lm_head_bias_takes_the_answer_rows(tmp_path):
     b = rng.normal(size=vocab).astype(np.float32)
     ids = np.array([3, 7, 9, 11])
     spec = NormSpec("rmsnorm", np.ones(d, np.float32), None, 1e-5)
-    meta = fmt.ExampleMeta(
-        example_id=[f"e{i}" for i in range(n)],
-        subject=["s"] * n,
-        category=["c"] * n,
-        question=["q"] * n,
-        choices=[["a", "b", "c", "d"]] * n,
-        label=np.zeros(n, int),
-        n_tokens=np.full(n, 5),
-    )
-    path = tmp_path / "bias.zarr"
-    layout = fmt.Layout(n, n_layers, d, vocab, 4, block=128)
-    attrs = {"identity": {}, "provenance": {}}
-    fmt.create_store(
-        path, layout, meta, w_u=w, lm_head_bias=b, norm=spec, answer_token_ids=ids, attrs=attrs
+    meta = example_meta(np.zeros(n, int), ["s"] * n, categories=["c"] * n, n_tokens=5)
+    path = synthetic_store(
+        tmp_path / "bias.zarr",
+        meta=meta,
+        n_depth=n_layers,
+        w_u=w,
+        norm=spec,
+        answer_ids=ids,
+        lm_head_bias=b,
+        attrs={"identity": {}, "provenance": {}},
+        block=128,
+        write=[],  # created, nothing written
     )
     lens = AnswerLens.of(open_store(path, allow_partial=True))
     np.testing.assert_array_equal(lens.w, w[ids])
