@@ -31,7 +31,7 @@ class BatchResult:
     lens_entropy: torch.Tensor  # (B, L) nats
 
 
-def _hidden(output: Any) -> torch.Tensor:
+def hidden_of(output: Any) -> torch.Tensor:
     # transformers 5 decoder layers return a tensor; older ones a tuple (hidden, ...). Never take
     # output[0] of a tensor: that is batch row 0.
     return output if isinstance(output, torch.Tensor) else output[0]
@@ -67,7 +67,7 @@ class LastTokenCapture:
         for i, block in enumerate(blocks):
 
             def post(_mod: Any, _args: Any, output: Any, depth: int = i + 1) -> None:
-                self._take(depth, _hidden(output))
+                self._take(depth, hidden_of(output))
 
             self._handles.append(block.register_forward_hook(post))
         return self

@@ -288,7 +288,7 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
             raise store_io_error(out, "create", e, resumable=False) from e
     if g is None:
         g = fmt.open_for_write(out, wait_s=300.0 if sharded else 0.0, sole_writer=not sharded)
-        diffs = fmt.identity_diff(fmt.attrs(g)["identity"], fmt._jsonable(identity))
+        diffs = fmt.identity_diff(fmt.attrs(g)["identity"], fmt.jsonable(identity))
         if diffs:
             raise fmt.StoreError(
                 f"refusing to resume {out}: it was started by a different run.\n  "
@@ -455,7 +455,7 @@ def _write_block(
 def _record_run(g: zarr.Group, record: dict[str, Any]) -> None:
     info = fmt.attrs(g)
     info["runs"] = list(info.get("runs", [])) + [record]
-    g.attrs["layercal"] = fmt._jsonable(info)
+    g.attrs["layercal"] = fmt.jsonable(info)
 
 
 def _compute_block(

@@ -33,7 +33,7 @@ import zarr
 
 from extract._store_prompts import offline_difference, store_prompts
 from extract.arch import Resolved, resolve, unembedding_arrays
-from extract.capture import _hidden, position_ids
+from extract.capture import hidden_of, position_ids
 from extract.tokens import pad_batch, tokenize
 from layercal import format as fmt
 from layercal.lens import self_check_tolerance
@@ -101,7 +101,7 @@ class SteeringHook:
             def post(_m: Any, _args: Any, output: Any) -> Any:
                 if self._off():
                     return None
-                new = self._add(_hidden(output))
+                new = self._add(hidden_of(output))
                 return new if isinstance(output, torch.Tensor) else (new, *output[1:])
 
             self._handle = self.res.blocks[self.layer - 1].register_forward_hook(post)

@@ -56,7 +56,7 @@ def _proc_start(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None  # field 22 of proc(5)
 
 
-def _is_live(rec: Mapping[str, Any]) -> bool:
+def is_live(rec: Mapping[str, Any]) -> bool:
     """Whether a claim's owner may still be writing. Only a process on this host can be checked;
     a claim from another host counts as live."""
     if rec.get("host") != socket.gethostname():
@@ -88,13 +88,13 @@ def _read_claim(path: Path) -> dict[str, Any] | None:
     return rec if isinstance(rec, dict) else {}
 
 
-def _claims(store: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def read_claims(store: str | os.PathLike[str]) -> list[dict[str, Any]]:
     folder = claims_dir(store)
     recs = [_read_claim(p) for p in sorted(folder.glob("block-*.json"))]
     return [r for r in recs if r]
 
 
-def _claimed_message(store: str | os.PathLike[str], rec: Mapping[str, Any]) -> str:
+def claimed_message(store: str | os.PathLike[str], rec: Mapping[str, Any]) -> str:
     b = rec.get("block")
     claim = claims_dir(store) / f"block-{b}.json"
     return (
@@ -175,8 +175,8 @@ def claim_block(store: str | os.PathLike[str], b: int) -> tuple[BlockClaim, str 
         if not other:  # not a record: being created by the fallback path, or damaged
             time.sleep(0.05)
             continue
-        if _is_live(other):
-            raise BlockClaimedError(_claimed_message(store, other))
+        if is_live(other):
+            raise BlockClaimedError(claimed_message(store, other))
         if _remove_stale(target, other):
             note = (
                 f"note: took over block {b} of {store} from a writer that is gone (pid "
@@ -201,7 +201,7 @@ def clear_dead_claims(store: str | os.PathLike[str]) -> None:
         return
     for p in folder.glob("block-*.json"):
         rec = _read_claim(p)
-        if rec is not None and not (rec and _is_live(rec)):
+        if rec is not None and not (rec and is_live(rec)):
             _remove_stale(p, rec)
     with contextlib.suppress(OSError):
         folder.rmdir()

@@ -1,10 +1,12 @@
 """``layercal`` command: one entry point, one subcommand per stage.
 
-The one module that sees both stages: it registers ``extract`` (:mod:`extract.cli`) and the
-analysis commands (:mod:`analyze.cli`, the ``store`` tools included), and hands ``steer
---online`` the model-backed sweeper of the extraction stage, so ``analyze`` never imports
-``extract``. Subcommands import their stage lazily, so ``layercal analyze`` never imports torch.
+Subcommands import their stage lazily, so ``layercal analyze`` never imports torch.
 """
+
+# (the docstring above is `layercal --help`'s description.) This is the one module that sees
+# both stages: it registers `extract` (extract.cli) and the analysis commands (analyze.cli, the
+# `store` tools included), and hands `steer --online` the model-backed sweeper of the extraction
+# stage (online_sweeper), so analyze never imports extract.
 
 from __future__ import annotations
 

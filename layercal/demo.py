@@ -19,8 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="smollm2-135m")
     args = p.parse_args(argv)
 
-    from extract.cli import main as extract_main
     from layercal import format as fmt
+    from layercal.cli import main as layercal  # both stages, as the `layercal` command
 
     store = Path(args.store)
     cmd = [
@@ -57,17 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"store {store} is complete; reusing it (delete it to extract again)")
     else:
         print("$ layercal extract " + " ".join(cmd), flush=True)
-        rc = extract_main(cmd)
+        rc = layercal(["extract", *cmd])
         if rc != 0:
             return rc
-    from analyze.cli import main as analyze_main
-
     print(f"\n$ layercal summary {store}", flush=True)
-    rc = analyze_main(["summary", str(store)])
+    rc = layercal(["summary", str(store)])
     if rc != 0:
         return rc
     print(f"\n$ layercal analyze {store} --out {args.report}", flush=True)
-    rc = analyze_main(["analyze", str(store), "--out", args.report])
+    rc = layercal(["analyze", str(store), "--out", args.report])
     print(f"\nstore:  {store.resolve()}  (format {fmt.FORMAT_NAME} v{fmt.FORMAT_VERSION})")
     print(f"open it with:  xarray.open_zarr({str(store)!r})")
     print(f"report: {(Path(args.report) / 'report.html').resolve()}")

@@ -35,9 +35,9 @@ from zarr.codecs import BloscCodec
 
 from layercal.claims import (
     BlockClaim,
-    _claimed_message,
-    _claims,
-    _is_live,
+    claimed_message,
+    read_claims,
+    is_live,
     claim_block,
     claims_dir,
     clear_dead_claims,
@@ -287,7 +287,7 @@ def create_store(
         has_lm_head_bias=lm_head_bias is not None,
         status={"created": True, "complete": False},
     )
-    g.attrs["layercal"] = _jsonable(info)
+    g.attrs["layercal"] = jsonable(info)
     return g
 
 
@@ -305,7 +305,8 @@ def attrs(g: zarr.Group) -> dict[str, Any]:
     return dict(info) if isinstance(info, Mapping) else {}
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+    """``x`` as it reads back from a store's JSON attributes (non-JSON values as strings)."""
     return json.loads(json.dumps(x, default=str))
 
 
@@ -336,9 +337,9 @@ def open_for_write(
             )
         time.sleep(0.5)
     if sole_writer:
-        live = [rec for rec in _claims(path) if _is_live(rec)]
+        live = [rec for rec in read_claims(path) if is_live(rec)]
         if live:  # its temp files are not debris, and the blocks it holds are not ours to write
-            raise BlockClaimedError(_claimed_message(path, live[0]))
+            raise BlockClaimedError(claimed_message(path, live[0]))
         for partial in path.rglob("*.partial"):  # temp files of a write killed mid-way
             partial.unlink(missing_ok=True)
     return g
@@ -489,7 +490,7 @@ def finalize(path: str | os.PathLike[str], extra_status: Mapping[str, Any]) -> N
     clear_dead_claims(path)
     g = zarr.open_group(str(path), mode="r+", zarr_format=3)
     info = attrs(g)
-    info["status"] = _jsonable({"created": True, "complete": True, **extra_status})
+    info["status"] = jsonable({"created": True, "complete": True, **extra_status})
     g.attrs["layercal"] = info
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "consolidated metadata is not in the v3 spec"

@@ -18,7 +18,7 @@ from analyze import calibration as M
 from analyze.analysis import analyze_store
 from analyze.calibration import TEMPERATURE_STREAM, fit_temperatures, stratified_split
 from analyze.cli import main as cli_main
-from analyze.cli.analyze import _names, parse_layers, write_tables
+from analyze.cli.analyze import parse_layers, store_names, write_tables
 from analyze.lens.store import IncompleteStoreError, open_store
 from analyze.results import INTERVAL_METRICS, LAYER_COLUMNS, AnalysisResult
 from layercal.format import StoreError
@@ -379,7 +379,7 @@ def test_help_documents_layout_and_defaults(capsys):
 
 
 def test_several_stores_get_subfolders_and_stacked_tables(result, tmp_path):
-    names = _names(["a/x.zarr", "b/x.zarr", "memory://y.zarr/"])
+    names = store_names(["a/x.zarr", "b/x.zarr", "memory://y.zarr/"])
     assert names == ["x", "x-2", "y"]
     write_tables([result, result], tmp_path, names[:2])
     for name in names[:2]:

@@ -138,7 +138,7 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _names(stores: list[str]) -> list[str]:
+def store_names(stores: list[str]) -> list[str]:
     """Subfolder names: the store's file name without .zarr/.zip, made unique."""
     names: list[str] = []
     for s in stores:
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     out.mkdir(parents=True, exist_ok=True)
-    write_tables(results, out, _names(list(args.stores)))
+    write_tables(results, out, store_names(list(args.stores)))
     from analyze.report.write import write_report  # figures: matplotlib, only now
 
     report = write_report(results, out)
