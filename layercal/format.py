@@ -35,12 +35,12 @@ from zarr.codecs import BloscCodec
 
 from layercal.claims import (
     BlockClaim,
-    claimed_message,
-    read_claims,
-    is_live,
     claim_block,
+    claimed_message,
     claims_dir,
     clear_dead_claims,
+    is_live,
+    read_claims,
     release_block,
 )
 from layercal.errors import BlockClaimedError, StoreError, StoreExistsError
@@ -186,9 +186,8 @@ def create_store(
     if unknown:
         raise StoreError(f"not optional activation arrays: {sorted(unknown)}")
     path = Path(path)
-    n, L, d, K = layout.n_examples, layout.n_depth, layout.hidden, layout.n_choices
-    if w_u.shape != (layout.vocab, d):
-        raise StoreError(f"W_U has shape {w_u.shape}, expected {(layout.vocab, d)}")
+    if w_u.shape != (layout.vocab, layout.hidden):
+        raise StoreError(f"W_U has shape {w_u.shape}, expected {(layout.vocab, layout.hidden)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         # mkdir is atomic: of several shards starting at once exactly one creates the store,
@@ -199,21 +198,30 @@ def create_store(
             f"{path} already exists. Pass --resume to continue filling it, or choose another --out."
         ) from e
     g = zarr.open_group(str(path), mode="w-", zarr_format=3)
-    blk, ck = layout.block, CHUNK_EXAMPLES
+    _create_activation_arrays(g, layout, optional)
+    _write_examples(g, layout, meta, answer_token_ids)
+    _write_lens(g, layout, w_u, lm_head_bias, norm)
+    g.attrs["layercal"] = jsonable(_root_attrs(attrs, layout, norm, lm_head_bias is not None))
+    return g
+
+
+def _create_activation_arrays(g: zarr.Group, layout: Layout, optional: set[str]) -> None:
+    """The activation arrays (NaN until written), ``written`` and ``block_sha256``."""
+    n, L, d, blk = layout.n_examples, layout.n_depth, layout.hidden, layout.block
     coords: dict[str, Any] = {"coordinates": " ".join(EXAMPLE_COORDS)}
     nan = np.float32(np.nan)
     g.create_array(
         "resid",
         shape=(n, L, d),
         dtype="float32",
-        chunks=(ck, 1, d),
+        chunks=(CHUNK_EXAMPLES, 1, d),
         shards=(blk, L, d),
         compressors=compressor(),
         dimension_names=ACTIVATION_ARRAYS["resid"],
         fill_value=nan,
         attributes=coords,
     )
-    sizes = {"example": n, "layer": L, "choice": K}
+    sizes = {"example": n, "layer": L, "choice": layout.n_choices}
     for name in activation_arrays(optional)[1:]:  # resid (sharded) is created above
         shape = tuple(sizes[dim] for dim in ACTIVATION_ARRAYS[name])
         g.create_array(
@@ -234,7 +242,14 @@ def create_store(
         chunks=(1,),
         dimension_names=("block",),
     )
-    # coordinates and per-example metadata
+
+
+def _write_examples(
+    g: zarr.Group, layout: Layout, meta: ExampleMeta, answer_token_ids: np.ndarray
+) -> None:
+    """The coordinates and the per-example metadata."""
+    n, L, K = layout.n_examples, layout.n_depth, layout.n_choices
+    coords: dict[str, Any] = {"coordinates": " ".join(EXAMPLE_COORDS)}
     _arr(g, "example", np.arange(n, dtype=np.int64), ("example",))
     _arr(g, "layer", np.arange(L, dtype=np.int64), ("layer",))
     _arr(g, "choice", np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:K])), ("choice",))
@@ -247,7 +262,16 @@ def create_store(
     _arr(g, "label", np.asarray(meta.label, dtype=np.int16), ("example",), attributes=coords)
     _arr(g, "n_tokens", np.asarray(meta.n_tokens, dtype=np.int32), ("example",))
     _arr(g, "answer_token_ids", np.asarray(answer_token_ids, dtype=np.int64), ("choice",))
-    # the lens as data
+
+
+def _write_lens(
+    g: zarr.Group,
+    layout: Layout,
+    w_u: np.ndarray,
+    lm_head_bias: np.ndarray | None,
+    norm: NormSpec,
+) -> None:
+    """The lens as data: W_U, the lm_head bias, the final norm's weight and bias."""
     # trained weights hardly compress (SmolLM2: 72 MB at zstd level 3, 75 MB at level 1), and
     # level 1 is ~4x faster: W_U is written before the first forward pass, on the critical path
     w_u_codec = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
@@ -256,7 +280,7 @@ def create_store(
         "W_U",
         np.asarray(w_u, dtype=np.float32),
         ("vocab", "hidden"),
-        chunks=(W_U_CHUNK_ROWS, d),
+        chunks=(W_U_CHUNK_ROWS, layout.hidden),
         compressor=w_u_codec,
     )
     if lm_head_bias is not None:
@@ -264,18 +288,25 @@ def create_store(
     _arr(g, "final_norm_weight", np.asarray(norm.weight, dtype=np.float32), ("hidden",))
     if norm.bias is not None:
         _arr(g, "final_norm_bias", np.asarray(norm.bias, dtype=np.float32), ("hidden",))
+
+
+def _root_attrs(
+    attrs: Mapping[str, Any], layout: Layout, norm: NormSpec, has_bias: bool
+) -> dict[str, Any]:
+    """``attrs["layercal"]`` of a new store: the caller's identity and provenance, the format,
+    the layout, the final norm, and the status ``created``."""
     info = dict(attrs)
     info.update(
         format=FORMAT_NAME,
         format_version=FORMAT_VERSION,
         layout={
-            "n_examples": n,
-            "n_depth": L,
-            "hidden": d,
+            "n_examples": layout.n_examples,
+            "n_depth": layout.n_depth,
+            "hidden": layout.hidden,
             "vocab": layout.vocab,
-            "n_choices": K,
-            "block": blk,
-            "chunk_examples": ck,
+            "n_choices": layout.n_choices,
+            "block": layout.block,
+            "chunk_examples": CHUNK_EXAMPLES,
         },
         final_norm={
             "kind": norm.kind,
@@ -284,11 +315,10 @@ def create_store(
             "softcap": norm.softcap,
             "has_bias": norm.bias is not None,
         },
-        has_lm_head_bias=lm_head_bias is not None,
+        has_lm_head_bias=has_bias,
         status={"created": True, "complete": False},
     )
-    g.attrs["layercal"] = jsonable(info)
-    return g
+    return info
 
 
 def array(g: zarr.Group, name: str) -> zarr.Array:

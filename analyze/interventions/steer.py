@@ -109,6 +109,108 @@ class SteerResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """What every method of one steering run shares: the store's data at the steered depth, the
+    splits, the direction at that depth (unit vector ``v``, scale ``s``) and how α is chosen."""
+
+    data: StoreData
+    splits: Splits
+    layer: int
+    last: int
+    v: NDArray[np.float64]
+    s: float
+    sweeper: Sweeper | None
+    max_drop: float
+    n_bins: int
+
+    def chosen(
+        self, m: Method, values: Sequence[float], neutral: float, fam: Family
+    ) -> NDArray[Any]:
+        """Sweep ``values`` on dev and test; the test logits at the value chosen on dev."""
+        return choose_on_dev(
+            m, values, neutral, fam, self.data, self.splits, self.max_drop, self.n_bins
+        )
+
+    def family(self, vec: NDArray[np.float64]) -> Family:
+        """Steering along ``vec``: offline on the stored residual, or by the model."""
+        sweeper, s = self.sweeper, self.s
+        if sweeper is None:
+            return along(vec, s)
+        return lambda _d, rows, vals: sweeper(rows, vec, s, vals)
+
+    def along_offline(self, vec: NDArray[np.float64]) -> Family | None:
+        """The offline family for transfer: only at the last depth (else None)."""
+        return along(vec, self.s) if self.layer == self.last else None
+
+
+def _check_layer(ds: xr.Dataset, layer: int | None, sweeper: Sweeper | None) -> tuple[int, int]:
+    """The depth to steer (None: the last) and the last depth; offline needs the last."""
+    last = int(ds.sizes["layer"]) - 1
+    layer = last if layer is None else int(layer)
+    if not 0 <= layer <= last:
+        raise DirectionError(f"layer {layer} is outside the store's depths 0..{last}")
+    if layer != last and sweeper is None:
+        raise DirectionError(
+            f"steering at depth {layer} changes every later layer, which needs the model: run "
+            f"`layercal steer STORE --direction DIR --online --model MODEL --layer {layer}`."
+        )
+    return layer, last
+
+
+def _temperature_method(st: _Setup, base_test: NDArray[Any]) -> tuple[Method, NDArray[Any]]:
+    """Temperature scaling at the last depth, T fitted on dev."""
+    data, dev = st.data, st.splits.dev
+    t = fit_temperature(data.lens.logits(data.h[dev]), data.label[dev], data.mask[dev])
+    m = Method("temperature", st.last, t, temperature(t))
+    for split, rows in (("dev", st.splits.dev), ("test", st.splits.test)):
+        z = temperature(t)(data, rows, [t])
+        m.sweep += sweep_rows(m.name, [t], split, z, data, rows, st.n_bins)
+    return m, base_test / t
+
+
+def _methods(
+    st: _Setup,
+    base_test: NDArray[Any],
+    alphas: Sequence[float],
+    n_random: int,
+    seed: int,
+    betas: Sequence[float],
+    null_basis: NDArray[np.float64] | None,
+    kk: int,
+) -> list[tuple[Method, NDArray[Any]]]:
+    """The direction, then the baselines (temperature, random directions, the null space),
+    each with its test logits at the parameter chosen on dev."""
+    m = Method("direction", st.layer, offline=st.along_offline(st.v))
+    methods = [(m, st.chosen(m, alphas, 0.0, st.family(st.v)))]
+    methods.append(_temperature_method(st, base_test))
+    for i in range(n_random):
+        u = random_direction(st.v.size, seed + i)
+        m = Method(f"random-{i}", st.layer, offline=st.along_offline(u))
+        methods.append((m, st.chosen(m, alphas, 0.0, st.family(u))))
+    if null_basis is not None:
+        fam = null_scaling(null_basis)
+        m = Method(f"nullspace-k{kk}", st.last, offline=fam)
+        methods.append((m, st.chosen(m, betas, 1.0, fam)))
+    return methods
+
+
+def _targets(
+    st: _Setup, direction: Direction, transfer: Sequence[tuple[str, xr.Dataset]]
+) -> list[tuple[str, StoreData, NDArray[np.intp]]]:
+    """Transfer targets: this store's categories (held-out rows), then the other stores."""
+    data = st.data
+    targets = [
+        (f"category {c}", data, _held_out(data, direction, st.splits, data.category == c))
+        for c in sorted(set(data.category.tolist()))
+    ]
+    for label, other in transfer:
+        check_direction(direction, other, where=label)
+        od = StoreData.of(other)
+        targets.append((label, od, _held_out(od, direction, None, np.ones(od.label.size, bool))))
+    return targets
+
+
 def run_steering(
     ds: xr.Dataset,
     direction: Direction,
@@ -136,61 +238,22 @@ def run_steering(
     evaluated offline with every choice unchanged; this store's categories always are.
     """
     check_direction(direction, ds)
-    last = int(ds.sizes["layer"]) - 1
-    layer = last if layer is None else int(layer)
-    if not 0 <= layer <= last:
-        raise DirectionError(f"layer {layer} is outside the store's depths 0..{last}")
-    if layer != last and sweeper is None:
-        raise DirectionError(
-            f"steering at depth {layer} changes every later layer, which needs the model: run "
-            f"`layercal steer STORE --direction DIR --online --model MODEL --layer {layer}`."
-        )
+    layer, last = _check_layer(ds, layer, sweeper)
     alphas = sorted(set(float(a) for a in alphas) | {0.0})
     data = StoreData.of(ds)
     splits = steering_splits(data, direction, dev_fraction, seed, limit)
     v, s = direction.at(layer), direction.scale_at(layer)
-
-    def chosen(m: Method, values: Sequence[float], neutral: float, fam: Family) -> NDArray[Any]:
-        return choose_on_dev(m, values, neutral, fam, data, splits, max_accuracy_drop, n_bins)
-
-    def family(vec: NDArray[np.float64]) -> Family:
-        if sweeper is None:
-            return along(vec, s)
-        return lambda _d, rows, vals: sweeper(rows, vec, s, vals)
-
+    st = _Setup(data, splits, layer, last, v, s, sweeper, max_accuracy_drop, n_bins)
     base_test = data.lens.logits(data.h[splits.test])
-    offline_ok = layer == last
-    methods: list[tuple[Method, NDArray[Any]]] = []
-    m = Method("direction", layer, offline=along(v, s) if offline_ok else None)
-    methods.append((m, chosen(m, alphas, 0.0, family(v))))
-    dev = splits.dev
-    t = fit_temperature(data.lens.logits(data.h[dev]), data.label[dev], data.mask[dev])
-    m = Method("temperature", last, t, temperature(t))
-    for split, rows in (("dev", splits.dev), ("test", splits.test)):
-        z = temperature(t)(data, rows, [t])
-        m.sweep += sweep_rows(m.name, [t], split, z, data, rows, n_bins)
-    methods.append((m, base_test / t))
-    for i in range(n_random):
-        u = random_direction(v.size, seed + i)
-        m = Method(f"random-{i}", layer, offline=along(u, s) if offline_ok else None)
-        methods.append((m, chosen(m, alphas, 0.0, family(u))))
     kk = default_k(v.size) if k is None else k
     if svd is not None:
         betas = sorted(set(float(b) for b in betas) | {1.0})
-        fam = null_scaling(svd.null_basis(kk))
-        m = Method(f"nullspace-k{kk}", last, offline=fam)
-        methods.append((m, chosen(m, betas, 1.0, fam)))
+    null_basis = None if svd is None else svd.null_basis(kk)
+    methods = _methods(st, base_test, alphas, n_random, seed, betas, null_basis, kk)
     test = splits.test
     table = method_table(methods, base_test, data, test, n_bins=n_bins, n_boot=n_boot, seed=seed)
     shown = {"none": base_test, **{m.name: z for m, z in methods[:2]}}
-    targets = [
-        (f"category {c}", data, _held_out(data, direction, splits, data.category == c))
-        for c in sorted(set(data.category.tolist()))
-    ]
-    for label, other in transfer:
-        check_direction(direction, other, where=label)
-        od = StoreData.of(other)
-        targets.append((label, od, _held_out(od, direction, None, np.ones(od.label.size, bool))))
+    targets = _targets(st, direction, transfer)
     meta = {
         "layer": layer,
         "last_layer": last,

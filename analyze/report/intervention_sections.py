@@ -219,13 +219,13 @@ def steer_blocks(
     ]
     if online:
         diff = online.get("max_abs_diff_vs_offline")
-        check = f"; max |online − offline| logit at the last depth: {diff:.2e}"
+        check = (
+            "" if diff is None else f"; max |online − offline| logit at the last depth: {diff:.2e}"
+        )
         blocks.append(
             Para(
                 f"Online with {online['model']} ({online['dtype']}), positions "
-                f"{online['positions']}, KV reuse {online['kv_reuse']}"
-                + (check if diff is not None else "")
-                + "."
+                f"{online['positions']}, KV reuse {online['kv_reuse']}{check}."
             )
         )
     if tr:

@@ -12,13 +12,14 @@ A damaged store never raises: every problem is reported with the array, block an
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import zarr
 
 from layercal import format as fmt
-from layercal.lens import NormSpec, lens_logits, self_check_tolerance
+from layercal.lens import NormSpec, lens_logits, recorded_dtype, self_check_tolerance
 from layercal.store._location import Location, chunk_key
 from layercal.store._verify_attr import attribute, entropy_outside
 from layercal.store._verify_bytes import Unchecked, check_manifest, check_object
@@ -125,6 +126,101 @@ def _lens_parts(
         return None
 
 
+@dataclass
+class _Blocks:
+    """What ``check_blocks`` needs for every block, and what it counts across them."""
+
+    arrays: dict[str, zarr.Array]
+    loc: Location
+    layout: fmt.Layout
+    lens: tuple[np.ndarray, np.ndarray | None, NormSpec]
+    dtype: str | None
+    acts: tuple[str, ...]
+    absent: str  # said after a digest mismatch: a removed optional array also changes it
+    picked: set[int]  # examples of the lens self-check
+    canonical: bool
+    rep: Report
+    n_ok: int = 0
+    n_written: int = 0
+    max_diff: float = 0.0
+    n_checked: int = 0
+
+
+def _marked_written(
+    st: _Blocks, b: int, written: np.ndarray, digest: str, complete: bool, span: str
+) -> bool:
+    """Whether block ``b`` is marked written (problems with its marks are reported)."""
+    rep, marked = st.rep, written[st.layout.block_slice(b)]
+    if marked.any() and not marked.all():
+        rep.fail(f"written {span}", f"only {int(marked.sum())}/{marked.size} examples marked")
+    if not marked.all():
+        if digest:
+            msg = "has a recorded sha256 but is not marked written (a write was interrupted)"
+            if complete:
+                rep.fail(f"written {span}", msg + " although status says complete")
+            else:
+                rep.notes.append(f"{span} {msg}; resume rewrites it")
+        return False
+    return True
+
+
+def _read_block(st: _Blocks, b: int, span: str) -> dict[str, np.ndarray] | None:
+    """The block's activation arrays: objects present, well formed, decodable, without NaN;
+    None (problems reported) when any is not."""
+    sl = st.layout.block_slice(b)
+    blk: dict[str, np.ndarray] = {}
+    for name in st.acts:
+        a = st.arrays[name]
+        coords = (b,) + (0,) * (a.ndim - 1)
+        key = chunk_key(a, coords)
+        where = f"{name} {span}, object {key}"
+        if not st.loc.exists(key):
+            st.rep.fail(where, "the object is missing although the block is marked written")
+            continue
+        if not check_bytes(st.loc, key, coords, st.rep, where, st.canonical):
+            continue
+        data = _read(a, sl, st.rep, where)
+        if data is None:
+            continue
+        n_nan = int(np.isnan(data).sum())
+        if n_nan:
+            st.rep.fail(where, f"{n_nan} NaN values (fill value: inner chunks missing)")
+            continue
+        blk[name] = data
+    return blk if len(blk) == len(st.acts) else None
+
+
+def _check_content(st: _Blocks, b: int, blk: dict[str, np.ndarray], digest: str, span: str) -> None:
+    """The block's sha256 (which array changed, when it does not match), ``lens_entropy``
+    within [0, log vocab], and the lens self-check on the sampled examples."""
+    sl, rep = st.layout.block_slice(b), st.rep
+    got = fmt.sha256_bytes(*(blk[k].astype(np.float32) for k in st.acts))
+    tol = tolerance(st.dtype, blk["model_logits"])
+    if got != digest:
+        why = attribute(blk, st.lens, tol, st.arrays, sl.start)
+        rep.fail(
+            span, f"content sha256 {got[:16]}... != recorded {digest[:16]}...; {why}{st.absent}"
+        )
+        return
+    st.n_ok += 1
+    if "lens_entropy" in blk:  # recorded as written, yet impossible: the writer erred
+        outside = entropy_outside(blk["lens_entropy"], st.layout.vocab, tol)
+        if outside.any():
+            rep.fail(
+                f"lens_entropy {span}",
+                f"{int(outside.sum())} values outside [0, log vocab], impossible for an "
+                f"entropy (first {float(blk['lens_entropy'][outside][0]):.4g})",
+            )
+    rows = [i - sl.start for i in range(sl.start, sl.stop) if i in st.picked]
+    if rows:
+        w, bias, spec = st.lens
+        z = lens_logits(blk["resid"][rows, -1], w, spec, bias)
+        diff = float(np.abs(z - blk["model_logits"][rows]).max())
+        st.max_diff, st.n_checked = max(st.max_diff, diff), st.n_checked + len(rows)
+        if not diff <= tol:
+            rep.fail(span, f"lens(last layer) differs from model_logits by {diff:.3g} > {tol:.3g}")
+
+
 def check_blocks(
     group: zarr.Group,
     arrays: dict[str, zarr.Array],
@@ -143,13 +239,9 @@ def check_blocks(
     if written is None or sha is None or lens is None:
         return
     complete = bool(info.get("status", {}).get("complete"))
-    dtype = str(
-        info.get("identity", {}).get("dtype")
-        or info.get("provenance", {}).get("model", {}).get("dtype")
-    )
     acts = fmt.activation_arrays(arrays)
     lacking = sorted(set(fmt.ACTIVATION_ARRAYS) - set(acts))
-    absent = ""  # said after a digest mismatch: a removed optional array also changes the digest
+    absent = ""
     if lacking:
         absent = f"; this store has no {', '.join(lacking)} (older store, or removed?)"
         rep.notes.append(
@@ -159,84 +251,34 @@ def check_blocks(
     rng = np.random.default_rng(seed)
     pool = np.flatnonzero(written)
     picked = set(rng.choice(pool, size=min(sample, pool.size), replace=False).tolist())
-    n_ok, n_written, max_diff, n_checked = 0, 0, 0.0, 0
+    dtype = recorded_dtype(info)
+    st = _Blocks(arrays, loc, layout, lens, dtype, acts, absent, picked, canonical, rep)
     for b in range(layout.n_blocks):
         sl = layout.block_slice(b)
         span = f"block {b} (examples {sl.start}-{sl.stop - 1})"
-        marked, digest = written[sl], str(sha[b])
-        if marked.any() and not marked.all():
-            rep.fail(f"written {span}", f"only {int(marked.sum())}/{marked.size} examples marked")
-        if not marked.all():
-            if digest:
-                msg = "has a recorded sha256 but is not marked written (a write was interrupted)"
-                if complete:
-                    rep.fail(f"written {span}", msg + " although status says complete")
-                else:
-                    rep.notes.append(f"{span} {msg}; resume rewrites it")
+        digest = str(sha[b])
+        if not _marked_written(st, b, written, digest, complete, span):
             continue
-        n_written += 1
+        st.n_written += 1
         if not HEX64.fullmatch(digest):
             rep.fail(f"block_sha256 {span}", f"marked written but its sha256 is {digest[:70]!r}")
             continue
-        blk: dict[str, np.ndarray] = {}
-        for name in acts:
-            a = arrays[name]
-            key = chunk_key(a, (b,) + (0,) * (a.ndim - 1))
-            where = f"{name} {span}, object {key}"
-            if not loc.exists(key):
-                rep.fail(where, "the object is missing although the block is marked written")
-                continue
-            if not check_bytes(loc, key, (b,) + (0,) * (a.ndim - 1), rep, where, canonical):
-                continue
-            data = _read(a, sl, rep, where)
-            if data is None:
-                continue
-            n_nan = int(np.isnan(data).sum())
-            if n_nan:
-                rep.fail(where, f"{n_nan} NaN values (fill value: inner chunks missing)")
-                continue
-            blk[name] = data
-        if len(blk) < len(acts):
-            continue
-        got = fmt.sha256_bytes(*(blk[k].astype(np.float32) for k in acts))
-        tol = tolerance(dtype, blk["model_logits"])
-        if got != digest:
-            rep.fail(
-                span,
-                f"content sha256 {got[:16]}... != recorded {digest[:16]}...; "
-                + attribute(blk, lens, tol, arrays, sl.start)
-                + absent,
-            )
-            continue
-        n_ok += 1
-        if "lens_entropy" in blk:  # recorded as written, yet impossible: the writer erred
-            outside = entropy_outside(blk["lens_entropy"], layout.vocab, tol)
-            if outside.any():
-                rep.fail(
-                    f"lens_entropy {span}",
-                    f"{int(outside.sum())} values outside [0, log vocab], impossible for an "
-                    f"entropy (first {float(blk['lens_entropy'][outside][0]):.4g})",
-                )
-        rows = [i - sl.start for i in range(sl.start, sl.stop) if i in picked]
-        if rows:
-            z = lens_logits(blk["resid"][rows, -1], lens[0], lens[2], lens[1])
-            diff = float(np.abs(z - blk["model_logits"][rows]).max())
-            max_diff, n_checked = max(max_diff, diff), n_checked + len(rows)
-            if not diff <= tol:
-                rep.fail(
-                    span, f"lens(last layer) differs from model_logits by {diff:.3g} > {tol:.3g}"
-                )
+        blk = _read_block(st, b, span)
+        if blk is not None:
+            _check_content(st, b, blk, digest, span)
     rep.notes.append(
-        f"blocks: {n_ok}/{n_written} written blocks match their sha256 ({layout.n_blocks} in all)"
+        f"blocks: {st.n_ok}/{st.n_written} written blocks match their sha256 "
+        f"({layout.n_blocks} in all)"
     )
-    if complete and n_written < layout.n_blocks:
+    if complete and st.n_written < layout.n_blocks:
         rep.fail(
             "zarr.json attrs",
-            f"status says complete but only {n_written}/{layout.n_blocks} blocks are written",
+            f"status says complete but only {st.n_written}/{layout.n_blocks} blocks are written",
         )
-    if n_checked:
+    if st.n_checked:
         rep.notes.append(
-            f"self-check: lens(last layer) vs model_logits on {n_checked} examples, max |diff| {max_diff:.2e}"
+            f"self-check: lens(last layer) vs model_logits on {st.n_checked} examples, max "
+            f"|diff| {st.max_diff:.2e}"
         )
 
 
