@@ -13,15 +13,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from extract.builtins import BUILTIN, assemble
+from extract.config import Device, DType
 from extract.gguf import convert_gguf, converted_folder
-
-DType = Literal["auto", "bfloat16", "float16", "float32"]
-Device = Literal["auto", "cuda", "cpu", "mps"]
 
 
 class ModelError(ValueError):

@@ -139,14 +139,14 @@ def tiny_loaded(tiny_llama_dir):
 
 def _auto(lm, n_seqs, lengths=(40, 300, 120), **kw):
     from extract.arch import resolve
-    from extract.run import auto_batch_size
+    from extract.autobatch import auto_batch_size
 
     seqs = [[5] * lengths[i % len(lengths)] for i in range(n_seqs)]
     return auto_batch_size(lm.model, resolve(lm.model), lm.tokenizer, seqs, [1, 2], 256, **kw)
 
 
 def test_auto_batch_size_on_cpu_follows_memory_budget(tiny_loaded):
-    from extract.run import AUTO_MEMORY_FRACTION, forward_bytes_per_prompt
+    from extract.autobatch import AUTO_MEMORY_FRACTION, forward_bytes_per_prompt
 
     per = forward_bytes_per_prompt(tiny_loaded.model.config, 300, 4)  # longest prompt: 300
     assert _auto(tiny_loaded, 24, available_bytes=2**40) == 32  # capped: 24 examples need 32
@@ -159,7 +159,7 @@ def test_auto_batch_size_on_cpu_follows_memory_budget(tiny_loaded):
 
 
 def test_auto_batch_size_on_cuda_backs_off_on_out_of_memory(tiny_loaded, monkeypatch):
-    import extract.run as run
+    import extract.autobatch as autobatch
 
     tried = []
 
@@ -174,7 +174,7 @@ def test_auto_batch_size_on_cuda_backs_off_on_out_of_memory(tiny_loaded, monkeyp
     monkeypatch.setattr(
         torch.cuda, "get_device_properties", lambda *a: type("P", (), {"total_memory": 1})
     )
-    monkeypatch.setattr(run, "run_batch", fake_run_batch)
+    monkeypatch.setattr(autobatch, "run_batch", fake_run_batch)
     from extract.arch import resolve
 
     res = resolve(tiny_loaded.model)
@@ -182,11 +182,11 @@ def test_auto_batch_size_on_cuda_backs_off_on_out_of_memory(tiny_loaded, monkeyp
     longest = sorted(seqs, key=len, reverse=True)
 
     def fits(bs):
-        return run._probe_fits(
+        return autobatch.probe_fits(
             tiny_loaded.model, res, tiny_loaded.tokenizer, longest[:bs], [1, 2], "left"
         )
 
-    assert run._largest_fitting([64, 32, 16, 8, 4, 2, 1], fits) == 8
+    assert autobatch.largest_fitting([64, 32, 16, 8, 4, 2, 1], fits) == 8
     assert tried == [60, 32, 16, 8]  # 64 asked, only 60 prompts exist; the longest ones first
 
 
