@@ -19,21 +19,26 @@ know and computes over all 49,152 rows. The residuals carry a planted answer sig
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# First of all: this file is named analyze.py, and running it puts its folder first on sys.path,
+# where `import analyze` would find this script instead of the package. Drop the folder, put the
+# repository first.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(_HERE.parent), *(p for p in sys.path if Path(p or ".").resolve() != _HERE)]
+
 import argparse
 import json
 import os
 import resource
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 N, L, D, V, K, R = 14042, 31, 576, 49152, 4, 512
 

@@ -29,6 +29,15 @@ The last line of output is one JSON object (``layercal_vs_bare``, ``layercal_vs_
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# First of all: this file is named extract.py, and running it puts its folder first on sys.path,
+# where `import extract` would find this script instead of the package. Drop the folder, put the
+# repository first.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(_HERE.parent), *(p for p in sys.path if Path(p or ".").resolve() != _HERE)]
+
 import argparse
 import contextlib
 import json
@@ -37,17 +46,10 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
-
-_HERE = Path(__file__).resolve().parent
-# this file is named extract.py: keep its folder off sys.path so `import extract` is the package
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
 
 VARIANTS = (
     "bare",
@@ -730,7 +732,7 @@ def _variants(text: str) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from extract.cli import parse_max_batch_tokens  # the same option as `layercal extract`
+    from extract.config import parse_max_batch_tokens  # the same option as `layercal extract`
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--n", type=int, default=512, help="number of prompts (default 512)")

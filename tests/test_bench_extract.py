@@ -220,3 +220,23 @@ def test_extract_records_the_auto_batch_size(tmp_path, tiny_loaded, data_dir, ti
     for bad in ("0", "big"):
         with pytest.raises(SystemExit):
             p.parse_args([*base, "--batch-size", bad])
+
+
+@pytest.mark.parametrize("script", ["extract", "analyze"])
+def test_a_bench_script_named_like_a_package_does_not_shadow_it(script, tmp_path):
+    """``python bench/extract.py`` puts bench/ first on sys.path, where ``import extract`` finds
+    the script itself; the script drops its folder from sys.path before anything else."""
+    path = REPO / "bench" / f"{script}.py"
+    as_a_script = f"import sys; sys.path.insert(0, {str(path.parent)!r})\n"
+    probe = f"import {script}; print({script}.__file__)"
+    run = [sys.executable, "-c"]
+    # the folder first on sys.path shadows the package...
+    naive = subprocess.run(
+        [*run, as_a_script + probe], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert naive.stdout.strip() == str(path), naive.stderr
+    # ...and the script's own first lines undo that
+    code = as_a_script + f"import runpy; runpy.run_path({str(path)!r}, run_name='bench')\n" + probe
+    p = subprocess.run([*run, code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == str(REPO / script / "__init__.py")
