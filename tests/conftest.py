@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests import REPO
+from tests.extract.tiny_models import save_tiny
 
 
 def shared_data_dir() -> Path:
@@ -32,15 +33,6 @@ def smollm2():
     from extract.models import load_model
 
     return load_model("smollm2-135m", dtype="float32", device="cpu")
-
-
-def save_tiny(model, folder: Path, tokenizer_src: str) -> Path:
-    """Save a tiny random model with a real tokenizer as a local model folder."""
-    from transformers import AutoTokenizer
-
-    model.save_pretrained(str(folder))
-    AutoTokenizer.from_pretrained(tokenizer_src).save_pretrained(str(folder))
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +67,26 @@ def tiny_llama_dir(tmp_path_factory, smollm2_dir) -> Path:
     with torch.no_grad():
         model.model.norm.weight.normal_(1.0, 0.3)
     return save_tiny(model, tmp_path_factory.mktemp("tiny-llama"), smollm2_dir)
+
+
+@pytest.fixture(scope="session")
+def smol_store_path(tmp_path_factory, smollm2, data_dir) -> Path:
+    """A 16-question SmolLM2 store shared by this session's tests (built once)."""
+    from extract.run import ExtractConfig, extract
+
+    out = tmp_path_factory.getbasetemp() / "smol-steer" / "smol.zarr"
+    if not (out / "zarr.json").exists():
+        out.parent.mkdir(exist_ok=True)
+        cfg = ExtractConfig(
+            model="smollm2-135m",
+            dataset="mmlu",
+            out=str(out),
+            subjects=["formal_logic", "astronomy"],
+            data_dir=str(data_dir),
+            limit=16,
+            batch_size=8,
+            block=128,
+            progress=False,
+        )
+        assert extract(cfg, loaded=smollm2).complete
+    return out

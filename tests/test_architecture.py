@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests import REPO
+
 PACKAGES = ("layercal", "extract", "analyze")
 # the one module that sees both stages (it hands `steer --online` the model-backed sweeper)
 BOTH_STAGES = {"layercal.cli"}

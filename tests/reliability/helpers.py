@@ -1,6 +1,6 @@
 """Shared pieces of the reliability suite: the tiny extraction, polling, store snapshots.
 
-The extraction command and the array reader are those of ``tests/test_extract_store.py``; the
+The extraction command and the array reader are those of ``tests/extract/extraction.py``; the
 runs here are shorter (260 examples: blocks of 128, 128 and 4).
 """
 
@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 import zarr
-from test_extract_store import ACT, REPO, arrays, cli
 
 from layercal import format as fmt
+from tests import REPO
+from tests.extract.extraction import ACT, arrays, cli
 
 LIMIT = 260
 N_BLOCKS = 3

@@ -1,0 +1,112 @@
+"""Planted stores for the intervention tests: a calibration direction along one unit vector in the
+layer deltas (``planted_store``), and random residuals (``random_store``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from layercal import format as fmt
+from layercal.lens import NormSpec
+from layercal.testing import example_meta, synthetic_store
+
+SUBJECTS = ("philosophy", "world_religions", "astronomy", "virology")
+
+
+CATEGORY = {
+    "philosophy": "humanities",
+    "world_religions": "humanities",
+    "astronomy": "stem",
+    "virology": "other",
+}
+
+
+def planted_direction(hidden: int, seed: int = 7) -> np.ndarray:
+    u = np.random.default_rng(seed).normal(size=hidden)
+    return u / np.linalg.norm(u)
+
+
+def planted_store(path, *, n=160, depth=8, hidden=24, vocab=40, seed=0, w_seed=0):
+    """A store whose layer deltas are c_i · u + noise (c_i ~ 1 + 0.8 N(0, 1)), with an answer
+    signal that grows with depth; u = planted_direction(hidden)."""
+    rng = np.random.default_rng(seed)
+    ids = np.array([3, 4, 5, 6])
+    w_u = np.random.default_rng(w_seed).normal(size=(vocab, hidden)).astype(np.float32)
+    spec = NormSpec("rmsnorm", (1 + 0.2 * rng.random(hidden)).astype(np.float32), None, 1e-5)
+    label = rng.integers(0, 4, n)
+    u = planted_direction(hidden)
+    c = 1 + 0.8 * rng.normal(size=n)
+    answer = w_u[ids] - w_u[ids].mean(axis=0)  # zero-mean answer signal: leaves the mean Δ to u
+    h = np.empty((n, depth, hidden))
+    h[:, 0] = rng.normal(size=(n, hidden)) * 2
+    for layer in range(1, depth):
+        step = c[:, None] * u * 2 + 0.3 * rng.normal(size=(n, hidden))
+        h[:, layer] = h[:, layer - 1] + step + 0.08 * answer[label]
+    resid = h.astype(np.float32)
+    subject = [SUBJECTS[i % len(SUBJECTS)] for i in range(n)]
+    meta = example_meta(
+        label,
+        subject,
+        categories=[CATEGORY[s] for s in subject],
+        example_ids=[f"mmlu/test/{s}/{i:04d}" for i, s in enumerate(subject)],
+        questions=[f"q{i}" for i in range(n)],
+    )
+    ident = {
+        "model": f"synthetic-{hidden}-{w_seed}",
+        "dataset": "mmlu",
+        "split": "test",
+        "dtype": "float32",
+        "w_u_sha256": fmt.sha256_bytes(w_u),
+    }
+    return synthetic_store(
+        path,
+        meta=meta,
+        n_depth=depth,
+        w_u=w_u,
+        norm=spec,
+        answer_ids=ids,
+        resid=resid,
+        identity=ident,
+        provenance={"template": {"name": "t"}},
+        finalize={"finished": "test"},
+    )
+
+
+def random_store(path, *, n=64, depth=4, hidden=16, vocab=40, seed=0, kind="rmsnorm"):
+    """A small complete store without a model (random residuals and W_U)."""
+    rng = np.random.default_rng(seed)
+    ids = np.array([3, 4, 5, 6])
+    w_u = rng.normal(size=(vocab, hidden)).astype(np.float32)
+    weight = (1 + 0.3 * rng.normal(size=hidden)).astype(np.float32)
+    bias = (0.1 * rng.normal(size=hidden)).astype(np.float32) if kind == "layernorm" else None
+    spec = NormSpec(kind, weight, bias, 1e-5)
+    resid = (
+        rng.normal(size=(n, depth, hidden)).astype(np.float32) * np.arange(1, depth + 1)[:, None]
+    )
+    subjects = ["philosophy", "astronomy"]
+    meta = example_meta(
+        rng.integers(0, 4, n),
+        [subjects[i % 2] for i in range(n)],
+        categories=["humanities" if i % 2 == 0 else "stem" for i in range(n)],
+        example_ids=[f"mmlu/test/{subjects[i % 2]}/{i:04d}" for i in range(n)],
+        questions=[f"q{i}" for i in range(n)],
+    )
+    ident = {
+        "model": f"synthetic-{seed}-{hidden}",
+        "dataset": "mmlu",
+        "split": "test",
+        "dtype": "float32",
+        "w_u_sha256": fmt.sha256_bytes(w_u),
+    }
+    return synthetic_store(
+        path,
+        meta=meta,
+        n_depth=depth,
+        w_u=w_u,
+        norm=spec,
+        answer_ids=ids,
+        resid=resid,
+        identity=ident,
+        provenance={"template": {"name": "t"}},
+        block=128,
+        finalize={"finished": "test"},
+    )
