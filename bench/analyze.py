@@ -46,23 +46,15 @@ N, L, D, V, K, R = 14042, 31, 576, 49152, 4, 512
 def build(path: Path, n: int = N, seed: int = 0) -> None:
     """Write the synthetic store at ``path``: planted signal, exact recorded lens values."""
     from layercal.lens import NormSpec, lens_logits
-    from layercal.testing import example_meta, synthetic_store
+    from layercal.testing import mmlu_shaped_meta, synthetic_store
 
     rng = np.random.default_rng(seed)
     base = rng.normal(size=(R, D)).astype(np.float32) / np.sqrt(D) * 1.5
     w_u = base[np.arange(V) % R]
     ids = np.arange(K)
     spec = NormSpec("rmsnorm", (1 + 0.1 * rng.normal(size=D)).astype(np.float32), None, 1e-5)
-    subjects = [f"subject_{i:02d}" for i in range(57)]
-    cats = ["humanities", "stem", "social_sciences", "other"]
     label = rng.integers(0, K, n)
-    meta = example_meta(
-        label,
-        [subjects[i % 57] for i in range(n)],
-        categories=[cats[i % 57 % 4] for i in range(n)],
-        example_ids=[f"synthetic/test/{i}" for i in range(n)],
-        n_tokens=100,
-    )
+    meta = mmlu_shaped_meta(label)
     # signal strength per depth: none before ~16, rising to strong; an overconfident bump late
     depth = np.arange(L)
     strength = 6 / (1 + np.exp(-(depth - 20) / 2)) * np.where((depth > 23) & (depth < 30), 1.6, 1)

@@ -38,19 +38,10 @@ def build_store(path: Path, n: int = N, seed: int = 0) -> None:
     """A full-size synthetic store: random residuals whose norm grows with depth."""
     from layercal import format as fmt
     from layercal.lens import NormSpec, lens_logits
-    from layercal.testing import example_meta, synthetic_store
+    from layercal.testing import mmlu_shaped_meta, synthetic_store
 
     rng = np.random.default_rng(seed)
-    subjects = [f"subject_{i:02d}" for i in range(57)]
-    meta = example_meta(
-        rng.integers(0, K, n),
-        [subjects[i % 57] for i in range(n)],
-        categories=[
-            ("humanities", "stem", "social_sciences", "other")[i % 57 % 4] for i in range(n)
-        ],
-        example_ids=[f"synthetic/test/{i:05d}" for i in range(n)],
-        n_tokens=100,
-    )
+    meta = mmlu_shaped_meta(rng.integers(0, K, n))
     w_u = (rng.standard_normal((V, D), dtype=np.float32) / np.sqrt(D)).astype(np.float32)
     spec = NormSpec("rmsnorm", np.ones(D, np.float32), None, 1e-5)
     ids = np.arange(K)

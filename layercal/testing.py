@@ -79,6 +79,20 @@ def example_meta(
     )
 
 
+def mmlu_shaped_meta(label: Sequence[int] | NDArray[Any], n_tokens: int = 100) -> fmt.ExampleMeta:
+    """Metadata shaped like MMLU's for n = len(label) examples: 57 subjects taken in turn, in the
+    four categories; ids ``synthetic/test/<i>`` (the benchmarks' full-size stores)."""
+    n = len(label)
+    categories = ("humanities", "stem", "social_sciences", "other")
+    return example_meta(
+        label,
+        [f"subject_{i % 57:02d}" for i in range(n)],
+        categories=[categories[i % 57 % 4] for i in range(n)],
+        example_ids=[f"synthetic/test/{i}" for i in range(n)],
+        n_tokens=n_tokens,
+    )
+
+
 def synthetic_store(
     path: str | Path,
     *,
