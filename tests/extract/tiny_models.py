@@ -10,7 +10,7 @@ import torch
 VOCAB = 96
 
 
-def _configs() -> dict[str, Any]:
+def configs() -> dict[str, Any]:
     import transformers as tf
 
     common = dict(
@@ -92,7 +92,7 @@ def tiny_model(name: str, seed: int = 0, **text_config: Any) -> Any:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    config = _configs()[name]
+    config = configs()[name]
     config.tie_word_embeddings = False
     for key, value in text_config.items():
         setattr(config.get_text_config(), key, value)

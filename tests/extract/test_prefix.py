@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_models import ARCH_NAMES, VOCAB, tiny_model
 
 from extract.arch import resolve
 from extract.capture import run_batch
 from extract.prefix import SharedPrefix, common_prefix_len, prefix_groups
 from extract.tokens import pad_batch
+from tests.extract.tiny_models import ARCH_NAMES, VOCAB, tiny_model
 
 ANSWER_IDS = [5, 17, 33, 60]
 FIELDS = ("resid", "model_logits", "lens_logits", "lens_lse", "lens_entropy")
@@ -28,11 +28,11 @@ def _prompts(prefix_len: int = 40, seed: int = 2) -> list[list[int]]:
 
 
 def _model(name: str):
-    from tiny_models import _configs
+    from tests.extract.tiny_models import configs
 
     # a window shorter than the prefix, where the architecture has one: then only the window's
     # part of the prefix may be seen
-    sliding = getattr(_configs()[name].get_text_config(), "sliding_window", None) is not None
+    sliding = getattr(configs()[name].get_text_config(), "sliding_window", None) is not None
     return tiny_model(name, **({"sliding_window": 8} if sliding else {}))
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "dtype.py"
+from tests import REPO
+
+BENCH = REPO / "bench" / "dtype.py"
 
 
 def test_smoke_run_on_tiny_model(tiny_llama_dir, data_dir):

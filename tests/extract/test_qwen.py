@@ -15,8 +15,9 @@ import torch
 
 from analyze.analysis import analyze_store
 from extract.builtins import BUILTIN
+from extract.config import ExtractConfig
 from extract.models import load_model
-from extract.run import ExtractConfig, extract
+from extract.run import extract
 
 pytestmark = pytest.mark.slow
 NAME = "qwen2.5-coder-1.5b"
