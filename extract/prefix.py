@@ -76,6 +76,7 @@ class _LentLayer(CacheLayerMixin):
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.keys is not None and self.values is not None  # set from the prefix
         b = key_states.shape[0]
         k = self.keys.expand(b, *self.keys.shape[1:])
         v = self.values.expand(b, *self.values.shape[1:])
