@@ -19,6 +19,7 @@ from extract.arch import Resolved
 from extract.batching import plan_batches
 from extract.capture import run_batch
 from extract.config import ExtractConfig
+from extract.prefix import MIN_PREFIX, SharedPrefix, prefix_groups
 from extract.storeio import store_io_error
 from extract.tokens import pad_batch
 from layercal import format as fmt
@@ -86,23 +87,80 @@ def compute_block(
     ans_ids: list[int],
     cfg: ExtractConfig,
     bar: tqdm,
+    keys: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
+    """The activation arrays of one block. ``keys`` (one per prompt, e.g. its subject): prompts
+    of one key that share a long token prefix run as suffixes against that prefix, computed once
+    (:mod:`extract.prefix`) and freed when the key is done; None: every prompt in full."""
     n = len(seqs)
     out: dict[str, np.ndarray] = {}
     device = next(model.parameters()).device
     bs, budget = cfg.batch_size, cfg.max_batch_tokens
     assert isinstance(bs, int) and budget != "auto", "auto sizes are resolved before the block"
-    # longest first (an out-of-memory shows early), cut by batch size and token budget
-    for idx in plan_batches([len(s) for s in seqs], bs, budget):
-        ids, mask = pad_batch(tok, [seqs[i] for i in idx], device, cfg.padding_side)
-        r = run_batch(model, res, ids, mask, ans_ids)
-        for name in fmt.ACTIVATION_ARRAYS:  # write_block keeps those the store has
-            t = getattr(r, name)
-            if name not in out:
-                out[name] = np.empty((n, *t.shape[1:]), dtype=np.float32)
-            out[name][idx] = t.numpy()
-        bar.update(len(idx))
+    groups = prefix_groups(seqs, keys) if keys is not None else [(0, list(range(n)))]
+    for p, members in groups:
+        shared = SharedPrefix(model, seqs[members[0]][:p]) if p else None
+        side = "right" if shared is not None else cfg.padding_side
+        tails = [seqs[i][p:] for i in members]
+        try:
+            # longest first (an out-of-memory shows early), cut by batch size and token budget
+            for sub in plan_batches([len(t) for t in tails], bs, budget):
+                ids, mask = pad_batch(tok, [tails[j] for j in sub], device, side)
+                r = run_batch(model, res, ids, mask, ans_ids, prefix=shared)
+                idx = [members[j] for j in sub]
+                for name in fmt.ACTIVATION_ARRAYS:  # write_block keeps those the store has
+                    t = getattr(r, name)
+                    if name not in out:
+                        out[name] = np.empty((n, *t.shape[1:]), dtype=np.float32)
+                    out[name][idx] = t.numpy()
+                bar.update(len(idx))
+        finally:
+            if shared is not None:
+                shared.close()
     return out
+
+
+def check_reuse(
+    model: Any,
+    res: Resolved,
+    tok: Any,
+    seqs: Sequence[Sequence[int]],
+    keys: Sequence[str],
+    ans_ids: list[int],
+    dtype: str,
+) -> tuple[str, str]:
+    """Whether to reuse shared prefixes in this run ("on"; "none": no prompts share MIN_PREFIX
+    tokens; "fallback") and a line saying why. "fallback" when one prompt run against its group's prefix does not
+    reproduce the same prompt run in full (lens logits within the dtype's self-check tolerance;
+    an error of the model's cache counts as a mismatch): then every prompt runs in full."""
+    groups = [(p, m) for p, m in prefix_groups(seqs, keys) if p]
+    if not groups:
+        return "none", f"off: no prompts share a prefix of {MIN_PREFIX} tokens"
+    p, members = max(groups, key=lambda g: g[0])
+    seq = seqs[members[0]]
+    device = next(model.parameters()).device
+    try:
+        ids, mask = pad_batch(tok, [seq], device, "left")
+        full = run_batch(model, res, ids, mask, ans_ids)
+        shared = SharedPrefix(model, seq[:p])
+        ids, mask = pad_batch(tok, [seq[p:]], device, "right")
+        part = run_batch(model, res, ids, mask, ans_ids, prefix=shared)
+        shared.close()
+    except Exception as e:  # any model or cache that cannot run suffixes against a prefix
+        return "fallback", f"off, every prompt in full: this model cannot reuse a prefix ({e!r:.200})"
+    diff = float((full.lens_logits - part.lens_logits).abs().max())
+    tol = tolerance(dtype, full.model_logits.numpy())
+    if not diff <= tol:
+        return "fallback", (
+            f"off, every prompt in full: a prompt run against its shared prefix differs from the "
+            f"same prompt in full by {diff:.3g} (> {tol:.3g}) in the lens logits"
+        )
+    shared_tokens = sum(p * len(m) for p, m in groups)
+    total = sum(len(seqs[i]) for _, m in groups for i in m)
+    return "on", (
+        f"on: {len(groups)} group(s) share prefixes, {shared_tokens / max(total, 1):.0%} of their "
+        f"tokens computed once per group and block (checked: max |diff| {diff:.1e} vs full)"
+    )
 
 
 def write_blocks(
@@ -119,9 +177,11 @@ def write_blocks(
     dtype: str,
     cfg: ExtractConfig,
     bar: tqdm,
+    keys: Sequence[str] | None = None,
 ) -> float:
     """Compute, self-check and write blocks ``todo`` of the store ``g`` at ``out``; at most one
     block waits for the writer thread. ``lens``: the answer rows of W_U (K, d) and of the bias.
+    ``keys``: see :func:`compute_block` (None: no prefix reuse).
     Returns the largest self-check difference. On any failure the claim of the block in hand is
     released; blocks already marked written stay (``--resume`` continues from them)."""
     layout = fmt.layout_of(g)
@@ -137,7 +197,8 @@ def write_blocks(
                 if claim is None:  # another writer finished it meanwhile
                     bar.update(sl.stop - sl.start)
                     continue
-                arrays = compute_block(model, res, tok, seqs[sl], ans_ids, cfg, bar)
+                block_keys = None if keys is None else keys[sl]
+                arrays = compute_block(model, res, tok, seqs[sl], ans_ids, cfg, bar, block_keys)
                 where = f"block {b} (examples {sl.start}-{sl.stop - 1})"
                 last, logits = arrays["resid"][:, -1], arrays["model_logits"]
                 diff = self_check(last, logits, w_ans, b_ans, res, dtype, where)

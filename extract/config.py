@@ -239,6 +239,16 @@ class ExtractConfig:
         metadata=option("--padding-side", choices=["left", "right"], recorded=True),
     )
     progress: bool = field(default=True, metadata=option("--no-progress", negate=True))
+    prefix_reuse: bool = field(
+        default=True,
+        metadata=option(
+            "--no-prefix-reuse",
+            "run every prompt in full instead of computing each subject's shared prompt prefix "
+            "(header and --shots exemplars) once and only the questions against it",
+            negate=True,
+            recorded=True,
+        ),
+    )
 
 
 def _options() -> list[tuple[dataclasses.Field[Any], dict[str, Any]]]:

@@ -92,6 +92,16 @@ class _LentLayer(CacheLayerMixin):
         return self.src.get_max_length()  # type: ignore[no-any-return]
 
 
+def cache_argument(model: Any) -> str:
+    """The keyword a model's forward takes its key/value cache by: ``cache`` (transformers >=
+    5.25) or ``past_key_values`` (earlier releases; the later ones still accept it, with a
+    deprecation warning on every call)."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 class SharedPrefix:
     """The key/value cache of one prompt prefix (batch 1), computed once."""
 
@@ -100,13 +110,14 @@ class SharedPrefix:
         x = torch.as_tensor([list(ids)], dtype=torch.long, device=device)
         self.length = x.shape[1]
         cache = DynamicCache(config=model.config)
+        self.argument = cache_argument(model)
         with torch.inference_mode():
             model.base_model(
                 input_ids=x,
                 attention_mask=torch.ones_like(x),
                 position_ids=torch.arange(self.length, device=device)[None],
-                past_key_values=cache,
                 use_cache=True,
+                **{cache_argument(model.base_model): cache},
             )
         self.cache: Any = cache
         self.device = device
@@ -123,7 +134,7 @@ class SharedPrefix:
         return {
             "attention_mask": torch.cat([ones, suffix_mask], dim=1),
             "position_ids": pos[None].expand(b, s),
-            "past_key_values": self.lend(),
+            self.argument: self.lend(),
             "use_cache": True,
         }
 

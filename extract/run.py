@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from extract.arch import resolve, unembedding_arrays
 from extract.autobatch import auto_batch_size
 from extract.batching import default_max_tokens
-from extract.blocks import SelfCheckError, self_check, write_blocks
+from extract.blocks import SelfCheckError, check_reuse, self_check, write_blocks
 from extract.config import ExtractConfig, ExtractSummary, parse_shard, run_settings
 from extract.datasets import MCDataset, load_dataset
 from extract.join import check_target, create_or_join
@@ -118,8 +119,17 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
     )
     if not created and (done := already_complete(out, g, layout, t0)) is not None:
         return done
+    dtype = str(loaded.provenance.get("dtype"))
+    keys: list[str] | None = None
     run_record = {"started": started, "host": socket.gethostname(), **run_settings(cfg)}
     run_record["batch_size_requested"] = requested
+    if cfg.prefix_reuse:
+        subjects = [ex.subject for ex in ds.examples]
+        status, note = check_reuse(model, res, tok, seqs, subjects, ans_ids, dtype)
+        keys = subjects if status == "on" else None
+        run_record["prefix_reuse"], run_record["prefix_reuse_note"] = status == "on", note
+        if status == "fallback" or (status == "on" and cfg.progress):
+            print(f"prefix reuse {note}", file=sys.stderr)
     try:
         record_run(g, run_record)
     except OSError as e:
@@ -146,9 +156,10 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
             seqs=seqs,
             ans_ids=ans_ids,
             lens=lens,
-            dtype=str(loaded.provenance.get("dtype")),
+            dtype=dtype,
             cfg=cfg,
             bar=bar,
+            keys=keys,
         )
     finally:
         bar.close()  # blocks already marked written stay; --resume continues from them
