@@ -3,6 +3,7 @@ most researchers write, and the peers (TransformerLens, nnsight).
 
     .venv/bin/python bench/extract.py --n 128                      # SmolLM2-135M on the CPU
     .venv/bin/python bench/extract.py --model random:llama-3-8b    # GPU: Llama-3-8B shapes
+    .venv/bin/python bench/extract.py --shots 5 --n 32             # few-shot: prefix reuse
 
 All variants see the same model, prompts (MMLU test, drawn across all subjects with a fixed seed)
 and batch size. Each run of a variant is its own subprocess, so peak RSS is per variant; repeats
@@ -16,6 +17,11 @@ never timed. Variants:
   get); ``bare-unsorted`` (opt-in): on batches in dataset order;
 - ``layercal``: :func:`extract.run.extract` end to end into a fresh store (dataset, tokenise,
   forward, capture, lens extras, self-check, compress, write);
+- ``--shots K`` (issue 13): ``layercal`` on K-shot prompts of ``--n`` questions of each of
+  ``--subjects`` (default world_religions,formal_logic; a seeded sample per subject), against
+  ``layercal-full`` (the same prompts with ``--no-prefix-reuse``) and ``layercal-zeroshot``
+  (the same questions zero-shot, the memory reference); the JSON adds ``prefix_reuse_vs_full``
+  (wall-clock ratio, full over reuse) and ``peak_rss_reuse_vs_zeroshot``;
 - ``naive``: ``output_hidden_states=True`` on unsorted, right-padded batches, full logits, last
   token gathered afterwards, ``np.save``;
 - ``transformerlens[-sorted]``: ``TransformerBridge.run_with_cache`` restricted to the residual
@@ -61,8 +67,12 @@ VARIANTS = (
     "transformerlens-sorted",
     "nnsight",
     "nnsight-sorted",
+    "layercal-full",
+    "layercal-zeroshot",
 )
-DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "bare-unsorted")
+SHOT_VARIANTS = ("layercal", "layercal-full", "layercal-zeroshot")  # the --shots comparison
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v not in ("bare-unsorted", *SHOT_VARIANTS[1:]))
+SHOT_SUBJECTS = ["world_religions", "formal_logic"]
 PEERS = {v: v.split("-")[0] for v in VARIANTS if v.startswith(("transformerlens", "nnsight"))}
 LABELS = {"transformerlens": "TransformerLens", "nnsight": "nnsight"}
 RESULT_TAG = "BENCH_RESULT "
@@ -169,22 +179,31 @@ def _load(args: argparse.Namespace) -> Any:
     return load_model(args.model, dtype=args.dtype, device=args.device)
 
 
-def _config(args: argparse.Namespace, out: str) -> Any:
+def _config(args: argparse.Namespace, out: str, variant: str = "layercal") -> Any:
+    """The extraction every variant runs. With ``--shots K``: K-shot prompts of ``--n``
+    questions of each of ``--subjects`` (a seeded sample, as ``--per-subject``); the variant
+    ``layercal-full`` runs them without prefix reuse, ``layercal-zeroshot`` the same questions
+    zero-shot (the memory reference)."""
     from extract.run import ExtractConfig
 
+    select: dict[str, Any] = {"limit": args.n}
+    if args.shots:
+        select = {"subjects": args.subjects or SHOT_SUBJECTS, "per_subject": str(args.n)}
+        select["shots"] = 0 if variant == "layercal-zeroshot" else args.shots
     return ExtractConfig(
         model=args.model,
         dataset=args.dataset,
         out=out,
         split=args.split,
         data_dir=args.data_dir,
-        limit=args.n,
         seed=args.seed,
         batch_size=args.batch_size,
         max_batch_tokens=args.max_batch_tokens,
         dtype=args.dtype,
         device=args.device,
         progress=False,
+        prefix_reuse=variant != "layercal-full",
+        **select,
     )
 
 
@@ -214,13 +233,15 @@ def padded_tokens(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> i
 class _Inputs:
     """Prompts, token ids, answer ids and batches, identical in every child."""
 
-    def __init__(self, args: argparse.Namespace, tok: Any, device: Any) -> None:
+    def __init__(
+        self, args: argparse.Namespace, tok: Any, device: Any, variant: str = "layercal"
+    ) -> None:
         from extract.batching import default_max_tokens
         from extract.run import prepare
         from extract.tokens import answer_token_ids, tokenize
         from layercal.format import DEFAULT_BLOCK
 
-        ds, _, self.prompts = prepare(_config(args, out=""))
+        ds, _, self.prompts = prepare(_config(args, "", variant))
         self.seqs = tokenize(tok, self.prompts)
         self.lengths = [len(s) for s in self.seqs]
         self.ans_ids = answer_token_ids(tok, self.prompts[:1], ds.max_choices)
@@ -419,7 +440,7 @@ def run_nnsight(args: argparse.Namespace, work: Path, sort: bool) -> dict[str, A
     return _loop_variant(args, inp, torch.device(dev), batches, step, work)
 
 
-def run_layercal(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def run_layercal(args: argparse.Namespace, work: Path, variant: str = "layercal") -> dict[str, Any]:
     import torch
 
     from extract.arch import resolve
@@ -429,14 +450,14 @@ def run_layercal(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from layercal.format import ACTIVATION_ARRAYS
 
     lm = _load(args)
-    inp = _Inputs(args, lm.tokenizer, lm.device)
+    inp = _Inputs(args, lm.tokenizer, lm.device, variant)
     short = sorted(range(len(inp.seqs)), key=lambda i: inp.lengths[i])[:4]
     ids, mask = pad_batch(lm.tokenizer, [inp.seqs[i] for i in short], lm.device, "left")
     run_batch(lm.model, resolve(lm.model), ids, mask, inp.ans_ids)  # warm-up, as for the others
     store = work / "store.zarr"
     _reset_peaks(lm.device)
     t0, c0 = time.perf_counter(), time.process_time()
-    summary = extract(_config(args, str(store)), loaded=lm)
+    summary = extract(_config(args, str(store), variant), loaded=lm)
     if lm.device.type == "cuda":
         torch.cuda.synchronize()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -463,6 +484,8 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "bare-sorted": lambda a, w: run_bare(a, w, "sorted"),
     "bare-unsorted": lambda a, w: run_bare(a, w, "unsorted"),
     "layercal": run_layercal,
+    "layercal-full": lambda a, w: run_layercal(a, w, "layercal-full"),
+    "layercal-zeroshot": lambda a, w: run_layercal(a, w, "layercal-zeroshot"),
     "naive": run_naive,
     "transformerlens": lambda a, w: run_transformerlens(a, w, sort=False),
     "transformerlens-sorted": lambda a, w: run_transformerlens(a, w, sort=True),
@@ -526,8 +549,12 @@ def _spawn(args: argparse.Namespace, variant: str, work: Path) -> dict[str, Any]
         "dtype",
         "threads",
         "max_batch_tokens",
+        "shots",
+        "subjects",
     ):
         val = getattr(args, opt)
+        if opt == "subjects" and val is not None:
+            val = ",".join(val)
         if opt == "max_batch_tokens" and val is None:
             val = 0  # no cap; left out, the child would fall back to "auto"
         if val is not None:
@@ -561,7 +588,7 @@ def agreement(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     ref = _resid_of(results["layercal"])
     out = {}
     for v, res in results.items():
-        r = _resid_of(res) if v != "layercal" else None
+        r = _resid_of(res) if v not in ("layercal", "layercal-zeroshot") else None
         if r is None or r.shape != ref.shape:
             continue
         depth = slice(0, -1) if v == "naive" else slice(None)
@@ -586,7 +613,7 @@ def summarize(
         act = rs[0].get("activation_bytes", disk)
         per[v] = {
             "prompts_per_s": n / secs,
-            "tokens_per_s": meta["tokens"] / secs,
+            "tokens_per_s": rs[0].get("tokens", meta["tokens"]) / secs,
             "seconds": [round(r["seconds"], 3) for r in rs],
             "cpu_seconds": [round(r.get("cpu_seconds", 0.0), 3) for r in rs],
             "padded_tokens": rs[0]["padded_tokens"],
@@ -616,6 +643,9 @@ def summarize(
         "prompts_per_s": per["layercal"]["prompts_per_s"] if "layercal" in per else None,
         # CPU time (all threads) of the timed section: less sensitive to other load on the machine
         "layercal_vs_bare_cpu_time": cpu_ratio("layercal", "bare"),
+        # --shots: wall-clock of full prompts over prefix reuse; peak RSS over the zero-shot run
+        "prefix_reuse_vs_full": ratio("layercal", "layercal-full"),
+        "peak_rss_reuse_vs_zeroshot": ratio("layercal", "layercal-zeroshot", "peak_rss_bytes"),
         **meta,
         "skipped": skipped,
         "variants": per,
@@ -648,6 +678,13 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
     def fmt(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.2f}"
 
+    if summary.get("shots"):
+        lines.append(
+            f"{summary['shots']}-shot: prefix reuse {fmt(summary['prefix_reuse_vs_full'])}x "
+            f"faster than full prompts; peak RSS / zero-shot "
+            f"{fmt(summary['peak_rss_reuse_vs_zeroshot'])}"
+        )
+        return lines
     lines.append(
         f"layercal / bare {fmt(summary['layercal_vs_bare'])} (CPU time: "
         f"{fmt(summary['layercal_vs_bare_cpu_time'])}), / naive "
@@ -710,6 +747,8 @@ def run_parent(args: argparse.Namespace) -> dict[str, Any]:
         "device": first_run["device"],
         "repeats": args.repeats,
         "threads": args.threads or first_run["threads"],
+        "shots": args.shots,
+        "subjects": (args.subjects or SHOT_SUBJECTS) if args.shots else None,
     }
     return summarize(runs, skipped, diffs, info)
 
@@ -753,8 +792,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--variants",
         type=_variants,
-        default=list(DEFAULT_VARIANTS),
-        help=f"comma-separated subset of {','.join(VARIANTS)}",
+        default=None,
+        help=f"comma-separated subset of {','.join(VARIANTS)} (default: all but bare-unsorted "
+        f"and the --shots ones; with --shots: {','.join(SHOT_VARIANTS)})",
+    )
+    p.add_argument(
+        "--shots",
+        type=int,
+        default=0,
+        help="K-shot prompts of --n questions of each of --subjects, with and without prefix "
+        "reuse and zero-shot: prints prefix_reuse_vs_full (wall-clock ratio) and "
+        "peak_rss_reuse_vs_zeroshot",
+    )
+    p.add_argument(
+        "--subjects",
+        type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
+        default=None,
+        help=f"MMLU subjects for --shots (default {','.join(SHOT_SUBJECTS)})",
     )
     p.add_argument("--data-dir", default=None, help="else $LAYERCAL_DATA_DIR, else ../shared/data")
     p.add_argument("--dataset", default="mmlu")
@@ -771,6 +825,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.variants is None:
+        args.variants = list(SHOT_VARIANTS if args.shots else DEFAULT_VARIANTS)
     if args.data_dir is None:
         env = os.environ.get("LAYERCAL_DATA_DIR")
         args.data_dir = env or str(_HERE.parents[1] / "shared" / "data")

@@ -73,6 +73,25 @@ def test_smoke_run_on_tiny_model(tiny_llama_dir, data_dir):
     assert "layercal / bare" in p.stdout
 
 
+def test_shots_smoke_run_reports_prefix_reuse(tiny_llama_dir, data_dir):
+    cmd = [sys.executable, str(BENCH), "--model", str(tiny_llama_dir), "--shots", "5"]
+    cmd += ["--n", "3", "--repeats", "1", "--data-dir", str(data_dir), "--device", "cpu"]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert set(out["variants"]) == {"layercal", "layercal-full", "layercal-zeroshot"}
+    assert out["n"] == 6 and out["shots"] == 5  # 3 of each default subject
+    assert out["subjects"] == ["world_religions", "formal_logic"]
+    for key in ("prefix_reuse_vs_full", "peak_rss_reuse_vs_zeroshot"):
+        assert isinstance(out[key], float) and out[key] > 0, key
+    per = out["variants"]
+    # the same residuals with and without reuse; zero-shot prompts are other prompts
+    assert per["layercal-full"]["max_abs_diff_vs_layercal"] < 1e-4
+    per_prompt = {v: per[v]["tokens_per_s"] / per[v]["prompts_per_s"] for v in per}
+    assert per_prompt["layercal-zeroshot"] < per_prompt["layercal-full"] / 2
+    assert "5-shot: prefix reuse" in p.stdout
+
+
 def _run(seconds, rss, **kw):
     return {"seconds": seconds, "peak_rss": rss, "padded_tokens": 100, "disk_bytes": 0, **kw}
 
