@@ -136,7 +136,7 @@ def check_reuse(
     groups = [(p, m) for p, m in prefix_groups(seqs, keys) if p]
     if not groups:
         return "none", f"off: no prompts share a prefix of {MIN_PREFIX} tokens"
-    p, members = max(groups, key=lambda g: g[0])
+    p, members = min(groups, key=lambda g: g[0])  # the cheapest check
     seq = seqs[members[0]]
     device = next(model.parameters()).device
     try:
