@@ -61,11 +61,13 @@ def test_shards_and_resume_with_reuse_are_byte_identical(
         assert np.array_equal(a[k], b[k]), k
 
 
-def test_a_model_that_cannot_reuse_falls_back_with_a_note(tmp_path, data_dir, capsys):
+def test_a_model_that_cannot_reuse_falls_back_with_a_note(
+    tmp_path, tiny_llama_dir, data_dir, capsys
+):
     from extract.arch import resolve
     from extract.models import load_model
 
-    loaded = load_model(str(_tiny_dir(tmp_path)), dtype="float32", device="cpu")
+    loaded = load_model(str(tiny_llama_dir), dtype="float32", device="cpu")  # its own copy
 
     def refuse(_mod, args, kwargs):  # a model whose blocks cannot attend to a cache
         if kwargs.get("cache", kwargs.get("past_key_values")) is not None:
@@ -73,7 +75,7 @@ def test_a_model_that_cannot_reuse_falls_back_with_a_note(tmp_path, data_dir, ca
 
     resolve(loaded.model).blocks[0].register_forward_pre_hook(refuse, with_kwargs=True)
     kw = dict(
-        model=str(tmp_path / "tiny"),
+        model=str(tiny_llama_dir),
         dataset="mmlu",
         subjects=["world_religions"],
         limit=12,
@@ -97,33 +99,6 @@ def test_a_model_that_cannot_reuse_falls_back_with_a_note(tmp_path, data_dir, ca
     a, b = arrays(tmp_path / "a.zarr"), arrays(tmp_path / "b.zarr")
     for k in ACT:
         assert np.array_equal(a[k], b[k]), k
-
-
-def _tiny_dir(tmp_path):
-    """A tiny random Llama saved with SmolLM2's tokenizer (as the session fixture builds it)."""
-    import torch
-    import transformers as tf
-
-    from extract.models import resolve_model_path
-
-    torch.manual_seed(1)
-    cfg = tf.LlamaConfig(
-        vocab_size=49152,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
-    folder = tmp_path / "tiny"
-    tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(str(folder))
-    tok = tf.AutoTokenizer.from_pretrained(resolve_model_path("smollm2-135m")[0])
-    tok.save_pretrained(str(folder))
-    return folder
 
 
 @pytest.mark.slow
