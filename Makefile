@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.layercal-installed
-DEMO_STORE ?= stores/demo-smollm2-mmlu-humanities.zarr
-DEMO_REPORT ?= reports/demo
-DEMO_N ?= 200
+# make demo: Qwen2.5-Coder-1.5B on a sample of MMLU (DEMO_N questions; the preset's when empty)
+# make demo-smollm2: the quick option, SmolLM2-135M on 200 humanities questions
+DEMO_N ?=
+DEMO_ARGS := $(if $(DEMO_N),--n $(DEMO_N),)
 export LAYERCAL_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: test demo lint typecheck pytest venv clean-venv
+.PHONY: test demo demo-smollm2 lint typecheck pytest venv clean-venv
 
 venv: $(STAMP)
 
@@ -35,7 +36,10 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 demo: $(STAMP)
-	$(PY) -m layercal.demo --store $(DEMO_STORE) --report $(DEMO_REPORT) --n $(DEMO_N)
+	$(PY) -m layercal.demo --preset qwen $(DEMO_ARGS)
+
+demo-smollm2: $(STAMP)
+	$(PY) -m layercal.demo --preset smollm2 $(DEMO_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -137,3 +137,17 @@ def test_accuracy_and_ece_equal_a_hook_based_reference(qwen, qwen_store):
         row = table.row(layer, named=True)
         assert row["accuracy"] == pytest.approx(correct.mean(), abs=0.01), layer
         assert row["ece"] == pytest.approx(_ece(p[:, layer].max(-1), correct), abs=0.01), layer
+
+
+def test_make_demo_runs_on_a_few_questions(tmp_path, data_dir, qwen):
+    """`make demo`'s code path (the Qwen preset, bfloat16) on 4 questions: store, table, report."""
+    from layercal.demo import main as demo
+
+    del qwen  # the fp32 fixture stays loaded; the demo loads its own bfloat16 copy
+    store, report = tmp_path / "demo.zarr", tmp_path / "report"
+    assert demo(["--n", "4", "--store", str(store), "--report", str(report)]) == 0
+    assert (report / "report.html").is_file() and (report / "layers.csv").is_file()
+    import xarray as xr
+
+    ds = xr.open_zarr(store)
+    assert ds.attrs["layercal"]["identity"]["dtype"] == "bfloat16" and ds.sizes["example"] == 4
