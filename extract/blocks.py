@@ -147,7 +147,10 @@ def check_reuse(
         part = run_batch(model, res, ids, mask, ans_ids, prefix=shared)
         shared.close()
     except Exception as e:  # any model or cache that cannot run suffixes against a prefix
-        return "fallback", f"off, every prompt in full: this model cannot reuse a prefix ({e!r:.200})"
+        return (
+            "fallback",
+            f"off, every prompt in full: this model cannot reuse a prefix ({e!r:.200})",
+        )
     diff = float((full.lens_logits - part.lens_logits).abs().max())
     tol = tolerance(dtype, full.model_logits.numpy())
     if not diff <= tol:
