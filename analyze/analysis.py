@@ -28,6 +28,7 @@ import xarray as xr
 from analyze._pass import bootstrap_graph, read_once, terms_graph
 from analyze._tables import group_metrics, nanmean0, select_examples, store_meta
 from analyze.calibration import (
+    MCE_MIN_COUNT,
     bin_sums,
     bootstrap_intervals,
     depth_landmarks,
@@ -57,7 +58,7 @@ DEFAULT_VOCAB_EXAMPLES = 32
 CHECK_VOCAB_EXAMPLES = 8
 VocabExamples = int | None | Literal["auto"]
 CONF_HIST_BINS = 20
-CACHE_VERSION = 3  # bump when the computation changes, so old cache entries are not reused
+CACHE_VERSION = 4  # bump when the computation changes, so old cache entries are not reused
 PASS_CHUNKS = {"example": 256, "layer": -1}  # one shard of a default store per task
 TEMPERATURE_COLUMNS = ("temperature", "ece_temperature_scaled", "nll_temperature_scaled")
 
@@ -66,7 +67,7 @@ def analyze_store(
     ds_or_path: xr.Dataset | str | os.PathLike[str],
     *,
     bins: int = 10,
-    mce_min_count: int = 1,
+    mce_min_count: int = MCE_MIN_COUNT,
     n_boot: int = 1000,
     seed: int = 0,
     layers: Sequence[int] | None = None,

@@ -16,6 +16,7 @@ bool with False = option absent, ``label`` (n,) int; a leading axis is typically
 from __future__ import annotations
 
 from analyze.calibration._binning import (
+    MCE_MIN_COUNT,
     BinStats,
     bin_index,
     bin_stats,
@@ -47,6 +48,7 @@ from analyze.calibration._probs import (
 from analyze.calibration.landmarks import DEFINITIONS, depth_landmarks, layer_deltas
 from analyze.calibration.metrics import (
     brier,
+    chance_accuracy,
     flip_rate,
     metrics_from_terms,
     nll,
@@ -79,6 +81,7 @@ from analyze.calibration.temperature import (
 __all__ = [
     "DEFINITIONS",
     "DIRECTION_STREAM",
+    "MCE_MIN_COUNT",
     "PAIRED_METRICS",
     "TEMPERATURE_BOUNDS",
     "TEMPERATURE_STREAM",
@@ -93,6 +96,7 @@ __all__ = [
     "bootstrap_intervals",
     "bootstrap_sums",
     "brier",
+    "chance_accuracy",
     "confidence_and_correct",
     "depth_landmarks",
     "draw_weights",

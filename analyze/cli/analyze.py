@@ -75,6 +75,8 @@ def _vocab_examples(text: str) -> str:
 
 def add_parser(sub: Any) -> None:
     """Register ``analyze`` on an argparse subparsers object."""
+    from analyze.calibration import MCE_MIN_COUNT  # numpy only
+
     p = sub.add_parser(
         "analyze",
         help="per-layer calibration tables, landmarks and report.html for one or more stores",
@@ -118,7 +120,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of bootstrap, splits and samples")
     p.add_argument(
-        "--mce-min-count", type=int, default=1, metavar="N", help="MCE ignores smaller bins"
+        "--mce-min-count",
+        type=int,
+        default=MCE_MIN_COUNT,
+        metavar="N",
+        help=f"MCE ignores bins of fewer examples (default {MCE_MIN_COUNT}: with 1, one example "
+        "alone can set MCE)",
     )
     p.add_argument(
         "--vocab-examples",
