@@ -31,8 +31,10 @@ from analyze.calibration import (
     MCE_MIN_COUNT,
     bin_sums,
     bootstrap_intervals,
+    chance_accuracy,
     depth_landmarks,
     metrics_from_terms,
+    selection_half,
     temperature_columns,
 )
 from analyze.lens import (
@@ -44,7 +46,7 @@ from analyze.lens import (
     option_mass,
     recorded_checks,
 )
-from analyze.results import INTERVAL_METRICS, LAYER_COLUMNS, AnalysisResult
+from analyze.results import INTERVAL_METRICS, LAYER_COLUMNS, AnalysisResult, metric_definitions
 from layercal import __version__
 
 Split = Literal["all", "fit", "eval"]
@@ -59,6 +61,8 @@ CHECK_VOCAB_EXAMPLES = 8
 VocabExamples = int | None | Literal["auto"]
 CONF_HIST_BINS = 20
 CACHE_VERSION = 4  # bump when the computation changes, so old cache entries are not reused
+# 4: chance = mean 1/K_i, interval-based rise, peak chosen and phase tested on separate halves,
+#    MCE over bins of >= MCE_MIN_COUNT by default
 PASS_CHUNKS = {"example": 256, "layer": -1}  # one shard of a default store per task
 TEMPERATURE_COLUMNS = ("temperature", "ece_temperature_scaled", "nll_temperature_scaled")
 
@@ -87,8 +91,10 @@ def analyze_store(
     all; "auto" = CHECK_VOCAB_EXAMPLES when the store records ``lens_entropy`` (the column then
     averages the recorded entropy of every example, the sample cross-checks it), else
     DEFAULT_VOCAB_EXAMPLES (the column averages the sample).
-    ``temperature_split``: fraction of each subject in the fit half. ``cache_dir``: where results
-    are cached (None: no cache). Raises StoreError for a store that cannot be read as asked.
+    ``temperature_split``: fraction of each subject in the fit half. ``mce_min_count``: MCE
+    counts only bins holding at least this many examples (default MCE_MIN_COUNT = 10: with 1, a
+    bin of one example sets MCE). ``cache_dir``: where results are cached (None: no cache).
+    Raises StoreError for a store that cannot be read as asked.
     """
     t0 = time.perf_counter()
     ds, small, url = _open(ds_or_path, storage_options, allow_partial)
@@ -231,9 +237,9 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     bins, min_count, boot = params["bins"], params["mce_min_count"], params["bootstrap"]
     lazy = lens_pass(ds, in_vocab)
     terms_lazy = terms_graph(lazy["answer_logits"].data, label, mask)
-    extra = (terms_lazy, *bootstrap_graph(terms_lazy, rows, boot, bins))
+    extra = (terms_lazy, bootstrap_graph(terms_lazy, rows, boot, bins))
     t = _lap(timing, "prepare", t)
-    out, recorded, (terms, sums, w_t) = read_once(lazy, small, frame, mask, extra)
+    out, recorded, (terms, sums) = read_once(lazy, small, frame, mask, extra)
     z = out["answer_logits"].values  # (n, L, K)
     lse, vent = full_vocab_arrays(out)  # (n, L), nan where not sampled
     t = _lap(timing, "lens_pass", t)
@@ -249,8 +255,9 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     terms = terms[..., rows]  # (T, L, n)
     m = metrics_from_terms(terms, bins, min_count)
     correct, conf = terms[0], terms[1]
+    analysed = frame[rows.tolist()]
     by_group = group_metrics(
-        frame[rows.tolist()],
+        analysed,
         conf,
         correct,
         terms[2],
@@ -262,19 +269,23 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     )
     ci = bootstrap_intervals(sums, rows.size, len(lay), bins, boot["alpha"], min_count)
     t = _lap(timing, "metrics_groups", t)
+    # the peak is chosen on one half of the analysed examples and tested on the other
+    selection = selection_half(
+        analysed["subject"].to_numpy(), analysed["example_id"].to_numpy(), boot["seed"]
+    )
     marks = depth_landmarks(
         lay,
-        m["accuracy"],
-        m["ece"],
         conf,
         correct,
-        float(frame["n_choices"].to_numpy()[rows].mean()),
+        chance=chance_accuracy(mask[rows]),
+        selection=selection,
+        accuracy_lo=ci["accuracy"][0],
         n_bins=bins,
         n_boot=boot["n_boot"],
         seed=boot["seed"],
         alpha=boot["alpha"],
-        weights=w_t[rows].T,
     )
+    marks["definitions"].update(metric_definitions(bins, min_count))
     temp, temp_info = temp_future.result()
     pool.shutdown()
     _lap(timing, "landmarks_temperature", t)
