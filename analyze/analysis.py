@@ -43,7 +43,7 @@ from analyze.lens import (
     full_vocab_arrays,
     lens_pass,
     open_store,
-    option_mass,
+    option_mass_one_source,
     recorded_checks,
 )
 from analyze.results import INTERVAL_METRICS, LAYER_COLUMNS, AnalysisResult, metric_definitions
@@ -62,7 +62,7 @@ VocabExamples = int | None | Literal["auto"]
 CONF_HIST_BINS = 20
 CACHE_VERSION = 4  # bump when the computation changes, so old cache entries are not reused
 # 4: chance = mean 1/K_i, interval-based rise, peak chosen and phase tested on separate halves,
-#    MCE over bins of >= MCE_MIN_COUNT by default
+#    MCE over bins of >= MCE_MIN_COUNT by default, option mass from one computation
 PASS_CHUNKS = {"example": 256, "layer": -1}  # one shard of a default store per task
 TEMPERATURE_COLUMNS = ("temperature", "ece_temperature_scaled", "nll_temperature_scaled")
 
@@ -245,8 +245,9 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     t = _lap(timing, "lens_pass", t)
 
     checks, warnings = recorded_checks(recorded, z, lse, vent)
+    rec_z = np.asarray(recorded["lens_logits"].values, np.float64)
     rec_lse = np.asarray(recorded["lens_lse"].values, np.float64)
-    mass = option_mass(z, np.where(np.isfinite(lse), lse, rec_lse), mask)[rows]
+    mass = option_mass_one_source(z, lse, rec_z, rec_lse, mask)[rows]
     lay = [int(x) for x in ds["layer"].values]
     # temperature scaling (numpy, GIL mostly released) runs in a thread beside the rest; every
     # other per-layer metric comes from the terms computed in the pass
@@ -316,6 +317,9 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
         "n_examples": int(in_vocab[rows].sum()),
         "chunk_rows": VOCAB_CHUNK,
         "option_mass_lse": "recomputed where sampled, else lens_lse recorded at extraction",
+        "option_mass": "sampled examples: recomputed answer logits and lse; the others: the "
+        "answer logits and lse recorded together at extraction (never one of each); clipped "
+        "at 1 against float32 rounding",
         "entropy": "recomputed where sampled, else lens_entropy recorded at extraction"
         if "lens_entropy" in recorded
         else "recomputed for the sampled examples (the store records no lens_entropy)",

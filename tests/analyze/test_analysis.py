@@ -408,6 +408,35 @@ def test_mce_counts_bins_of_at_least_10_examples_by_default(store, result):
     assert (one.layers["mce"] > result.layers["mce"] + 1e-9).any()
 
 
+def test_option_mass_never_exceeds_1_when_the_recorded_lse_is_another_computation(tmp_path):
+    # a bfloat16 extraction records answer logits and lse of the bf16 forward; the analysis
+    # recomputes answer logits from the stored float32 residual. Planted: the answer tokens
+    # hold nearly all the probability, and the recorded pair is 0.002 lower than the
+    # recomputed one (consistent with itself): mixing recomputed logits with the recorded lse
+    # gave exp(0.002) * mass = 1.002
+    import zarr
+
+    z, label = planted()
+    big = z.copy()
+    big[np.arange(N), :, label] += 25.0  # the answer tokens dwarf the rest of the vocabulary
+    path = make_store(tmp_path / "bf16.zarr", big, label)
+    group = zarr.open_group(str(path), mode="r+")
+    for name in ("lens_logits", "lens_lse"):
+        group[name][:] = group[name][:] - np.float32(0.002)
+    ds = open_store(path)
+    rec_z = ds["lens_logits"].values.astype(np.float64)
+    rec_lse = ds["lens_lse"].values.astype(np.float64)
+    mixed = np.exp(big - rec_lse[..., None]).sum(-1)  # the old computation
+    assert mixed.max() > 1.0015
+    want = np.minimum(np.exp(rec_z - rec_lse[..., None]).sum(-1), 1.0)
+    for vocab in (0, "auto", None):  # recorded pair / some recomputed / every one recomputed
+        res = analyze_store(path, n_boot=20, vocab_examples=vocab)
+        mass = res.layers["option_mass"].to_numpy()
+        assert (mass <= 1.0).all() and mass.max() > 0.99, vocab
+        if vocab == 0:
+            np.testing.assert_allclose(mass, want.mean(0), rtol=1e-6)
+
+
 def test_help_documents_layout_and_defaults(capsys):
     from analyze.analysis import CHECK_VOCAB_EXAMPLES, DEFAULT_VOCAB_EXAMPLES
 
