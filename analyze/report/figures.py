@@ -96,7 +96,7 @@ def _curves(
                 color=P.GREY,
                 ls=(0, (1, 2)),
                 lw=1.0,
-                label=f"chance 1/K = {k:.0%}" if first else None,
+                label=f"chance (mean 1/K) = {k:.0%}" if first else None,
             )
         dashed = name == "mean_confidence" and any(
             P.column(r.layers, "accuracy") is not None for r in rs
@@ -125,14 +125,24 @@ def _curves(
 
 
 def _shade_low_mass(ax: Axes, r: AnalysisResult, x: np.ndarray) -> None:
-    """Grey bands over the layers whose mean option mass is below OPTION_MASS_FLOOR."""
+    """Hatched bands over the layers whose mean option mass is below OPTION_MASS_FLOOR (hatched,
+    not filled: a filled band is the correction phase)."""
     mass = P.column(r.layers, "option_mass")
     if mass is None or not (mass < OPTION_MASS_FLOOR).any():
         return
     step = float(np.min(np.diff(x))) if x.size > 1 else 1.0
     label: str | None = "option mass < 1%: lens reads tokens the model does not predict"
     for i in np.flatnonzero(mass < OPTION_MASS_FLOOR):
-        ax.axvspan(x[i] - step / 2, x[i] + step / 2, color=P.GREY, alpha=0.12, lw=0, label=label)
+        ax.axvspan(
+            x[i] - step / 2,
+            x[i] + step / 2,
+            facecolor="none",
+            edgecolor=P.GREY,
+            hatch="////",
+            alpha=0.35,
+            lw=0,
+            label=label,
+        )
         label = None  # one legend entry
 
 
@@ -141,7 +151,7 @@ def plot_metrics_over_depth(
 ) -> Figure:
     """Accuracy, ECE and MCE over depth (the paper's figure 1), one line per store.
 
-    Chance 1/K dotted; rise / plateau / peak-ECE layers as vertical lines and the correction
+    Chance (mean 1/K) dotted; rise / plateau / peak-ECE layers as vertical lines and the correction
     phase shaded (one store), bootstrap intervals as bands. ``relative_depth``: x = layer / last
     layer; None chooses it when the stores' layer counts differ."""
     with P.style():

@@ -17,7 +17,7 @@ LANDMARKS = (
 )
 # shown in the landmark table only when the analysis reports them
 EXTRA_LANDMARKS = (
-    ("first_crossing_layer", "first crossing of the rise threshold"),
+    ("first_crossing_layer", "first layer clearly above chance"),
     ("rise_layer_sustained", "sustained rise"),
 )
 # per-layer table: (column, header, with interval)

@@ -26,10 +26,10 @@ __all__ = ["FORMATS", "findings", "write_report"]
 FORMATS = ("html", "md")
 CAPTIONS = {
     "metrics_over_depth": "Accuracy, ECE and MCE over depth (logit lens), with bootstrap 95% "
-    "intervals, chance 1/K, the rise / plateau / peak-ECE layers and the correction phase.",
+    "intervals, chance (mean 1/K), the rise / plateau / peak-ECE layers and the correction phase.",
     "confidence_over_depth": "Mean confidence (softmax over the answer options only; accuracy "
     "dashed) with option mass beside it (the full-vocabulary probability the options hold; "
-    "shaded where it is under 1%: there the lens reads tokens the model does not predict), "
+    "hatched where it is under 1%: there the lens reads tokens the model does not predict), "
     "entropy over the options and flip rate relative to the last layer.",
     "reliability_final": "Reliability diagram of the last layer: accuracy per confidence bin "
     "against the diagonal; hatched = gap to the bin's mean confidence; share of examples below.",
