@@ -28,10 +28,13 @@ import xarray as xr
 from analyze._pass import bootstrap_graph, read_once, terms_graph
 from analyze._tables import group_metrics, nanmean0, select_examples, store_meta
 from analyze.calibration import (
+    MCE_MIN_COUNT,
     bin_sums,
     bootstrap_intervals,
+    chance_accuracy,
     depth_landmarks,
     metrics_from_terms,
+    selection_half,
     temperature_columns,
 )
 from analyze.lens import (
@@ -40,10 +43,10 @@ from analyze.lens import (
     full_vocab_arrays,
     lens_pass,
     open_store,
-    option_mass,
+    option_mass_one_source,
     recorded_checks,
 )
-from analyze.results import INTERVAL_METRICS, LAYER_COLUMNS, AnalysisResult
+from analyze.results import INTERVAL_METRICS, LAYER_COLUMNS, AnalysisResult, metric_definitions
 from layercal import __version__
 
 Split = Literal["all", "fit", "eval"]
@@ -57,7 +60,9 @@ DEFAULT_VOCAB_EXAMPLES = 32
 CHECK_VOCAB_EXAMPLES = 8
 VocabExamples = int | None | Literal["auto"]
 CONF_HIST_BINS = 20
-CACHE_VERSION = 3  # bump when the computation changes, so old cache entries are not reused
+CACHE_VERSION = 4  # bump when the computation changes, so old cache entries are not reused
+# 4: chance = mean 1/K_i, interval-based rise, peak chosen and phase tested on separate halves,
+#    MCE over bins of >= MCE_MIN_COUNT by default, option mass from one computation
 PASS_CHUNKS = {"example": 256, "layer": -1}  # one shard of a default store per task
 TEMPERATURE_COLUMNS = ("temperature", "ece_temperature_scaled", "nll_temperature_scaled")
 
@@ -66,7 +71,7 @@ def analyze_store(
     ds_or_path: xr.Dataset | str | os.PathLike[str],
     *,
     bins: int = 10,
-    mce_min_count: int = 1,
+    mce_min_count: int = MCE_MIN_COUNT,
     n_boot: int = 1000,
     seed: int = 0,
     layers: Sequence[int] | None = None,
@@ -86,8 +91,10 @@ def analyze_store(
     all; "auto" = CHECK_VOCAB_EXAMPLES when the store records ``lens_entropy`` (the column then
     averages the recorded entropy of every example, the sample cross-checks it), else
     DEFAULT_VOCAB_EXAMPLES (the column averages the sample).
-    ``temperature_split``: fraction of each subject in the fit half. ``cache_dir``: where results
-    are cached (None: no cache). Raises StoreError for a store that cannot be read as asked.
+    ``temperature_split``: fraction of each subject in the fit half. ``mce_min_count``: MCE
+    counts only bins holding at least this many examples (default MCE_MIN_COUNT = 10: with 1, a
+    bin of one example sets MCE). ``cache_dir``: where results are cached (None: no cache).
+    Raises StoreError for a store that cannot be read as asked.
     """
     t0 = time.perf_counter()
     ds, small, url = _open(ds_or_path, storage_options, allow_partial)
@@ -230,16 +237,17 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     bins, min_count, boot = params["bins"], params["mce_min_count"], params["bootstrap"]
     lazy = lens_pass(ds, in_vocab)
     terms_lazy = terms_graph(lazy["answer_logits"].data, label, mask)
-    extra = (terms_lazy, *bootstrap_graph(terms_lazy, rows, boot, bins))
+    extra = (terms_lazy, bootstrap_graph(terms_lazy, rows, boot, bins))
     t = _lap(timing, "prepare", t)
-    out, recorded, (terms, sums, w_t) = read_once(lazy, small, frame, mask, extra)
+    out, recorded, (terms, sums) = read_once(lazy, small, frame, mask, extra)
     z = out["answer_logits"].values  # (n, L, K)
     lse, vent = full_vocab_arrays(out)  # (n, L), nan where not sampled
     t = _lap(timing, "lens_pass", t)
 
     checks, warnings = recorded_checks(recorded, z, lse, vent)
+    rec_z = np.asarray(recorded["lens_logits"].values, np.float64)
     rec_lse = np.asarray(recorded["lens_lse"].values, np.float64)
-    mass = option_mass(z, np.where(np.isfinite(lse), lse, rec_lse), mask)[rows]
+    mass = option_mass_one_source(z, lse, rec_z, rec_lse, mask)[rows]
     lay = [int(x) for x in ds["layer"].values]
     # temperature scaling (numpy, GIL mostly released) runs in a thread beside the rest; every
     # other per-layer metric comes from the terms computed in the pass
@@ -248,8 +256,9 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     terms = terms[..., rows]  # (T, L, n)
     m = metrics_from_terms(terms, bins, min_count)
     correct, conf = terms[0], terms[1]
+    analysed = frame[rows.tolist()]
     by_group = group_metrics(
-        frame[rows.tolist()],
+        analysed,
         conf,
         correct,
         terms[2],
@@ -261,19 +270,23 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     )
     ci = bootstrap_intervals(sums, rows.size, len(lay), bins, boot["alpha"], min_count)
     t = _lap(timing, "metrics_groups", t)
+    # the peak is chosen on one half of the analysed examples and tested on the other
+    selection = selection_half(
+        analysed["subject"].to_numpy(), analysed["example_id"].to_numpy(), boot["seed"]
+    )
     marks = depth_landmarks(
         lay,
-        m["accuracy"],
-        m["ece"],
         conf,
         correct,
-        float(frame["n_choices"].to_numpy()[rows].mean()),
+        chance=chance_accuracy(mask[rows]),
+        selection=selection,
+        accuracy_lo=ci["accuracy"][0],
         n_bins=bins,
         n_boot=boot["n_boot"],
         seed=boot["seed"],
         alpha=boot["alpha"],
-        weights=w_t[rows].T,
     )
+    marks["definitions"].update(metric_definitions(bins, min_count))
     temp, temp_info = temp_future.result()
     pool.shutdown()
     _lap(timing, "landmarks_temperature", t)
@@ -304,6 +317,9 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
         "n_examples": int(in_vocab[rows].sum()),
         "chunk_rows": VOCAB_CHUNK,
         "option_mass_lse": "recomputed where sampled, else lens_lse recorded at extraction",
+        "option_mass": "sampled examples: recomputed answer logits and lse; the others: the "
+        "answer logits and lse recorded together at extraction (never one of each); clipped "
+        "at 1 against float32 rounding",
         "entropy": "recomputed where sampled, else lens_entropy recorded at extraction"
         if "lens_entropy" in recorded
         else "recomputed for the sampled examples (the store records no lens_entropy)",

@@ -53,16 +53,34 @@ GROUP_COLUMNS = (
 )
 
 
+def metric_definitions(bins: int, mce_min_count: int) -> dict[str, str]:
+    """What the per-layer columns mean, added to ``landmarks["definitions"]`` by the analysis
+    (so landmarks.json and the report say it next to the numbers)."""
+    return {
+        "confidence": "probability of the chosen option under a softmax over the K answer-option "
+        "tokens only (the full-vocabulary softmax renormalised over the options); "
+        "mean_confidence averages it over the examples",
+        "option_mass": "full-vocabulary probability of the answer-option tokens, summed; below "
+        "0.01 the lens reads tokens the model does not predict",
+        "ece": f"sum over {bins} equal-width confidence bins of |bin| / n * |accuracy - "
+        "confidence| of the bin",
+        "mce": f"largest |accuracy - confidence| over the {bins} bins holding at least "
+        f"{mce_min_count} examples (mce_min_count; nan when no bin does)",
+    }
+
+
 @dataclass
 class AnalysisResult:
     """Per-layer analysis of one store.
 
     ``layers``: polars DataFrame with LAYER_COLUMNS (+ ``*_lo``/``*_hi`` interval columns).
     ``by_group``: polars DataFrame with GROUP_COLUMNS.
-    ``landmarks``: JSON-able dict — ``rise_layer``, ``plateau_layer``,
-    ``peak_miscalibration_layer``, ``correction_phase`` ({start, end, delta_ece, delta_ece_lo,
-    delta_ece_hi, delta_confidence, delta_confidence_lo, delta_confidence_hi, significant}), each
-    layer value an int or None (not reached), with the definitions used in ``definitions``.
+    ``landmarks``: JSON-able dict — ``chance_accuracy``, ``rise_layer``, ``plateau_layer``,
+    ``peak_miscalibration_layer`` (chosen on the ``selection_split``'s selection half),
+    ``correction_phase`` ({start, end, ece_start, ece_end, delta_ece, delta_ece_lo, delta_ece_hi,
+    delta_confidence, delta_confidence_lo, delta_confidence_hi, significant, n_test, ...}, on
+    its test half), each layer value an int or None (not reached), with the definitions used in
+    ``definitions`` (see ``analyze.calibration.landmarks``).
     ``reliability``: dict of arrays, each (L, M) for M bins: ``count``, ``sum_conf``,
     ``sum_correct`` (equal-width bins on [0, 1]); ``conf_hist`` (L, 20) histogram of confidence.
     ``meta``: store url, ``store_hash``, model, dataset, split, template name, n_examples,

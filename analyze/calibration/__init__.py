@@ -10,12 +10,14 @@ bool with False = option absent, ``label`` (n,) int; a leading axis is typically
 - :mod:`~analyze.calibration.paired`: paired bootstrap intervals of metric changes.
 - :mod:`~analyze.calibration.temperature`: temperature scaling.
 - :mod:`~analyze.calibration.splits`: the seeded per-subject split of examples.
-- :mod:`~analyze.calibration.landmarks`: rise, plateau, peak miscalibration, correction phase.
+- :mod:`~analyze.calibration.landmarks`: chance, rise, plateau, peak miscalibration (chosen on
+  one half of the examples), correction phase (tested on the other half).
 """
 
 from __future__ import annotations
 
 from analyze.calibration._binning import (
+    MCE_MIN_COUNT,
     BinStats,
     bin_index,
     bin_stats,
@@ -44,9 +46,16 @@ from analyze.calibration._probs import (
     log_softmax,
     per_example_terms,
 )
-from analyze.calibration.landmarks import DEFINITIONS, depth_landmarks, layer_deltas
+from analyze.calibration.landmarks import (
+    DEFINITIONS,
+    accuracy_lower_bound,
+    depth_landmarks,
+    layer_deltas,
+    selection_half,
+)
 from analyze.calibration.metrics import (
     brier,
+    chance_accuracy,
     flip_rate,
     metrics_from_terms,
     nll,
@@ -64,6 +73,7 @@ from analyze.calibration.paired import (
 )
 from analyze.calibration.splits import (
     DIRECTION_STREAM,
+    LANDMARK_STREAM,
     TEMPERATURE_STREAM,
     as_str,
     stratified_split,
@@ -79,11 +89,14 @@ from analyze.calibration.temperature import (
 __all__ = [
     "DEFINITIONS",
     "DIRECTION_STREAM",
+    "LANDMARK_STREAM",
+    "MCE_MIN_COUNT",
     "PAIRED_METRICS",
     "TEMPERATURE_BOUNDS",
     "TEMPERATURE_STREAM",
     "TERMS",
     "BinStats",
+    "accuracy_lower_bound",
     "answer_probs",
     "as_str",
     "bin_index",
@@ -93,6 +106,7 @@ __all__ = [
     "bootstrap_intervals",
     "bootstrap_sums",
     "brier",
+    "chance_accuracy",
     "confidence_and_correct",
     "depth_landmarks",
     "draw_weights",
@@ -121,6 +135,7 @@ __all__ = [
     "per_example_terms",
     "per_layer_bootstrap",
     "per_layer_metrics",
+    "selection_half",
     "stratified_split",
     "temperature_columns",
 ]

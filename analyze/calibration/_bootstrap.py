@@ -9,13 +9,20 @@ nan, e.g. an MCE with no bin of min_count examples, are left out).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from analyze.calibration._binning import bin_index, check_min_count, ece_from_sums, mce_from_sums
+from analyze.calibration._binning import (
+    MCE_MIN_COUNT,
+    bin_index,
+    check_min_count,
+    ece_from_sums,
+    mce_from_sums,
+)
 from analyze.calibration._checks import as_label, as_mask, as_scores, check_n_bins
 from analyze.calibration._probs import per_example_terms
 
@@ -41,8 +48,16 @@ def _check_boot(n_boot: int, alpha: float) -> None:
 
 
 def _interval(boots: NDArray[np.float64], alpha: float) -> tuple[Any, Any]:
-    lo, hi = np.nanquantile(boots, [alpha / 2, 1 - alpha / 2], axis=0)
+    lo, hi = nan_interval(boots, [alpha / 2, 1 - alpha / 2])
     return lo, hi
+
+
+def nan_interval(boots: NDArray[np.float64], q: list[float]) -> NDArray[np.float64]:
+    """``np.nanquantile(boots, q, axis=0)``, nan without a warning where every resample is nan
+    (an MCE when no bin of any resample holds min_count examples: a small sample, not an error)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+        return np.asarray(np.nanquantile(boots, q, axis=0), np.float64)
 
 
 def _scalar_or_array(x: Any) -> Any:
@@ -150,7 +165,7 @@ def bootstrap_intervals(
     n_layers: int,
     n_bins: int,
     alpha: float = 0.05,
-    min_count: int = 1,
+    min_count: int = MCE_MIN_COUNT,
 ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]:
     """{metric: (lo, hi)}, each (L,), from the ``bootstrap_sums`` over all n examples."""
     b, lm = sums.shape[0], n_layers * n_bins
@@ -172,7 +187,7 @@ def per_layer_bootstrap(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
-    mce_min_count: int = 1,
+    mce_min_count: int = MCE_MIN_COUNT,
 ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]:
     """Paired bootstrap intervals, per layer, of accuracy, ece, mce, brier, nll, mean_confidence.
 

@@ -1,14 +1,26 @@
 """Depth landmarks of the per-layer curves (methods.md section 3).
 
-- rise layer: the first layer where accuracy >= 1/K + 0.05 (K: mean number of options), counted
-  only when the last layer is above that threshold too — a model that ends near chance has no
-  rise, whatever noise crosses the line on the way (``first_crossing_layer`` keeps that layer);
-- plateau layer: the first layer from which accuracy stays within 0.01 of the last layer's;
-- peak-miscalibration layer: the layer of largest ECE at or after the rise;
-- correction phase: the layers (peak, last], with ΔECE = ECE(last) - ECE(peak) and
-  Δconfidence = mean confidence(last) - mean confidence(peak), each with a paired bootstrap 95%
-  interval: every resample weights the same examples at both layers, and the resamples are those
-  of ``per_layer_bootstrap`` with the same seed (:mod:`analyze.calibration.paired`). ``significant``: the ΔECE interval excludes 0.
+- chance: the mean over examples of 1 / K_i (:func:`~analyze.calibration.chance_accuracy`);
+- first crossing: the first layer whose accuracy interval (bootstrap 95%, lower bound) lies
+  above chance; rise layer: the first layer from which that lower bound stays above chance to
+  the last layer — a model whose last layer is not clearly above chance has no rise, whatever
+  noise crosses on the way (``first_crossing_layer`` keeps that layer);
+- plateau layer: the first layer from which accuracy stays within 0.01 of the last layer's (or
+  within 1.96 standard errors of the paired difference, where that is larger: 0.01 is below the
+  noise of a few hundred examples);
+- peak-miscalibration layer and correction phase, without selection bias: the examples are split
+  per subject, seeded, into a "selection" half and a "test" half (:data:`LANDMARK_STREAM`). On
+  the selection half alone: its own plateau (the search start; the tolerance 0.01 widened to the
+  noise of the paired accuracy difference where that is larger, :func:`plateau_tolerance`) and
+  the layer of largest ECE from there on (the peak). Searching from the plateau rather than the
+  rise keeps the peak out of the layers where accuracy is still climbing, where a gap that
+  closes is accuracy catching up with confidence, not a correction. On the test half alone: ECE at the peak and at the last layer, ΔECE,
+  Δconfidence and their paired bootstrap 95% intervals (every resample weights the same
+  examples at both layers, :mod:`analyze.calibration.paired`). The peak is chosen by the data,
+  so testing it on the examples that chose it would bias ΔECE downwards (the maximum of noisy
+  ECEs is above its mean); the two halves are independent, so the test half sees a fixed layer.
+  ``significant``: the ΔECE interval excludes 0. ``tests/analyze/calibration/test_selection.py``
+  simulates the null (flat late calibration) to check the false-positive rate.
 
 A landmark that is not reached is None and ``notes`` says why; no layer is ever made up.
 """
@@ -20,48 +32,104 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from analyze.calibration.paired import paired_term_deltas
+from analyze.calibration._binning import bin_sums, ece_from_sums
+from analyze.calibration._bootstrap import draw_weights
+from analyze.calibration.paired import paired_term_deltas, weight_blocks
+from analyze.calibration.splits import LANDMARK_STREAM, stratified_split
 
-RISE_MARGIN = 0.05
 PLATEAU_TOLERANCE = 0.01
+SELECTION_FRACTION = 0.5  # share of each subject's examples in the selection half
 
 DEFINITIONS = {
-    "rise_layer": "first layer where accuracy >= 1/K + 0.05, K = mean number of answer options; "
-    "None when the last layer's accuracy is below that threshold (the model ends near chance)",
-    "first_crossing_layer": "first layer where accuracy >= 1/K + 0.05, whatever comes after",
-    "rise_layer_sustained": "first layer from which accuracy stays >= 1/K + 0.05 to the end",
-    "plateau_layer": "first layer from which accuracy stays within 0.01 of the last layer's "
-    "(reported only when accuracy rises)",
-    "peak_miscalibration_layer": "layer of largest ECE at or after the rise layer",
+    "chance_accuracy": "mean over the examples of 1/K_i, K_i = number of answer options of "
+    "example i (the accuracy of a uniform guess; not 1/mean(K))",
+    "rise_threshold": "the value accuracy's lower 95% bound must exceed: chance_accuracy",
+    "rise_layer": "first layer from which the lower bound of accuracy's bootstrap 95% interval "
+    "stays above chance to the last layer (all analysed examples); None when the last layer's "
+    "lower bound is not above chance (the model ends near chance)",
+    "first_crossing_layer": "first layer whose accuracy lower 95% bound is above chance, "
+    "whatever comes after",
+    "rise_layer_sustained": "the same layer as rise_layer (kept for older readers)",
+    "plateau_layer": "first layer from which accuracy stays within 0.01 of the last layer's, "
+    "or within 1.96 standard errors of the paired accuracy difference where that is larger "
+    "(all analysed examples; reported only when accuracy rises)",
+    "peak_miscalibration_layer": "layer of largest ECE at or after the search start, both "
+    "computed on the selection half only; search start = the plateau of that half: the first "
+    "layer from which its accuracy stays within 0.01 of its last layer's, or within 1.96 "
+    "standard errors of the paired difference where that is larger (0.01 can be below the "
+    "noise of half the examples)",
     "correction_phase": "layers (start, end]: start = peak-miscalibration layer (excluded), end = "
-    "last layer; delta_ece = ECE(end) - ECE(start), delta_confidence = mean confidence(end) - "
-    "mean confidence(start), negative = the model becomes less miscalibrated / less confident; "
-    "*_lo/*_hi: paired percentile bootstrap interval over examples (same resamples at both "
-    "layers); significant: the delta_ece interval excludes 0",
+    "last layer. Computed on the test half only (the examples that did not choose the peak): "
+    "ece_start, ece_end, delta_ece = ECE(end) - ECE(start), delta_confidence = mean "
+    "confidence(end) - mean confidence(start), negative = the model becomes less miscalibrated "
+    "/ less confident; *_lo/*_hi: paired percentile bootstrap 95% interval over the test "
+    "examples (same resamples at both layers); significant: the delta_ece interval excludes 0; "
+    "significant_confidence: the delta_confidence interval excludes 0",
+    "selection_split": "per subject, seeded (stratified_split, stream LANDMARK_STREAM): the "
+    "selection half chooses the peak, the test half measures the correction phase",
     "layers": "layer values are depths of the store: 0 = embedding output, l = output of block l",
 }
 
 
-def rise_index(accuracy: ArrayLike, k_mean: float, margin: float = RISE_MARGIN) -> int | None:
-    """Index of the first accuracy >= 1/k_mean + margin; accuracy (L,). None when never."""
-    hit = np.flatnonzero(np.asarray(accuracy, np.float64) >= 1.0 / k_mean + margin)
+def first_above(lower: ArrayLike, chance: float) -> int | None:
+    """Index of the first lower bound > chance; ``lower`` (L,). None when none is."""
+    hit = np.flatnonzero(np.asarray(lower, np.float64) > chance)
     return int(hit[0]) if hit.size else None
 
 
-def sustained_index(accuracy: ArrayLike, k_mean: float, margin: float = RISE_MARGIN) -> int | None:
-    """Index of the first layer from which accuracy stays >= 1/k_mean + margin; None if none."""
-    below = np.flatnonzero(np.asarray(accuracy, np.float64) < 1.0 / k_mean + margin)
+def stays_above(lower: ArrayLike, chance: float) -> int | None:
+    """Index of the first layer from which every lower bound is > chance; None when the last
+    one is not (nan counts as not above)."""
+    lo = np.asarray(lower, np.float64)
+    below = np.flatnonzero(~(lo > chance))
     if below.size == 0:
         return 0
-    return None if below[-1] == len(np.asarray(accuracy)) - 1 else int(below[-1]) + 1
+    return None if below[-1] == lo.size - 1 else int(below[-1]) + 1
 
 
-def plateau_index(accuracy: ArrayLike, tol: float = PLATEAU_TOLERANCE) -> int:
-    """Index of the first layer from which every |accuracy - accuracy[-1]| <= tol; (L,) -> int."""
+def plateau_index(accuracy: ArrayLike, tol: ArrayLike = PLATEAU_TOLERANCE) -> int:
+    """Index of the first layer from which every |accuracy - accuracy[-1]| <= tol; (L,) -> int.
+    ``tol``: a number, or (L,) one per layer (:func:`plateau_tolerance`)."""
     acc = np.asarray(accuracy, np.float64)
-    off = np.abs(acc - acc[-1]) > tol + 1e-12  # 1e-12: accuracy is a ratio of counts
+    off = np.abs(acc - acc[-1]) > np.asarray(tol, np.float64) + 1e-12  # accuracy: a count ratio
     bad = np.flatnonzero(off)
     return int(bad[-1]) + 1 if bad.size else 0
+
+
+def plateau_tolerance(correct: NDArray[np.float64], z: float = 1.96) -> NDArray[np.float64]:
+    """Per layer (L,), the larger of PLATEAU_TOLERANCE and z standard errors of the paired
+    accuracy difference to the last layer, sd(correct[l] - correct[-1]) / sqrt(n).
+
+    0.01 alone can be below the noise, above all on the selection half where the plateau starts
+    the peak search: on 300 examples whose correctness changes independently from layer to
+    layer the difference has a standard error of 0.04, so no layer would stay within 0.01 and
+    the search would start at the last layer. Where successive layers agree on most examples
+    (as late layers of a real model do) the standard error is small and 0.01 is the tolerance.
+    """
+    y = np.asarray(correct, np.float64)
+    d = y - y[-1]
+    se = d.std(axis=1, ddof=1) / np.sqrt(y.shape[1]) if y.shape[1] > 1 else np.zeros(len(y))
+    return np.maximum(PLATEAU_TOLERANCE, z * se)
+
+
+def accuracy_lower_bound(
+    correct: NDArray[np.float64], *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> NDArray[np.float64]:
+    """Lower end (alpha/2 percentile) of the bootstrap interval of accuracy per layer.
+
+    ``correct``: (L, n) 0/1. The resamples are ``draw_weights(n, n_boot, seed)``, those of
+    ``per_layer_bootstrap`` (and of ``analyze_store``'s ``accuracy_lo``) with the same seed.
+    """
+    n = correct.shape[-1]
+    boots = np.concatenate(
+        [w @ correct.T / n for w in weight_blocks(draw_weights(n, n_boot, seed))]
+    )
+    return np.asarray(np.nanquantile(boots, alpha / 2, axis=0), np.float64)
+
+
+def selection_half(subject: Any, example_id: Any, seed: int) -> NDArray[np.bool_]:
+    """(n,) bool, True for the selection half: SELECTION_FRACTION of every subject, seeded."""
+    return stratified_split(subject, example_id, SELECTION_FRACTION, seed, LANDMARK_STREAM)
 
 
 def layer_deltas(
@@ -96,31 +164,67 @@ def layer_deltas(
     return out
 
 
+def _no_rise_note(
+    acc: NDArray[np.float64],
+    lo: NDArray[np.float64],
+    lay: list[int],
+    chance: float,
+    first: int | None,
+) -> str:
+    if first is None:
+        seen = (
+            f"never has its lower 95% bound above chance {chance:.3f} (best accuracy "
+            f"{acc.max():.3f} at layer {lay[int(acc.argmax())]})"
+        )
+    else:
+        seen = (
+            f"first has its lower 95% bound above chance {chance:.3f} at layer {lay[first]} but "
+            f"ends at {acc[-1]:.3f} (lower bound {lo[-1]:.3f}), not above it"
+        )
+    return (
+        f"accuracy {seen}: the model stays near chance, so no rise, plateau, "
+        "peak-miscalibration layer or correction phase is reported"
+    )
+
+
 def depth_landmarks(
     layers: ArrayLike,
-    accuracy: ArrayLike,
-    ece: ArrayLike,
     conf: NDArray[np.float64],
     correct: NDArray[np.float64],
-    k_mean: float,
     *,
+    chance: float,
+    selection: NDArray[np.bool_] | None = None,
+    accuracy_lo: ArrayLike | None = None,
     n_bins: int = 10,
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
-    weights: NDArray[Any] | None = None,
 ) -> dict[str, Any]:
     """All landmarks as the JSON-able dict of ``AnalysisResult.landmarks``.
 
-    ``layers``, ``accuracy``, ``ece``: (L,) over the analysed layers, the last one being the
-    model's last depth; ``conf``, ``correct``: (L, n) per-example confidence and correctness;
-    ``k_mean``: mean number of options; ``weights``: see :func:`layer_deltas`. Layer values in the
-    result come from ``layers``.
+    ``layers``: (L,) depths, the last one being the model's last; ``conf``, ``correct``: (L, n)
+    per-example confidence and correctness (0/1) of the analysed examples; ``chance``: the mean
+    of 1 / K_i over them (:func:`~analyze.calibration.chance_accuracy`); ``selection``: (n,)
+    bool, the selection half (None: :func:`selection_half` of the examples as one subject, ids
+    0..n-1); ``accuracy_lo``: (L,) lower bounds of accuracy's bootstrap interval when the caller
+    has them (else :func:`accuracy_lower_bound` with ``n_boot``, ``seed``, ``alpha``).
     """
+    if not 0.0 < chance <= 1.0:
+        raise ValueError(f"chance must be an accuracy in (0, 1], got {chance!r}")
     lay = [int(x) for x in np.asarray(layers)]
-    acc = np.asarray(accuracy, np.float64)
-    ec = np.asarray(ece, np.float64)
-    threshold = 1.0 / k_mean + RISE_MARGIN
+    conf, correct = np.asarray(conf, np.float64), np.asarray(correct, np.float64)
+    n = correct.shape[1]
+    acc = correct.mean(axis=1)
+    lo = (
+        accuracy_lower_bound(correct, n_boot=n_boot, seed=seed, alpha=alpha)
+        if accuracy_lo is None
+        else np.asarray(accuracy_lo, np.float64)
+    )
+    if selection is None:
+        selection = selection_half(np.zeros(n, int), np.arange(n), seed)
+    sel = np.asarray(selection, bool)
+    if sel.shape != (n,):
+        raise ValueError(f"selection must have shape (n,) = ({n},), got {sel.shape}")
     out: dict[str, Any] = {
         "rise_layer": None,
         "first_crossing_layer": None,
@@ -128,64 +232,89 @@ def depth_landmarks(
         "plateau_layer": None,
         "peak_miscalibration_layer": None,
         "correction_phase": None,
-        "chance_accuracy": 1.0 / k_mean,
-        "rise_threshold": threshold,
+        "chance_accuracy": float(chance),
+        "rise_threshold": float(chance),
+        "rise_rule": "lower bound of accuracy's bootstrap 95% interval above chance_accuracy",
+        "selection_split": {
+            "method": "per subject, seeded (stratified_split, stream LANDMARK_STREAM)",
+            "seed": int(seed),
+            "fraction": SELECTION_FRACTION,
+            "n_selection": int(sel.sum()),
+            "n_test": int((~sel).sum()),
+            "selection_chose": "search start (plateau of the selection half) and peak layer",
+            "test_measured": "ece_start, ece_end, delta_ece, delta_confidence, their intervals",
+        },
         "notes": [],
         "definitions": dict(DEFINITIONS),
     }
     notes: list[str] = out["notes"]
-    rise = rise_index(acc, k_mean)
-    sustained = sustained_index(acc, k_mean)
-    out["first_crossing_layer"] = None if rise is None else lay[rise]
-    out["rise_layer_sustained"] = None if sustained is None else lay[sustained]
-    if rise is None or acc[-1] < threshold:
-        seen = (
-            f"never reaches 1/K + {RISE_MARGIN} = {threshold:.3f} (best {acc.max():.3f} at "
-            f"layer {lay[int(acc.argmax())]})"
-            if rise is None
-            else f"first reaches 1/K + {RISE_MARGIN} = {threshold:.3f} at layer {lay[rise]} but "
-            f"ends at {acc[-1]:.3f}, below it"
-        )
+    first, rise = first_above(lo, chance), stays_above(lo, chance)
+    out["first_crossing_layer"] = None if first is None else lay[first]
+    if rise is None:
+        notes.append(_no_rise_note(acc, lo, lay, chance, first))
+        return out
+    out["rise_layer"] = out["rise_layer_sustained"] = lay[rise]
+    out["plateau_layer"] = lay[plateau_index(acc, plateau_tolerance(correct))]
+    if sel.sum() < 2 or (~sel).sum() < 2:
         notes.append(
-            f"accuracy {seen}: the model stays near chance, so no rise, plateau, "
-            "peak-miscalibration layer or correction phase is reported"
+            f"{int(sel.sum())} selection and {int((~sel).sum())} test examples: too few to choose "
+            "the peak-miscalibration layer on one half and test it on the other"
         )
         return out
-    out["rise_layer"] = lay[rise]
-    out["plateau_layer"] = lay[plateau_index(acc)]
-    peak = rise + int(np.argmax(ec[rise:]))
-    out["peak_miscalibration_layer"] = lay[peak]
+    found = _correction_phase(lay, conf, correct, sel, n_bins, n_boot, seed, alpha)
+    out["peak_miscalibration_layer"], out["correction_phase"] = found[0], found[1]
+    notes += found[2]
+    out["selection_split"]["search_start_layer"] = found[3]
+    return out
+
+
+def _correction_phase(
+    lay: list[int],
+    conf: NDArray[np.float64],
+    correct: NDArray[np.float64],
+    sel: NDArray[np.bool_],
+    n_bins: int,
+    n_boot: int,
+    seed: int,
+    alpha: float,
+) -> tuple[int, dict[str, Any] | None, list[str], int]:
+    """(peak layer, correction phase or None, notes, search start layer): the peak chosen on the
+    selection half ``sel``, the phase measured on the rest."""
+    test = ~sel
+    start = plateau_index(correct[:, sel].mean(axis=1), plateau_tolerance(correct[:, sel]))
+    ece_sel = ece_from_sums(*bin_sums(conf[:, sel], correct[:, sel], n_bins))
+    peak = start + int(np.argmax(ece_sel[start:]))
     last = len(lay) - 1
     if peak == last:
-        notes.append("ECE is largest at the last layer: there is no correction phase")
-        return out
-    d = layer_deltas(
-        conf,
-        correct,
-        peak,
-        last,
-        n_bins=n_bins,
-        n_boot=n_boot,
-        seed=seed,
-        alpha=alpha,
-        weights=weights,
-    )
+        note = (
+            "ECE of the selection half is largest at the last layer: there is no correction phase"
+        )
+        return lay[peak], None, [note], lay[start]
+    c, y = conf[:, test], correct[:, test]
+    ece_test = ece_from_sums(*bin_sums(c[[peak, last]], y[[peak, last]], n_bins))
+    d = layer_deltas(c, y, peak, last, n_bins=n_bins, n_boot=n_boot, seed=seed, alpha=alpha)
     significant = d["delta_ece_lo"] > 0 or d["delta_ece_hi"] < 0
-    out["correction_phase"] = {
+    cp = {
         "start": lay[peak],
         "end": lay[last],
         "n_layers": last - peak,
-        "ece_start": float(ec[peak]),
-        "ece_end": float(ec[last]),
+        "ece_start": float(ece_test[0]),
+        "ece_end": float(ece_test[1]),
         **d,
         "significant": bool(significant),
         "significant_confidence": bool(
             d["delta_confidence_lo"] > 0 or d["delta_confidence_hi"] < 0
         ),
+        "n_test": int(test.sum()),
+        "n_selection": int(sel.sum()),
+        "ece_start_selection": float(ece_sel[peak]),
+        "ece_end_selection": float(ece_sel[last]),
     }
+    notes = []
     if not significant:
         notes.append(
-            f"the ECE change over the correction phase ({d['delta_ece']:+.3f}, 95% interval "
-            f"[{d['delta_ece_lo']:+.3f}, {d['delta_ece_hi']:+.3f}]) is not distinguishable from 0"
+            f"the ECE change over the correction phase on the test half ({d['delta_ece']:+.3f}, "
+            f"95% interval [{d['delta_ece_lo']:+.3f}, {d['delta_ece_hi']:+.3f}], "
+            f"n = {int(test.sum())}) is not distinguishable from 0"
         )
-    return out
+    return lay[peak], cp, notes, lay[start]

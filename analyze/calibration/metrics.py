@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from analyze.calibration._binning import (
+    MCE_MIN_COUNT,
     bin_sums,
     check_min_count,
     ece_equal_mass_nd,
@@ -41,6 +42,22 @@ def nll(probs: ArrayLike, label: ArrayLike) -> float:
     return float(nll_terms(p, lab).mean())
 
 
+def chance_accuracy(choice_mask: ArrayLike) -> float:
+    """Expected accuracy of a uniform guess: the mean over examples of 1 / K_i, K_i the number of
+    options of example i (True entries of its row of ``choice_mask`` (n, K)).
+
+    Not 1 / mean(K): with varying option counts the two differ (TruthfulQA MC1, 2 to 13
+    options: 0.226 against 0.199), and only the mean of 1 / K_i is the accuracy of guessing.
+    """
+    mask = np.asarray(choice_mask, bool)
+    if mask.ndim != 2 or mask.shape[0] == 0:
+        raise ValueError(f"choice_mask must have shape (n, K) with n >= 1, got {mask.shape}")
+    k = mask.sum(axis=1)
+    if (k < 1).any():
+        raise ValueError(f"{int((k < 1).sum())} examples have no option in choice_mask")
+    return float((1.0 / k).mean())
+
+
 def flip_rate(pred_a: ArrayLike, pred_b: ArrayLike) -> float:
     """Fraction of examples whose predictions differ; pred_a, pred_b: (n,) option indices."""
     a, b = np.asarray(pred_a), np.asarray(pred_b)
@@ -56,7 +73,7 @@ def per_layer_metrics(
     label: ArrayLike,
     choice_mask: ArrayLike | None = None,
     n_bins: int = 10,
-    mce_min_count: int = 1,
+    mce_min_count: int = MCE_MIN_COUNT,
 ) -> dict[str, NDArray[np.float64]]:
     """Every metric for every layer at once.
 
@@ -78,7 +95,7 @@ def per_layer_metrics(
 
 
 def metrics_from_terms(
-    terms: NDArray[np.float64], n_bins: int = 10, mce_min_count: int = 1
+    terms: NDArray[np.float64], n_bins: int = 10, mce_min_count: int = MCE_MIN_COUNT
 ) -> dict[str, NDArray[np.float64]]:
     """``per_layer_metrics`` from ``per_example_terms`` (len(TERMS), L, n) of the n examples
     (``analyze_store`` computes the terms chunk by chunk while it reads resid)."""

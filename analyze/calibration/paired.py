@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from analyze.calibration._binning import bin_index, ece_from_sums, mce_from_sums
-from analyze.calibration._bootstrap import BLOCK_ELEMENTS, draw_weights
+from analyze.calibration._binning import MCE_MIN_COUNT, bin_index, ece_from_sums, mce_from_sums
+from analyze.calibration._bootstrap import BLOCK_ELEMENTS, draw_weights, nan_interval
 from analyze.calibration._checks import as_label, as_mask
 from analyze.calibration._probs import answer_probs, brier_terms, entropy, nll_terms
 
@@ -52,14 +52,17 @@ def logit_terms(
     }
 
 
-def term_metrics(terms: Terms, n_bins: int = 10) -> dict[str, NDArray[np.float64]]:
+def term_metrics(
+    terms: Terms, n_bins: int = 10, mce_min_count: int = MCE_MIN_COUNT
+) -> dict[str, NDArray[np.float64]]:
     """The metrics of per-example terms (those of :func:`logit_terms` present): {name: (G,)};
-    ECE and MCE (over bins of at least one example) from confidence and correctness."""
+    ECE and MCE (over bins of at least ``mce_min_count`` examples) from confidence and
+    correctness."""
     out = {name: terms[name].mean(axis=-1) for name in MEAN_METRICS if name in terms}
     conf, correct = terms["mean_confidence"], terms["accuracy"]
     sums = _bin_sums(conf, correct, np.ones(correct.shape[-1]), n_bins)
     out["ece"] = ece_from_sums(*sums)
-    out["mce"] = mce_from_sums(*sums, 1)
+    out["mce"] = mce_from_sums(*sums, mce_min_count)
     return out
 
 
@@ -68,9 +71,10 @@ def logit_metrics(
     label: NDArray[Any],
     mask: NDArray[np.bool_] | None,
     n_bins: int = 10,
+    mce_min_count: int = MCE_MIN_COUNT,
 ) -> dict[str, NDArray[np.float64]]:
     """Every metric of METRICS per group: logits (G, n, K) -> {name: (G,)}."""
-    return term_metrics(logit_terms(logits, label, mask), n_bins)
+    return term_metrics(logit_terms(logits, label, mask), n_bins, mce_min_count)
 
 
 def _bin_sums(
@@ -117,9 +121,10 @@ def paired_term_deltas(
     seed: int = 0,
     alpha: float = 0.05,
     weights: NDArray[Any] | None = None,
+    mce_min_count: int = MCE_MIN_COUNT,
 ) -> dict[str, dict[str, NDArray[np.float64]]]:
     """Metrics of two conditions from their per-example terms (G, n) and paired intervals of
-    new − base (the metrics of :func:`term_metrics`).
+    new − base (the metrics of :func:`term_metrics`, MCE over bins of ``mce_min_count``).
 
     Returns {metric: {"base", "new", "new_lo", "new_hi", "delta", "delta_lo", "delta_hi"}}, each
     (G,). ``n_boot = 0`` skips the intervals (nan). Resamples are shared by all groups;
@@ -129,7 +134,7 @@ def paired_term_deltas(
     g, n = base["accuracy"].shape
     means = [k for k in MEAN_METRICS if k in base]
     names = [*means, *BINNED_METRICS]
-    pb, pa = term_metrics(base, n_bins), term_metrics(new, n_bins)
+    pb, pa = term_metrics(base, n_bins, mce_min_count), term_metrics(new, n_bins, mce_min_count)
     boots: dict[str, list[NDArray[np.float64]]] = {f"{k}_{x}": [] for k in names for x in "dn"}
     if n_boot > 0:
         if weights is None:
@@ -157,7 +162,7 @@ def paired_term_deltas(
                     des = _design(t["mean_confidence"][sl], t["accuracy"][sl], n_bins)
                     s = (w @ des).reshape(w.shape[0], 3, -1, n_bins)
                     vals[f"ece_{tag}"] = ece_from_sums(s[:, 0], s[:, 1], s[:, 2])
-                    vals[f"mce_{tag}"] = mce_from_sums(s[:, 0], s[:, 1], s[:, 2], 1)
+                    vals[f"mce_{tag}"] = mce_from_sums(s[:, 0], s[:, 1], s[:, 2], mce_min_count)
                 for k in BINNED_METRICS:
                     parts[f"{k}_n"].append(vals[f"{k}_n"])
                     parts[f"{k}_d"].append(vals[f"{k}_n"] - vals[f"{k}_b"])
@@ -169,8 +174,8 @@ def paired_term_deltas(
         nan = np.full(g, np.nan)
         d_lo, d_hi, n_lo, n_hi = nan, nan, nan, nan
         if n_boot > 0:
-            d_lo, d_hi = np.nanquantile(np.concatenate(boots[f"{k}_d"]), q, axis=0)
-            n_lo, n_hi = np.nanquantile(np.concatenate(boots[f"{k}_n"]), q, axis=0)
+            d_lo, d_hi = nan_interval(np.concatenate(boots[f"{k}_d"]), q)
+            n_lo, n_hi = nan_interval(np.concatenate(boots[f"{k}_n"]), q)
         out[k] = {
             "base": pb[k],
             "new": pa[k],
@@ -193,6 +198,7 @@ def paired_deltas(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    mce_min_count: int = MCE_MIN_COUNT,
 ) -> dict[str, dict[str, NDArray[np.float64]]]:
     """:func:`paired_term_deltas` of ``base`` and ``new`` logits (G, n, K): every metric of
     METRICS."""
@@ -200,7 +206,15 @@ def paired_deltas(
     if b.shape != a.shape or b.ndim != 3:
         raise ValueError(f"base and new must share one shape (G, n, K); got {b.shape}, {a.shape}")
     tb, ta = logit_terms(b, label, mask), logit_terms(a, label, mask)
-    return paired_term_deltas(tb, ta, n_bins=n_bins, n_boot=n_boot, seed=seed, alpha=alpha)
+    return paired_term_deltas(
+        tb,
+        ta,
+        n_bins=n_bins,
+        n_boot=n_boot,
+        seed=seed,
+        alpha=alpha,
+        mce_min_count=mce_min_count,
+    )
 
 
 def mean_delta_ci(

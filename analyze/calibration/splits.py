@@ -1,8 +1,10 @@
 """The seeded per-subject split of a store's examples, used wherever examples are divided.
 
-``analyze_store`` divides them into a temperature "fit" and "eval" part, ``direction fit``
-into the examples it fits on and the rest, ``steer`` its held-out examples into dev and test.
-Each use draws from its own random stream (``stream``), so the splits are independent.
+``analyze_store`` divides them into a temperature "fit" and "eval" part, the depth landmarks
+into a "selection" half (where the peak-miscalibration layer is chosen) and a "test" half (where
+the correction phase is measured), ``direction fit`` into the examples it fits on and the rest,
+``steer`` its held-out examples into dev and test. Each use draws from its own random stream
+(``stream``), so the splits are independent.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from numpy.typing import NDArray
 
 TEMPERATURE_STREAM = 0x5B117  # analyze_store: the temperature fit / eval halves
 DIRECTION_STREAM = 0xD12EC7  # direction fit (fit split) and steer (dev / test)
+LANDMARK_STREAM = 0x1A2D3A  # depth landmarks: the peak's selection half / the test half
 
 
 def as_str(values: Any) -> NDArray[np.str_]:

@@ -36,6 +36,16 @@ them) and an "eval" part. Temperature scaling is fitted per layer on "fit" and m
 ece_eval, nll_eval on the same examples), whatever --split says; --split chooses the examples
 all other metrics use.
 
+Landmarks (landmarks.json): chance = mean over examples of 1/K_i; the rise layer is where
+accuracy's lower 95% bound stays above chance to the last layer. The peak-miscalibration layer
+is chosen on one half of the examples (per subject, seeded: "selection") and the correction
+phase (peak, last] is measured on the other ("test"), so choosing the peak does not bias its
+test; landmarks.json records both halves.
+
+Confidence is the softmax over the K answer-option tokens only; option_mass is the share of the
+full-vocabulary probability those tokens hold (below 0.01 the lens reads tokens the model does
+not predict). MCE counts bins of at least --mce-min-count examples (default 10).
+
 Full-vocabulary quantities cost ~1 ms per example and layer on a CPU, so the full-vocabulary
 lens is recomputed for a seeded sample of --vocab-examples examples, which cross-checks the
 log-sum-exp (and entropy) recorded at extraction. option_mass and vocab_entropy use the
@@ -75,6 +85,8 @@ def _vocab_examples(text: str) -> str:
 
 def add_parser(sub: Any) -> None:
     """Register ``analyze`` on an argparse subparsers object."""
+    from analyze.calibration import MCE_MIN_COUNT  # numpy only
+
     p = sub.add_parser(
         "analyze",
         help="per-layer calibration tables, landmarks and report.html for one or more stores",
@@ -118,7 +130,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of bootstrap, splits and samples")
     p.add_argument(
-        "--mce-min-count", type=int, default=1, metavar="N", help="MCE ignores smaller bins"
+        "--mce-min-count",
+        type=int,
+        default=MCE_MIN_COUNT,
+        metavar="N",
+        help=f"MCE ignores bins of fewer examples (default {MCE_MIN_COUNT}: with 1, one example "
+        "alone can set MCE)",
     )
     p.add_argument(
         "--vocab-examples",
@@ -193,7 +210,8 @@ def _describe(res: Any, seconds: float) -> list[str]:
         lines.append(
             f"  correction phase ({cp['start']}, {cp['end']}]: ΔECE {cp['delta_ece']:+.3f} "
             f"[{cp['delta_ece_lo']:+.3f}, {cp['delta_ece_hi']:+.3f}] ({sig}), Δconfidence "
-            f"{cp['delta_confidence']:+.3f}"
+            f"{cp['delta_confidence']:+.3f}; peak chosen on {cp.get('n_selection')} examples, "
+            f"tested on the other {cp.get('n_test')}"
         )
     lines += [f"  note: {n}" for n in lm.get("notes", [])]
     return lines

@@ -10,9 +10,9 @@ seeded, per-subject "fit" split of its examples. Estimators (each returns a unit
 - ``contrast``: mean Δ of overconfident-wrong examples (wrong at the last depth, confidence at
   or above the fit split's ``overconfident_quantile``) minus mean Δ of correct examples.
 
-Default window: the correction phase of ``analyze.calibration.landmarks`` computed on the fit split; when
-there is none (or that module is absent), the last ``last_m`` deltas; ``window_source`` says
-which. The artifact (:mod:`analyze.interventions.artifact`, ``Direction.save``) is a folder with ``direction.npz`` and
+Default window: the correction phase of ``analyze.calibration.landmarks`` computed on the fit split,
+when it is a significant fall in ECE; otherwise the last ``last_m`` deltas; ``window_source``
+says which and ``window_notes`` why. The artifact (:mod:`analyze.interventions.artifact`, ``Direction.save``) is a folder with ``direction.npz`` and
 ``direction.json``; docs/steering.md describes both.
 """
 
@@ -142,7 +142,7 @@ def fit_direction(
     """Fit a direction on the fit split of ``ds`` (restricted to ``category``/``subjects``).
 
     ``window``: (start, end) depths, deltas h[l+1] − h[l] for start <= l < end; None = the
-    correction phase on the fit split, else the last ``last_m`` deltas. ``n_boot``: bootstrap
+    correction phase on the fit split when significant, else the last ``last_m`` deltas. ``n_boot``: bootstrap
     refits for the stability diagnostic (0 = skip). Diagnostics land in ``info["diagnostics"]``.
     """
     if estimator not in ESTIMATORS:

@@ -14,9 +14,9 @@ from analyze.calibration import (
     DIRECTION_STREAM,
     answer_probs,
     as_str,
-    bin_sums,
+    chance_accuracy,
     depth_landmarks,
-    ece_from_sums,
+    selection_half,
     stratified_split,
 )
 from analyze.interventions.artifact import DirectionError
@@ -62,7 +62,10 @@ def choose_window(
 ) -> tuple[tuple[int, int], str, list[str], NDArray[np.float64]]:
     """Window (start, end) depths, its source, notes, and the mean residual norm per depth (L,).
 
-    Reads every depth of ``rows`` once: for the norms and for the landmarks on those examples.
+    Reads every depth of ``rows`` once: for the norms and for the landmarks on those examples
+    (chance = mean 1/K_i of those examples; the peak chosen on one half of them, the phase
+    tested on the other). The window is the correction phase only when it is significant (its
+    ΔECE interval lies below 0); otherwise the last ``last_m`` deltas, and the notes say why.
     """
     n_depth = int(ds.sizes["layer"])
     label = np.asarray(ds["label"].values)[rows]
@@ -74,23 +77,29 @@ def choose_window(
         norms[layer] = np.linalg.norm(h, axis=-1).mean()
         conf[layer], correct[layer] = conf_correct(lens.logits(h), label, mask)
     fallback = (max(0, n_depth - 1 - last_m), n_depth - 1)
-    acc = correct.mean(axis=1)
-    sums = [bin_sums(conf[i], correct[i], 10) for i in range(n_depth)]
-    ece = np.array([ece_from_sums(*s) for s in sums])
+    subject, example_id = (np.asarray(ds[k].values)[rows] for k in ("subject", "example_id"))
     marks = depth_landmarks(
         np.arange(n_depth),
-        acc,
-        ece,
         conf,
         correct,
-        float(mask.sum(1).mean()),
+        chance=chance_accuracy(mask),
+        selection=selection_half(subject, example_id, seed),
         n_boot=200,
         seed=seed,
     )
     cp = marks.get("correction_phase")
+    back = f"fell back to the last {last_m} layers"
     if not cp:
         notes = [str(x) for x in marks.get("notes", [])] or ["no correction phase"]
-        return fallback, "last_m", [*notes, f"fell back to the last {last_m} layers"], norms
+        return fallback, "last_m", [*notes, back], norms
+    if not (cp["significant"] and cp["delta_ece"] < 0):
+        why = (
+            f"the correction phase ({cp['start']}, {cp['end']}] of the fit examples is not a "
+            f"significant fall in ECE (ΔECE {cp['delta_ece']:+.3f}, 95% interval "
+            f"[{cp['delta_ece_lo']:+.3f}, {cp['delta_ece_hi']:+.3f}] on {cp['n_test']} test "
+            "examples), so it is not used as the window"
+        )
+        return fallback, "last_m", [why, back], norms
     return (int(cp["start"]), int(cp["end"])), "correction_phase", [], norms
 
 

@@ -25,6 +25,7 @@ from analyze.lens.vocab import (
     full_vocab_arrays,
     lens_pass,
     option_mass,
+    option_mass_one_source,
     recorded_checks,
     vocab_lse_entropy,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "norm_spec_of",
     "open_store",
     "option_mass",
+    "option_mass_one_source",
     "recorded_checks",
     "scheduler_of",
     "store_hash",

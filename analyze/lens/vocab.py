@@ -221,6 +221,31 @@ def option_mass(
     return np.where(choice_mask[:, None, :], p, 0.0).sum(axis=-1)
 
 
+def option_mass_one_source(
+    answer_logits: NDArray[np.float64],
+    lse: NDArray[np.float64],
+    recorded_logits: NDArray[np.float64],
+    recorded_lse: NDArray[np.float64],
+    choice_mask: NDArray[np.bool_],
+) -> NDArray[np.float64]:
+    """Option mass (n, L) with numerator and denominator from one computation, at most 1.
+
+    Where ``lse`` (n, L) is finite (the full-vocabulary lens was recomputed), the recomputed
+    ``answer_logits`` (n, L, K); elsewhere ``recorded_logits`` and ``recorded_lse``, recorded
+    together at extraction. Mixing the two is wrong for a bfloat16 model: its recorded lse comes
+    from the bf16 forward, the recomputed logits from the stored float32 residual (an option
+    mass of 1.002 was seen). Clipped at 1: a sum of exp(z - lse) over some of the tokens of one
+    computation exceeds 1 only by float32 rounding of lse.
+    """
+    sampled = np.isfinite(lse)
+    mass = np.where(
+        sampled,
+        option_mass(answer_logits, np.where(sampled, lse, recorded_lse), choice_mask),
+        option_mass(recorded_logits, recorded_lse, choice_mask),
+    )
+    return np.minimum(mass, 1.0)
+
+
 def recorded_checks(
     ds: xr.Dataset,
     answer_logits: NDArray[np.float64],

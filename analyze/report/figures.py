@@ -11,11 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib as mpl
+import numpy as np
 from matplotlib.artist import Artist
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from analyze.report import plot as P
+from analyze.report.findings import OPTION_MASS_FLOOR
 from analyze.report.reliability import (
     grid_layers,
     plot_confidence_hists,
@@ -36,10 +39,12 @@ __all__ = [
 ]
 
 HEADLINE = (("accuracy", "accuracy"), ("ece", "ECE"), ("mce", "MCE"))
+# option mass beside mean confidence: confidence is a softmax over the options only, and says
+# little where the options hold a sliver of the full-vocabulary probability
 CONFIDENCE = (
-    ("mean_confidence", "mean confidence (max prob.)"),
-    ("entropy", "entropy over options (nats)"),
+    ("mean_confidence", "mean confidence (softmax over options)"),
     ("option_mass", "option mass (vocab prob. of options)"),
+    ("entropy", "entropy over options (nats)"),
     ("flip_rate", "flip rate vs last layer"),
 )
 PER_STORE = ("reliability_grid", "reliability_final", "confidence_hist")
@@ -79,6 +84,8 @@ def _curves(
             else:
                 P.mark_landmarks(ax, r, relative, c, label=False, slot=i)
             ax.plot(x, y, color=c, marker="o", ms=2.5, label=r.label if first else None)
+            if single and name in ("mean_confidence", "option_mass"):
+                _shade_low_mass(ax, r, x)
             acc = P.column(r.layers, "accuracy")
             if name == "mean_confidence" and acc is not None:
                 ax.plot(x, acc, color=c, ls="--", lw=1.0, alpha=0.7)
@@ -89,7 +96,7 @@ def _curves(
                 color=P.GREY,
                 ls=(0, (1, 2)),
                 lw=1.0,
-                label=f"chance 1/K = {k:.0%}" if first else None,
+                label=f"chance (mean 1/K) = {k:.0%}" if first else None,
             )
         dashed = name == "mean_confidence" and any(
             P.column(r.layers, "accuracy") is not None for r in rs
@@ -117,12 +124,34 @@ def _curves(
     return fig
 
 
+def _shade_low_mass(ax: Axes, r: AnalysisResult, x: np.ndarray) -> None:
+    """Hatched bands over the layers whose mean option mass is below OPTION_MASS_FLOOR (hatched,
+    not filled: a filled band is the correction phase)."""
+    mass = P.column(r.layers, "option_mass")
+    if mass is None or not (mass < OPTION_MASS_FLOOR).any():
+        return
+    step = float(np.min(np.diff(x))) if x.size > 1 else 1.0
+    label: str | None = "option mass < 1%: lens reads tokens the model does not predict"
+    for i in np.flatnonzero(mass < OPTION_MASS_FLOOR):
+        ax.axvspan(
+            x[i] - step / 2,
+            x[i] + step / 2,
+            facecolor="none",
+            edgecolor=P.GREY,
+            hatch="////",
+            alpha=0.35,
+            lw=0,
+            label=label,
+        )
+        label = None  # one legend entry
+
+
 def plot_metrics_over_depth(
     results: Sequence[AnalysisResult], *, relative_depth: bool | None = None
 ) -> Figure:
     """Accuracy, ECE and MCE over depth (the paper's figure 1), one line per store.
 
-    Chance 1/K dotted; rise / plateau / peak-ECE layers as vertical lines and the correction
+    Chance (mean 1/K) dotted; rise / plateau / peak-ECE layers as vertical lines and the correction
     phase shaded (one store), bootstrap intervals as bands. ``relative_depth``: x = layer / last
     layer; None chooses it when the stores' layer counts differ."""
     with P.style():
@@ -132,7 +161,9 @@ def plot_metrics_over_depth(
 def plot_confidence_over_depth(
     results: Sequence[AnalysisResult], *, relative_depth: bool | None = None
 ) -> Figure:
-    """Mean confidence (with accuracy dashed), entropy, option mass and flip rate over depth."""
+    """Mean confidence (softmax over the answer options; accuracy dashed) with option mass beside
+    it, then entropy and flip rate over depth. One store: layers whose mean option mass is under
+    1% are shaded in the confidence and option-mass panels."""
     with P.style():
         return _curves(results, CONFIDENCE, P.use_relative(list(results), relative_depth), ncols=2)
 

@@ -126,8 +126,8 @@ def x_of(result: AnalysisResult, layers: Any, relative: bool) -> np.ndarray:
 
 
 def chance(result: AnalysisResult) -> float | None:
-    """Chance accuracy 1/K: ``landmarks["chance_accuracy"]`` (1 / mean option count), else
-    ``meta["chance"]`` or ``1 / meta["n_choices"]``; None when unknown."""
+    """Chance accuracy: ``landmarks["chance_accuracy"]`` (the mean over examples of 1/K_i),
+    else ``meta["chance"]`` or ``1 / meta["n_choices"]``; None when unknown."""
     for v in (result.landmarks.get("chance_accuracy"), result.meta.get("chance")):
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
             return float(v)

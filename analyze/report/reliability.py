@@ -195,7 +195,7 @@ def plot_confidence_hists(
                     acc[row], color=ACC_COLOR, lw=1.2, ls="--", label="accuracy" if first else None
                 )
             if k is not None:
-                ax.axvline(k, color="black", lw=0.8, ls=":", label="1/K" if first else None)
+                ax.axvline(k, color="black", lw=0.8, ls=":", label="chance" if first else None)
             ax.set_title(f"layer {layer}{_tag(result, layer)}", loc="left")
             ax.set_xlim(0, 1)
             if j % ncols == 0:

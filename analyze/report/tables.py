@@ -17,7 +17,7 @@ LANDMARKS = (
 )
 # shown in the landmark table only when the analysis reports them
 EXTRA_LANDMARKS = (
-    ("first_crossing_layer", "first crossing of the rise threshold"),
+    ("first_crossing_layer", "first layer clearly above chance"),
     ("rise_layer_sustained", "sustained rise"),
 )
 # per-layer table: (column, header, with interval)
@@ -101,8 +101,16 @@ def _landmark_interval(lm: dict[str, Any], key: str) -> str | None:
 
 def _correction_table(cp: dict[str, Any]) -> Table:
     sig = cp.get("significant")
-    rows = [
-        ["layers (peak, last]", f"{cp['start']} → {cp['end']}", ""],
+    rows = [["layers (peak, last]", f"{cp['start']} → {cp['end']}", ""]]
+    if cp.get("n_test") is not None:
+        n_test = cp["n_test"]
+        rows += [
+            ["peak chosen on (selection half)", f"{cp.get('n_selection')} examples", ""],
+            ["measured on (test half)", f"{n_test} examples", ""],
+            [f"ECE at the peak (test half, n = {n_test})", num(cp.get("ece_start")), ""],
+            [f"ECE at the last layer (test half, n = {n_test})", num(cp.get("ece_end")), ""],
+        ]
+    rows += [
         [
             "ΔECE = ECE(last) − ECE(peak)",
             num(cp.get("delta_ece")),
@@ -157,7 +165,12 @@ def landmark_blocks(r: AnalysisResult) -> list[Block]:
 def layer_table(r: AnalysisResult) -> Table:
     """One row per layer: the metrics the table has (intervals for accuracy and ECE) and which
     landmark the layer is; landmark and correction-phase rows are highlighted."""
-    cols = [c for c in LAYER_TABLE if P.column(r.layers, c[0]) is not None]
+    min_count = (r.meta.get("params") or {}).get("mce_min_count")
+    cols = [
+        (name, f"MCE (bins ≥ {min_count})" if name == "mce" and min_count else head, with_ci)
+        for name, head, with_ci in LAYER_TABLE
+        if P.column(r.layers, name) is not None
+    ]
     marks: dict[int, list[str]] = {}
     for key, name in LANDMARKS:
         if (layer := P.landmark_layer(r, key)) is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from analyze.report import plot as P
 from analyze.report.figures import write_figures
-from analyze.report.findings import findings
+from analyze.report.findings import findings, reading_guide
 from analyze.report.render import Block, Bullets, Heading, Image, Para, Table, to_html, to_markdown
 from analyze.report.sections import section_blocks
 from analyze.report.tables import comparison_row, landmark_blocks, layer_table, store_table
@@ -26,9 +26,11 @@ __all__ = ["FORMATS", "findings", "write_report"]
 FORMATS = ("html", "md")
 CAPTIONS = {
     "metrics_over_depth": "Accuracy, ECE and MCE over depth (logit lens), with bootstrap 95% "
-    "intervals, chance 1/K, the rise / plateau / peak-ECE layers and the correction phase.",
-    "confidence_over_depth": "Mean confidence (accuracy dashed), entropy over the options, "
-    "option mass and flip rate relative to the last layer.",
+    "intervals, chance (mean 1/K), the rise / plateau / peak-ECE layers and the correction phase.",
+    "confidence_over_depth": "Mean confidence (softmax over the answer options only; accuracy "
+    "dashed) with option mass beside it (the full-vocabulary probability the options hold; "
+    "hatched where it is under 1%: there the lens reads tokens the model does not predict), "
+    "entropy over the options and flip rate relative to the last layer.",
     "reliability_final": "Reliability diagram of the last layer: accuracy per confidence bin "
     "against the diagonal; hatched = gap to the bin's mean confidence; share of examples below.",
     "reliability_grid": "Reliability diagrams over depth (evenly spaced layers plus landmarks).",
@@ -62,6 +64,7 @@ def _store_section(
     blocks: list[Block] = [
         Heading(h, "Findings"),
         Para(" ".join(findings(r)), css="findings"),
+        Para(reading_guide(r), css="muted"),
         *([Bullets([f"warning: {w}" for w in warnings])] if warnings else []),
         Heading(h, "What was analysed"),
         store_table(r),

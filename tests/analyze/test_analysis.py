@@ -132,6 +132,21 @@ def test_groups_reliability_and_landmarks(result):
     assert lm["peak_miscalibration_layer"] == 4  # the most overconfident layer (4.5 x base)
     cp = lm["correction_phase"]
     assert cp["start"] == 4 and cp["end"] == L - 1 and cp["delta_ece"] < 0 and cp["significant"]
+    keys = {"start", "end", "n_layers", "ece_start", "ece_end", "delta_ece", "delta_ece_lo"}
+    keys |= {"delta_ece_hi", "delta_confidence", "delta_confidence_lo", "delta_confidence_hi"}
+    assert keys | {"significant", "significant_confidence", "n_test", "n_selection"} <= set(cp)
+    assert cp["n_test"] + cp["n_selection"] == N
+    # ECE at both ends of the phase: the test half's (the store's subjects and ids, seed 0),
+    # by the loop formula
+    subjects, ids = [f"s{i % 3}" for i in range(N)], [f"ex/{i:05d}" for i in range(N)]
+    test = ~M.selection_half(subjects, ids, 0)
+    assert test.sum() == cp["n_test"]
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    for key, layer in (("ece_start", cp["start"]), ("ece_end", cp["end"])):
+        conf, corr = p[test, layer].max(1), (p[test, layer].argmax(1) == label[test]).astype(float)
+        assert cp[key] == pytest.approx(ece_loop(conf, corr), abs=1e-6), key
+    assert lm["chance_accuracy"] == 0.25 and lm["rise_threshold"] == 0.25
 
 
 @pytest.mark.parametrize("split", ["all", "fit"])
@@ -156,14 +171,15 @@ def test_bootstrap_summed_chunk_by_chunk_equals_per_layer_bootstrap(store, split
         np.testing.assert_allclose(got, want[k], rtol=1e-12, err_msg=k)
     probs = M.answer_probs(z[:, rows])
     conf, correct = M.confidence_and_correct(probs, label[rows])
-    m = res.layers
+    selection = M.selection_half(ds["subject"].values[rows], ds["example_id"].values[rows], 3)
     marks = depth_landmarks(
-        list(range(L)), m["accuracy"], m["ece"], conf, correct.astype(float), 4.0,
+        list(range(L)), conf, correct.astype(float), chance=0.25, selection=selection,
         n_boot=150, seed=3,
     )  # fmt: skip
     assert marks["correction_phase"] is not None
     for k, v in marks["correction_phase"].items():
         assert res.landmarks["correction_phase"][k] == pytest.approx(v, rel=1e-12), k
+    assert res.landmarks["selection_split"] == marks["selection_split"]
 
 
 def test_recorded_entropy_is_averaged_over_every_example_and_spot_checked(store):
@@ -362,9 +378,63 @@ def test_cli_writes_tables_landmarks_and_report(store, tmp_path, capsys):
     assert set(groups["group_by"]) == {"subject"} and "store_hash" in groups.columns
     marks = json.loads((out / "landmarks.json").read_text())
     assert marks["store_hash"] == layers["store_hash"][0] and "definitions" in marks
+    # every key scripts outside read, and the halves that chose and tested the peak
+    for key in ("rise_layer", "first_crossing_layer", "rise_layer_sustained", "plateau_layer"):
+        assert key in marks
+    assert {"peak_miscalibration_layer", "chance_accuracy", "rise_threshold", "notes"} <= set(marks)
+    split = marks["selection_split"]
+    assert split["n_selection"] + split["n_test"] == N and split["seed"] == 0
+    assert "10 examples" in marks["definitions"]["mce"]
+    assert "answer-option tokens only" in marks["definitions"]["confidence"]
+    assert "landmarks:" in printed
     assert (out / "report.html").is_file() and f"report: {out / 'report.html'}" in printed
     assert "(in " in printed and AnalysisResult.load(out).meta["params"]["layers"] == [0, 2, 3, 5]
     assert len(list((out / ".cache").iterdir())) == 1  # a rerun would load this entry
+
+
+def test_mce_counts_bins_of_at_least_10_examples_by_default(store, result):
+    z, label = planted()
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    conf, correct = p.max(-1).T, (p.argmax(-1) == label[:, None]).T.astype(float)
+    assert result.meta["params"]["mce_min_count"] == 10
+    one = analyze_store(store, n_boot=50, vocab_examples=0, mce_min_count=1)
+    for i in range(L):
+        want10 = M.mce(conf[i], correct[i], 10, min_count=10)
+        want1 = M.mce(conf[i], correct[i], 10, min_count=1)
+        assert result.layers["mce"][i] == pytest.approx(want10, abs=1e-6, nan_ok=True)
+        assert one.layers["mce"][i] == pytest.approx(want1, abs=1e-6)
+    # on this store some bin of fewer than 10 examples sets the min_count = 1 value somewhere
+    assert (one.layers["mce"] > result.layers["mce"] + 1e-9).any()
+
+
+def test_option_mass_never_exceeds_1_when_the_recorded_lse_is_another_computation(tmp_path):
+    # a bfloat16 extraction records answer logits and lse of the bf16 forward; the analysis
+    # recomputes answer logits from the stored float32 residual. Planted: the answer tokens
+    # hold nearly all the probability, and the recorded pair is 0.002 lower than the
+    # recomputed one (consistent with itself): mixing recomputed logits with the recorded lse
+    # gave exp(0.002) * mass = 1.002
+    import zarr
+
+    z, label = planted()
+    big = z.copy()
+    big[np.arange(N), :, label] += 25.0  # the answer tokens dwarf the rest of the vocabulary
+    path = make_store(tmp_path / "bf16.zarr", big, label)
+    group = zarr.open_group(str(path), mode="r+")
+    for name in ("lens_logits", "lens_lse"):
+        group[name][:] = group[name][:] - np.float32(0.002)
+    ds = open_store(path)
+    rec_z = ds["lens_logits"].values.astype(np.float64)
+    rec_lse = ds["lens_lse"].values.astype(np.float64)
+    mixed = np.exp(big - rec_lse[..., None]).sum(-1)  # the old computation
+    assert mixed.max() > 1.0015
+    want = np.minimum(np.exp(rec_z - rec_lse[..., None]).sum(-1), 1.0)
+    for vocab in (0, "auto", None):  # recorded pair / some recomputed / every one recomputed
+        res = analyze_store(path, n_boot=20, vocab_examples=vocab)
+        mass = res.layers["option_mass"].to_numpy()
+        assert (mass <= 1.0).all() and mass.max() > 0.99, vocab
+        if vocab == 0:
+            np.testing.assert_allclose(mass, want.mean(0), rtol=1e-6)
 
 
 def test_help_documents_layout_and_defaults(capsys):
@@ -376,6 +446,8 @@ def test_help_documents_layout_and_defaults(capsys):
     assert f"(default: {CHECK_VOCAB_EXAMPLES} when the store records lens_entropy" in text
     assert f"else {DEFAULT_VOCAB_EXAMPLES})" in text and "several stores" in text
     assert "--allow-partial" in text and "REPORT_DIR/.cache" in text
+    assert "(default 10: with 1, one example alone can set MCE)" in text
+    assert "softmax over the K answer-option tokens only" in text
 
 
 def test_several_stores_get_subfolders_and_stacked_tables(result, tmp_path):

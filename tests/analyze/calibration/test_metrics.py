@@ -140,8 +140,9 @@ def test_ece_mce_hand_computed():
     conf = np.array([0.95, 0.85, 0.75, 0.62, 0.55, 0.35])
     correct = np.array([1, 1, 0, 1, 0, 0], dtype=bool)
     assert M.ece(conf, correct, n_bins=5) == pytest.approx(0.245, abs=1e-15)
-    assert M.mce(conf, correct, n_bins=5) == pytest.approx(0.55, abs=1e-15)
+    assert M.mce(conf, correct, n_bins=5, min_count=1) == pytest.approx(0.55, abs=1e-15)
     assert M.mce(conf, correct, n_bins=5, min_count=2) == pytest.approx(0.185, abs=1e-15)
+    assert math.isnan(M.mce(conf, correct, n_bins=5))  # default 10: no bin holds 10
     assert math.isnan(M.mce(conf, correct, n_bins=5, min_count=3))
     # Equal mass, M = 3: sorted (0.35 w, 0.55 w | 0.62 r, 0.75 w | 0.85 r, 0.95 r)
     # gaps: |0 - 0.45| = 0.45, |0.5 - 0.685| = 0.185, |1 - 0.9| = 0.1; ECE = (0.45+0.185+0.1)/3
@@ -149,6 +150,48 @@ def test_ece_mce_hand_computed():
     stats = M.bin_stats(conf, correct, n_bins=5)
     np.testing.assert_array_equal(stats.count, [0, 1, 1, 2, 2])
     np.testing.assert_allclose(stats.sum_correct, [0, 0, 0, 1, 2])
+
+
+def test_one_lone_example_cannot_set_mce_by_default():
+    # 40 examples calibrated exactly (conf 0.75, 30 right) in bin [0.7, 0.8), and one example
+    # alone in bin [0.9, 1.0): conf 0.95 and wrong, a gap of 0.95 that min_count = 1 reports
+    conf = np.array([0.75] * 40 + [0.95])
+    correct = np.array([1] * 30 + [0] * 10 + [0], dtype=float)
+    assert M.MCE_MIN_COUNT == 10
+    assert M.mce(conf, correct, 10, min_count=1) == pytest.approx(0.95, abs=1e-12)
+    assert M.mce(conf, correct, 10) == pytest.approx(0.0, abs=1e-12)  # the 40-example bin
+    z = np.log(np.stack([conf, 1 - conf], axis=1))[None]  # two options: confidence = conf
+    label = np.where(correct > 0, 0, 1)
+    got = M.per_layer_metrics(z, label)
+    assert got["mce"][0] == pytest.approx(0.0, abs=1e-12)
+    lo, hi = M.per_layer_bootstrap(z, label, n_boot=50, seed=1)["mce"]
+    assert hi[0] < 0.2  # no resample lets the lone example (or a few copies of it) set MCE
+    assert M.paired_deltas(z, z, label, None, n_boot=0)["mce"]["base"][0] == pytest.approx(0.0)
+
+
+def test_chance_is_the_mean_of_one_over_k():
+    mask = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0]], bool)
+    # (1/2 + 1/4 + 1/3) / 3 = 13/36, not 1 / mean(K) = 1/3
+    assert M.chance_accuracy(mask) == pytest.approx(13 / 36, rel=1e-15)
+    assert M.chance_accuracy(np.ones((5, 4), bool)) == 0.25
+    with pytest.raises(ValueError, match="no option"):
+        M.chance_accuracy(np.array([[1, 0], [0, 0]], bool))
+
+
+def test_truthfulqa_mc1_chance_from_the_data():
+    # TruthfulQA MC1 has 2 to 13 options per question: the mean of 1/K is 0.226, 1/mean(K) 0.199
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(os.environ.get("LAYERCAL_DATA_DIR", "../shared/data")) / "truthfulqa/mc_task.json"
+    if not path.is_file():
+        pytest.skip(f"no TruthfulQA data at {path}")
+    k = np.array([len(row["mc1_targets"]) for row in json.loads(path.read_text())])
+    mask = np.arange(k.max())[None, :] < k[:, None]
+    assert len(k) == 817
+    assert M.chance_accuracy(mask) == pytest.approx(0.2261, abs=1e-4)
+    assert 1 / k.mean() == pytest.approx(0.1986, abs=1e-4)
 
 
 def test_bin_edges_hand_computed():

@@ -6,6 +6,7 @@ import base64
 import copy
 import hashlib
 import re
+import tempfile
 from pathlib import Path
 
 import matplotlib as mpl
@@ -19,6 +20,7 @@ from analyze import calibration as M
 from analyze.calibration.landmarks import depth_landmarks
 from analyze.report.figures import (
     grid_layers,
+    plot_confidence_over_depth,
     plot_metrics_over_depth,
     plot_reliability,
     write_figures,
@@ -119,11 +121,10 @@ def synthetic_result(
         by_group=pl.DataFrame(group_rows),
         landmarks=depth_landmarks(
             layers["layer"].to_numpy(),
-            layers["accuracy"].to_numpy(),
-            layers["ece"].to_numpy(),
             conf,
             correct,
-            float(K),
+            chance=1 / K,
+            accuracy_lo=layers["accuracy_lo"].to_numpy(),
             n_bins=bins,
             n_boot=200,
             seed=seed,
@@ -139,7 +140,7 @@ def synthetic_result(
             "template": "lm-eval-mmlu",
             "n_examples": n,
             "n_layers": n_layers,
-            "params": {"bins": bins, "bootstrap": n_boot, "seed": seed},
+            "params": {"bins": bins, "bootstrap": n_boot, "seed": seed, "mce_min_count": 10},
         },
     )
 
@@ -296,9 +297,24 @@ def test_findings_significant_correction_phase(rising):
     cp = rising.landmarks["correction_phase"]
     assert cp["significant"] and cp["delta_confidence_hi"] < 0
     assert f"starts to rise at layer {rising.landmarks['rise_layer']}" in text
-    assert f"ECE peaks at {num(rising.layers['ece'][cp['start']])} at layer {cp['start']}" in text
+    # both ends of the phase on the examples the change is tested on, not the all-example ECE
+    assert (
+        f"On the {cp['n_test']} test examples (the peak layer was chosen on the other "
+        f"{cp['n_selection']}), ECE is {num(cp['ece_start'])} at the peak-miscalibration layer "
+        f"{cp['start']} and falls to {num(cp['ece_end'])} at the last layer"
+    ) in text
+    assert cp["delta_ece"] == pytest.approx(cp["ece_end"] - cp["ece_start"])
     assert f"(ΔECE {num(cp['delta_ece'])}, {ci(cp['delta_ece_lo'], cp['delta_ece_hi'])})" in text
     assert "a confidence correction phase" in text and "no significant" not in text
+
+
+def test_findings_of_an_older_phase_without_halves_use_the_layer_table(rising):
+    r = copy.deepcopy(rising)
+    for k in ("n_test", "n_selection", "ece_start", "ece_end"):
+        r.landmarks["correction_phase"].pop(k)
+    cp = r.landmarks["correction_phase"]
+    text = " ".join(findings(r))
+    assert f"ECE peaks at {num(r.layers['ece'][cp['start']])} at layer {cp['start']}" in text
 
 
 def test_findings_interval_including_zero_is_not_a_correction_phase(rising):
@@ -314,7 +330,10 @@ def test_findings_accuracy_at_chance(flat):
     assert flat.landmarks["rise_layer"] is None
     text = " ".join(findings(flat))
     assert "Accuracy never rises clearly above chance (25%)" in text
-    assert "(the rise threshold is 30.0%)" in text
+    assert "(no layer has its lower 95% bound above chance)" in text
+    assert flat.landmarks["first_crossing_layer"] is None
+    lo = flat.layers["accuracy_lo"].to_numpy()
+    assert (lo <= 0.25).all()  # what the sentence says, from the table
     assert "No peak-miscalibration layer is defined" in text and "correction phase:" not in text
 
 
@@ -326,7 +345,7 @@ def test_findings_threshold_crossed_by_noise(flat):
     )
     text = " ".join(findings(r))
     assert "does not rise above chance (25%) for good" in text
-    assert "crosses the rise threshold (30.0%) at layer 3 (33.0%)" in text
+    assert "its lower 95% bound is above chance at layer 3 (33.0%)" in text
     assert "guessing" in text and "No peak-miscalibration layer" in text
 
 
@@ -371,12 +390,60 @@ def test_findings_without_intervals(rising):
 
 
 def test_findings_last_layer_and_temperature(rising):
-    text = findings(rising)[-2:]
+    text = findings(rising)
+    i = next(j for j, t in enumerate(text) if t.startswith("At the last layer"))
     last = rising.layers.row(-1, named=True)
     state = "overconfident" if last["mean_confidence"] - last["accuracy"] > 0.02 else "about as"
-    assert text[0].startswith(f"At the last layer the model is {state}")
-    assert f"accuracy {pct(last['accuracy'])}" in text[0]
-    assert f"Temperature scaling (T = {last['temperature']:.2f})" in text[1]
+    assert text[i].startswith(f"At the last layer the model is {state}")
+    assert f"accuracy {pct(last['accuracy'])}" in text[i]
+    assert f"MCE {num(last['mce'])} over bins of at least 10 examples" in text[i]
+    # no unscaled ECE of the held-out half in this table: the T-scaled one is not compared with
+    # the ECE of all examples
+    assert text[i + 1].startswith(f"Temperature scaling (T = {last['temperature']:.2f}")
+    assert f"gives the last layer an ECE of {num(last['ece_temperature_scaled'])}" in text[i + 1]
+    assert num(last["ece"]) not in text[i + 1]
+
+
+def test_temperature_before_and_after_are_on_the_held_out_half(rising):
+    r = copy.deepcopy(rising)
+    r.layers = r.layers.with_columns(ece_eval=pl.lit(0.082), ece_temperature_scaled=pl.lit(0.045))
+    text = " ".join(findings(r))
+    assert "changes the last-layer ECE on the held-out examples from 0.082 to 0.045" in text
+
+
+def test_findings_say_what_confidence_is_and_where_the_options_hold_no_mass(rising):
+    text = " ".join(findings(rising))
+    assert "softmax over the K answer-option tokens only" in text
+    assert "lens reads tokens the model does not predict" not in text  # mass >= 0.02 everywhere
+    r = copy.deepcopy(rising)
+    low = pl.col("layer").is_in([0, 1, 2, 3, 4, 5, 8])
+    r.layers = r.layers.with_columns(
+        option_mass=pl.when(low).then(0.004).otherwise(pl.col("option_mass"))
+    )
+    text = " ".join(findings(r))
+    assert (
+        "At layers 0–5, 8 the answer options hold under 1% of the full-vocabulary probability "
+        "(mean option mass < 0.01): there the lens reads tokens the model does not predict"
+    ) in text
+    html = write_report([r], Path(tempfile.mkdtemp()), n_grid=2).read_text(encoding="utf-8")
+    assert "lens reads tokens the model does not predict" in html
+    assert "MCE counts only bins of at least 10 examples" in html  # the reading guide
+    assert "measured on (test half)" in html  # the correction-phase table
+    assert "MCE (bins ≥ 10)" in html  # the per-layer table
+
+
+def test_option_mass_is_beside_mean_confidence(rising):
+    r = copy.deepcopy(rising)
+    r.layers = r.layers.with_columns(
+        option_mass=pl.when(pl.col("layer") < 3).then(0.001).otherwise(pl.col("option_mass"))
+    )
+    fig = plot_confidence_over_depth([r])
+    titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_visible()]
+    assert titles[0].startswith("mean confidence") and titles[1].startswith("option mass")
+    shaded = [p for p in fig.axes[0].patches if str(p.get_label()).startswith("option mass < 1%")]
+    assert len(shaded) == 1  # one labelled band (layers 0-2); the others carry no label
+    plain = plot_confidence_over_depth([rising])  # option mass >= 0.02: nothing shaded
+    assert len(fig.axes[0].patches) - len(plain.axes[0].patches) == 3  # layers 0, 1, 2
 
 
 def test_long_store_labels_give_short_distinct_file_names():
