@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from analyze.calibration import DIRECTION_STREAM, as_str, fit_temperature, stratified_split
 from analyze.interventions.artifact import Direction, DirectionError, check_direction, ids_sha256
-from analyze.interventions.direction import unit
+from analyze.interventions.estimators import unit
 from analyze.interventions.steer_data import Splits, StoreData, Sweeper
 from analyze.interventions.steer_methods import (
     Family,
