@@ -82,6 +82,12 @@ def nullspace_blocks(
             [str(k), num(k / meta["hidden"]), *(num(cell[x], 3) for x in ("null", "random", "top"))]
         )
     smallest = ", ".join(f"{s:.3g}" for s in meta["singular_values_smallest"][:k0])
+    excluded = (
+        " other than 1/√d (LayerNorm subtracts the mean of h, so that direction is exactly null "
+        "and never reaches the logits: it is left out)"
+        if meta.get("exact_null_excluded")
+        else ""
+    )
     header = ["condition", "ΔECE", "Δaccuracy", "Δentropy", "removed", "logit change"]
     header += ["logit gain", "norm ratio", "Δoption mass"]
     captions = {
@@ -93,7 +99,7 @@ def nullspace_blocks(
         Heading(2, "Null space of the unembedding"),
         Para(
             f"SVD of the effective unembedding W̃ (hidden size {meta['hidden']}); N_k = the k "
-            f"right singular vectors of smallest σ, default k = {k0} (σ = {smallest}). Ablation "
+            f"right singular vectors of smallest σ{excluded}, default k = {k0} (σ = {smallest}). Ablation "
             f"h ← h + (β − 1)·B·Bᵀh with β = {beta:g} on {meta['n_examples']} examples; "
             f"intervals: paired bootstrap ({meta['n_boot']} resamples), 95%."
         ),
