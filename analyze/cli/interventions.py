@@ -316,6 +316,7 @@ def run_steer(args: argparse.Namespace) -> int:
                 sweeper=sweeper,
                 transfer=[(label, _open(args, p)) for label, p in args.transfer],
                 limit=args.limit,
+                model_dtype=None if online is None else online.get("dtype"),
             )
     except (StoreError, ValueError, RuntimeError) as e:
         return _fail(e)

@@ -231,6 +231,21 @@ def direction_blocks(info: dict[str, Any], figs: Paths) -> list[Block]:
     return blocks + images(figs, captions)
 
 
+def _baseline_para(base: dict[str, Any] | None) -> list[Block]:
+    """What *none* is; online, its difference from the stored lens and the tolerance."""
+    if not base:
+        return []
+    text = f"*none* is {base['what']}"
+    if base["kind"] == "online_alpha0":
+        text += (
+            f" (the online α = 0 run, so every change is the steering's): max |logit difference| "
+            f"from the stored lens at depth {base['compared_layer']} "
+            f"{base['max_abs_diff_vs_stored']:.2e}, within the tolerance {base['tolerance']:.2e} "
+            f"(store {base['store_dtype']}, model {base['model_dtype']})"
+        )
+    return [Para(text + ".")]
+
+
 def steer_blocks(
     tab: pl.DataFrame, transfer: pl.DataFrame, meta: dict[str, Any], figs: Paths
 ) -> list[Block]:
@@ -276,6 +291,7 @@ def steer_blocks(
         ),
         Para("Test split, 95% bootstrap intervals; Δ against *none* with paired intervals:"),
         Table([*header, "Δaccuracy"], rows),
+        *_baseline_para(meta.get("baseline")),
     ]
     if online:
         diff = online.get("max_abs_diff_vs_offline")

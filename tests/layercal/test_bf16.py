@@ -90,8 +90,14 @@ def _check_all_commands(store, report, capsys, online: list[str] | None = None) 
         _layercal(capsys, *base, "--out", str(on), *common, *online)
         meta = json.loads((on / "meta.json").read_text())
         assert meta["mode"] == "online" and meta["online"]["dtype"] == "bfloat16"
+        base = meta["baseline"]  # the online α = 0 run, within bf16's bound of the stored lens
+        assert base["kind"] == "online_alpha0" and base["store_dtype"] == "bfloat16"
+        assert 0 <= base["max_abs_diff_vs_stored"] <= base["tolerance"]
+        assert base["tolerance"] > 0.05  # 0.05 + 2% of the largest |logit|
         tab = pl.read_csv(on / "steering.csv")
         assert np.isfinite(tab["ece"].to_numpy()).all()
+        assert (tab["baseline"] == "online_alpha0").all()
+        assert "the online α = 0 run" in (on / "section.md").read_text()
 
     out = _layercal(capsys, "analyze", str(store), "--out", str(report), "--n-boot", "50",
                     "--vocab-examples", "4")  # fmt: skip
