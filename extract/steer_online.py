@@ -36,10 +36,9 @@ from extract.arch import Resolved, resolve, unembedding_arrays
 from extract.capture import hidden_of, position_ids
 from extract.tokens import pad_batch, tokenize
 from layercal import format as fmt
-from layercal.lens import self_check_tolerance
+from layercal.lens import recorded_dtype, self_check_tolerance
 
 Positions = Literal["last", "all"]
-FP32_TOL = 2e-3  # online vs offline logits at the last depth (float32 model)
 
 
 class SteeringCheckError(RuntimeError):
@@ -268,8 +267,10 @@ def make_sweeper(
 ) -> tuple[Callable[..., np.ndarray], dict[str, Any]]:
     """A Sweeper running ``loaded`` (a :class:`extract.models.LoadedModel`) on a store's prompts.
 
-    Refuses a model whose unembedding is not the store's. Returns it and a record (model, layer,
-    positions, KV reuse, and ``max_abs_diff_vs_offline`` at the last depth) it keeps updated.
+    Refuses a model whose unembedding is not the store's. Returns it and a record (model, dtype,
+    the store's dtype, layer, positions, KV reuse, and ``max_abs_diff_vs_offline`` at the last
+    depth, checked against the lens tolerance of the coarser dtype) it keeps updated. The α = 0
+    baseline check at any depth is the analysis's (``analyze.interventions.steer_baseline``).
     """
     g = zarr.open_group(store, mode="r")
     info = fmt.check_format(g, store)
@@ -283,9 +284,11 @@ def make_sweeper(
     n_depth = int(info["layout"]["n_depth"])
     answer_ids = [int(x) for x in np.asarray(fmt.array(g, "answer_token_ids")[...])]
     dtype = str(loaded.provenance.get("dtype"))
+    store_dtype = recorded_dtype(info)
     record: dict[str, Any] = {
         "model": loaded.provenance.get("model"),
         "dtype": dtype,
+        "store_dtype": store_dtype or "float32",
         "layer": layer,
         "positions": positions,
         "kv_reuse": bool(kv and positions == "last"),
@@ -311,7 +314,8 @@ def make_sweeper(
             diff = offline_difference(g, rows, z, vector, scale, alphas)
             prev = record["max_abs_diff_vs_offline"] or 0.0
             record["max_abs_diff_vs_offline"] = max(prev, diff)
-            tol = max(FP32_TOL, self_check_tolerance(dtype, z))  # the lens bound, 2e-3 at least
+            # the lens bound of the coarser of the model's and the store's dtype
+            tol = max(self_check_tolerance(dtype, z), self_check_tolerance(store_dtype, z))
             if not diff <= tol:
                 raise SteeringCheckError(
                     f"online steering at the last depth differs from offline steering on the "

@@ -239,19 +239,48 @@ def run_direction_fit(args: argparse.Namespace) -> int:
             ]
     except (StoreError, ValueError) as e:
         return _fail(e)
-    import polars as pl
-
     out = d.save(args.out)
-    ev, cc = diag["explained_variance"], diag["category_cosines"]
-    tables = {"explained_variance": pl.DataFrame({"component": range(1, len(ev) + 1), "share": ev})}
-    if cc["categories"]:
-        keys = ("categories", "n_fit", "cosine_to_direction")
-        tables["category_cosines"] = pl.DataFrame({k: cc[k] for k in keys})
-    _write(out, tables, None)
+    _write(out, direction_tables(diag), None)
     figs = direction_figures(d.info, out / "figures")
     _section(out, direction_blocks(d.info, figs))
-    print(f"wrote direction ({args.estimator}, window {d.info['window']}) to {out}")
+    window, source = d.info["window"], d.info["window_source"]
+    print(f"wrote direction ({args.estimator}, window {window}, {source}) to {out}")
+    for note in d.info["window_notes"]:
+        print(f"  note: {note}")
     return 0
+
+
+def direction_tables(diag: dict[str, Any]) -> dict[str, Any]:
+    """``explained_variance.csv`` (component; share: Δ centred per layer, what pca fits;
+    share_pooled: centred on the pooled mean; share_control: per layer, the control window) and
+    ``category_cosines.csv`` (with cosine_to_control) when there are categories."""
+    import polars as pl
+
+    ev, cc = diag["explained_variance"], diag["category_cosines"]
+    ctrl = diag.get("control", {}).get("explained_variance") or []
+
+    def col(xs: list[float]) -> list[float | None]:
+        return [xs[i] if i < len(xs) else None for i in range(len(ev))]
+
+    tables = {
+        "explained_variance": pl.DataFrame(
+            {
+                "component": range(1, len(ev) + 1),
+                "share": ev,
+                "share_pooled": col(diag.get("explained_variance_pooled") or []),
+                "share_control": col(ctrl),
+            },
+            schema_overrides={"share_pooled": pl.Float64, "share_control": pl.Float64},
+        )
+    }
+    if cc["categories"]:
+        keys = ("categories", "n_fit", "cosine_to_direction")
+        to_ctrl = cc.get("cosine_to_control") or [None] * len(cc["categories"])
+        tables["category_cosines"] = pl.DataFrame(
+            {**{k: cc[k] for k in keys}, "cosine_to_control": to_ctrl},
+            schema_overrides={"cosine_to_control": pl.Float64},
+        )
+    return tables
 
 
 def run_steer(args: argparse.Namespace) -> int:
@@ -287,6 +316,7 @@ def run_steer(args: argparse.Namespace) -> int:
                 sweeper=sweeper,
                 transfer=[(label, _open(args, p)) for label, p in args.transfer],
                 limit=args.limit,
+                model_dtype=None if online is None else online.get("dtype"),
             )
     except (StoreError, ValueError, RuntimeError) as e:
         return _fail(e)

@@ -43,8 +43,11 @@ class Direction:
     """A fitted direction and where it came from (``info``: the JSON record).
 
     ``vector``: (d,) unit. ``per_layer``: (m, d) unit rows for the window's target depths
-    (estimator per_layer) or None. ``explained``: pca spectrum or None. ``scale``: (L,) mean
-    residual norm at every depth on the fit split — s in h ← h + α·s·d. ``fit_ids``: (n_fit,).
+    (estimator per_layer) or None. ``explained``: explained-variance spectrum of the window's
+    deltas centred per layer, or None; ``explained_pooled``: the same centred on their pooled
+    mean, or None. ``scale``: (L,) mean residual norm at every depth on the fit split — s in
+    h ← h + α·s·d. ``fit_ids``: (n_fit,). ``control``: (d,) unit, the same estimator on the
+    early control window (``info["control_window"]``), or None.
     """
 
     vector: NDArray[np.float64]
@@ -53,6 +56,8 @@ class Direction:
     info: dict[str, Any] = field(default_factory=dict)
     per_layer: NDArray[np.float64] | None = None
     explained: NDArray[np.float64] | None = None
+    explained_pooled: NDArray[np.float64] | None = None
+    control: NDArray[np.float64] | None = None
 
     @property
     def hidden(self) -> int:
@@ -86,8 +91,12 @@ class Direction:
         }
         if self.per_layer is not None:
             arrays["per_layer"] = self.per_layer
-        if self.explained is not None:
-            arrays["explained_variance"] = self.explained
+        optional = {
+            "explained_variance": self.explained,
+            "explained_variance_pooled": self.explained_pooled,
+            "control_vector": self.control,
+        }
+        arrays.update({k: v for k, v in optional.items() if v is not None})
         np.savez(d / "direction.npz", **arrays)
         (d / "direction.json").write_text(json.dumps(self.info, indent=2, default=str) + "\n")
         return d
@@ -119,6 +128,8 @@ class Direction:
             info=info,
             per_layer=get.get("per_layer"),
             explained=get.get("explained_variance"),
+            explained_pooled=get.get("explained_variance_pooled"),
+            control=get.get("control_vector"),
         )
 
 

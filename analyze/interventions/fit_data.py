@@ -4,6 +4,7 @@ layer deltas and the contrast groups."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -57,15 +58,30 @@ def fit_split(ds: xr.Dataset, fraction: float, seed: int) -> NDArray[np.bool_]:
     return stratified_split(subject, example_id, fraction, seed, DIRECTION_STREAM)
 
 
+@dataclass(frozen=True)
+class WindowChoice:
+    """The default fit window: ``window`` (start, end) depths, ``source`` (``correction_phase``
+    or ``last_m``), ``notes`` (why a fallback was used), ``norms`` (L,) the mean residual norm
+    per depth, ``correction_phase`` the landmark's record on the fit split (None: none found)."""
+
+    window: tuple[int, int]
+    source: str
+    notes: list[str]
+    norms: NDArray[np.float64]
+    correction_phase: dict[str, Any] | None
+
+
 def choose_window(
     ds: xr.Dataset, rows: NDArray[np.intp], lens: AnswerLens, last_m: int, seed: int
-) -> tuple[tuple[int, int], str, list[str], NDArray[np.float64]]:
-    """Window (start, end) depths, its source, notes, and the mean residual norm per depth (L,).
+) -> WindowChoice:
+    """The correction phase on ``rows`` when its ΔECE is significant, else the last ``last_m``
+    deltas with notes saying why; and the mean residual norm per depth.
 
     Reads every depth of ``rows`` once: for the norms and for the landmarks on those examples
     (chance = mean 1/K_i of those examples; the peak chosen on one half of them, the phase
-    tested on the other). The window is the correction phase only when it is significant (its
-    ΔECE interval lies below 0); otherwise the last ``last_m`` deltas, and the notes say why.
+    tested on the other). A correction phase that is not a significant fall in ECE is never
+    used silently: a window chosen from noise would make the direction look like it explains a
+    phase that may not be there.
     """
     n_depth = int(ds.sizes["layer"])
     label = np.asarray(ds["label"].values)[rows]
@@ -91,7 +107,8 @@ def choose_window(
     back = f"fell back to the last {last_m} layers"
     if not cp:
         notes = [str(x) for x in marks.get("notes", [])] or ["no correction phase"]
-        return fallback, "last_m", [*notes, back], norms
+        return WindowChoice(fallback, "last_m", [*notes, back], norms, None)
+    cp = dict(cp)
     if not (cp["significant"] and cp["delta_ece"] < 0):
         why = (
             f"the correction phase ({cp['start']}, {cp['end']}] of the fit examples is not a "
@@ -99,8 +116,31 @@ def choose_window(
             f"[{cp['delta_ece_lo']:+.3f}, {cp['delta_ece_hi']:+.3f}] on {cp['n_test']} test "
             "examples), so it is not used as the window"
         )
-        return fallback, "last_m", [why, back], norms
-    return (int(cp["start"]), int(cp["end"])), "correction_phase", [], norms
+        return WindowChoice(fallback, "last_m", [why, back], norms, cp)
+    return WindowChoice((int(cp["start"]), int(cp["end"])), "correction_phase", [], norms, cp)
+
+
+def control_window(n_depth: int, window: tuple[int, int]) -> tuple[tuple[int, int] | None, str]:
+    """The early window of the control fit, and the rule that chose it, for a fit ``window``.
+
+    The same number of deltas m = end − start as the window, starting at a quarter of the depth
+    (round((L − 1) / 4)); moved earlier to end where the window starts when they would overlap
+    (then it may hold fewer deltas). None when the window starts at depth 0: nothing is earlier.
+    """
+    start, end = window
+    m = end - start
+    q = round((n_depth - 1) / 4)
+    rule = (
+        f"the same number of deltas as the window ({m}) starting at a quarter of the depth "
+        f"(round((L - 1) / 4) = {q})"
+    )
+    c_end = min(q + m, start)
+    c_start = max(0, c_end - m)
+    if c_end - c_start < 1:
+        return None, f"{rule}: none, the window starts at depth {start}"
+    if c_end < q + m:
+        rule += f", moved earlier to end at the window's start ({start})"
+    return (c_start, c_end), rule
 
 
 def load_deltas(ds: xr.Dataset, rows: NDArray[np.intp], window: tuple[int, int]) -> NDArray[Any]:

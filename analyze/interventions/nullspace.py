@@ -5,7 +5,8 @@ basis B (d, k) and pushed through the logit lens::
 
     h' = h + (β − 1) B Bᵀ h      (β = 0: project the subspace out; β = 2: double it)
 
-Subspaces: ``null`` (N_k, the k smallest right singular vectors of W̃, see ``analyze.interventions.svd``),
+Subspaces: ``null`` (N_k, the k smallest right singular vectors of W̃ — for LayerNorm leaving out
+1/√d, exactly null and removed by the norm anyway —, see ``analyze.interventions.svd``),
 ``top`` (the k largest) and ``random`` (Haar-random, one per seed): the controls. k sweeps over
 fractions of d. Per (condition, layer): accuracy, ECE, MCE, entropy and mean confidence with their
 changes and paired bootstrap intervals. The mechanism in numbers: ``removed`` = ‖h′ − h‖/‖h‖,
@@ -28,7 +29,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from analyze.calibration import mean_delta_ci, paired_deltas
-from analyze.interventions.svd import UnembedSVD, default_k, subspace_share
+from analyze.interventions.svd import EXACT_NULL_NOTE, UnembedSVD, default_k, subspace_share
 from analyze.lens import AnswerLens, vocab_lse_entropy
 from layercal.lens import final_norm
 
@@ -56,9 +57,10 @@ def random_basis(d: int, k: int, seed: int) -> NDArray[np.float64]:
     return q * np.sign(np.diag(r))  # sign fix: the Haar measure, independent of LAPACK
 
 
-def k_values(d: int, fractions: Sequence[float]) -> list[int]:
-    """Distinct k = round(f d), clipped to 1..d, ascending."""
-    return sorted({min(d, max(1, round(f * d))) for f in fractions})
+def k_values(d: int, fractions: Sequence[float], cap: int | None = None) -> list[int]:
+    """Distinct k = round(f d), clipped to 1..cap (default d), ascending."""
+    top = d if cap is None else cap
+    return sorted({min(top, max(1, round(f * d))) for f in fractions})
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,7 @@ def run_nullspace(
     missing = sorted(set(lay) - set(have))
     if missing:
         raise ValueError(f"layers {missing} are not in the store (depths 0..{have[-1]})")
-    ks = k_values(d, fractions)
+    ks = k_values(d, fractions, cap=svd.candidates)
     conds = conditions(d, ks, betas, n_random, seed)
     bases = [c.basis(svd) for c in conds]
     lens = AblationLens.of(ds)
@@ -283,7 +285,9 @@ def run_nullspace(
         "n_examples": n,
         "svd_cache": svd.path,
         "w_u_sha256": svd.w_u_sha256,
-        "singular_values_smallest": svd.s[-max(ks) :][::-1].tolist(),
+        "singular_values_smallest": svd.null_singular_values[-max(ks) :][::-1].tolist(),
+        "norm_kind": svd.norm_kind,
+        "exact_null_excluded": EXACT_NULL_NOTE if svd.n_exact_null else None,
         "singular_values_largest": svd.s[: max(ks)].tolist(),
     }
     return NullspaceResult(pl.DataFrame(rows), pl.DataFrame(share_rows), meta)

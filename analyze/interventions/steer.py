@@ -5,6 +5,8 @@ norm at l (so α is relative), α on a grid. At the last depth this is exact off
 residuals; at other depths the logits come from the model (``extract.steer_online``), passed in
 as a :data:`Sweeper`. α is chosen on a dev split — the smallest ECE among the α whose accuracy is
 at most ``max_accuracy_drop`` below α = 0's — and everything is reported on a disjoint test split.
+Every change is against the unsteered baseline *none*: the stored lens offline, the online α = 0
+run online, checked against the stored lens (:mod:`~analyze.interventions.steer_baseline`).
 
 Splits: the examples the direction was fit on are excluded; if the direction was fit on one
 category (or subject list) present in this store, the rest of that domain is the "source"; the
@@ -27,7 +29,8 @@ from numpy.typing import NDArray
 
 from analyze.calibration import DIRECTION_STREAM, as_str, fit_temperature, stratified_split
 from analyze.interventions.artifact import Direction, DirectionError, check_direction, ids_sha256
-from analyze.interventions.direction import unit
+from analyze.interventions.estimators import unit
+from analyze.interventions.steer_baseline import Baseline, OnlineSweeps, baseline
 from analyze.interventions.steer_data import Splits, StoreData, Sweeper
 from analyze.interventions.steer_methods import (
     Family,
@@ -120,7 +123,7 @@ class _Setup:
     last: int
     v: NDArray[np.float64]
     s: float
-    sweeper: Sweeper | None
+    online: OnlineSweeps | None
     max_drop: float
     n_bins: int
 
@@ -134,10 +137,7 @@ class _Setup:
 
     def family(self, vec: NDArray[np.float64]) -> Family:
         """Steering along ``vec``: offline on the stored residual, or by the model."""
-        sweeper, s = self.sweeper, self.s
-        if sweeper is None:
-            return along(vec, s)
-        return lambda _d, rows, vals: sweeper(rows, vec, s, vals)
+        return along(vec, self.s) if self.online is None else self.online.family(vec)
 
     def along_offline(self, vec: NDArray[np.float64]) -> Family | None:
         """The offline family for transfer: only at the last depth (else None)."""
@@ -158,32 +158,34 @@ def _check_layer(ds: xr.Dataset, layer: int | None, sweeper: Sweeper | None) -> 
     return layer, last
 
 
-def _temperature_method(st: _Setup, base_test: NDArray[Any]) -> tuple[Method, NDArray[Any]]:
-    """Temperature scaling at the last depth, T fitted on dev."""
+def _temperature_method(st: _Setup, base: Baseline) -> tuple[Method, NDArray[Any]]:
+    """Temperature scaling of the baseline logits (the unsteered model), T fitted on dev."""
     data, dev = st.data, st.splits.dev
-    t = fit_temperature(data.lens.logits(data.h[dev]), data.label[dev], data.mask[dev])
+    t = fit_temperature(base.dev, data.label[dev], data.mask[dev])
     m = Method("temperature", st.last, t, temperature(t))
-    for split, rows in (("dev", st.splits.dev), ("test", st.splits.test)):
-        z = temperature(t)(data, rows, [t])
-        m.sweep += sweep_rows(m.name, [t], split, z, data, rows, st.n_bins)
-    return m, base_test / t
+    for (split, rows), z in zip(st.splits.named(), (base.dev, base.test)):
+        m.sweep += sweep_rows(m.name, [t], split, z[None] / t, data, rows, st.n_bins)
+    return m, base.test / t
 
 
 def _methods(
     st: _Setup,
-    base_test: NDArray[Any],
     alphas: Sequence[float],
     n_random: int,
     seed: int,
     betas: Sequence[float],
     null_basis: NDArray[np.float64] | None,
     kk: int,
-) -> list[tuple[Method, NDArray[Any]]]:
-    """The direction, then the baselines (temperature, random directions, the null space),
-    each with its test logits at the parameter chosen on dev."""
+    model_dtype: str | None,
+) -> tuple[Baseline, list[tuple[Method, NDArray[Any]]]]:
+    """The baseline, then the direction and the baselines (temperature, random directions, the
+    null space), each with its test logits at the parameter chosen on dev. Online, the
+    direction's sweep runs first: its α = 0 run is the baseline, checked before anything else
+    is run."""
     m = Method("direction", st.layer, offline=st.along_offline(st.v))
     methods = [(m, st.chosen(m, alphas, 0.0, st.family(st.v)))]
-    methods.append(_temperature_method(st, base_test))
+    base = baseline(st.data, st.splits, layer=st.layer, online=st.online, model_dtype=model_dtype)
+    methods.append(_temperature_method(st, base))
     for i in range(n_random):
         u = random_direction(st.v.size, seed + i)
         m = Method(f"random-{i}", st.layer, offline=st.along_offline(u))
@@ -192,7 +194,7 @@ def _methods(
         fam = null_scaling(null_basis)
         m = Method(f"nullspace-k{kk}", st.last, offline=fam)
         methods.append((m, st.chosen(m, betas, 1.0, fam)))
-    return methods
+    return base, methods
 
 
 def _targets(
@@ -229,13 +231,17 @@ def run_steering(
     sweeper: Sweeper | None = None,
     transfer: Sequence[tuple[str, xr.Dataset]] = (),
     limit: int | None = None,
+    model_dtype: str | None = None,
 ) -> SteerResult:
     """Steer ``ds`` with ``direction`` at depth ``layer`` (None: the last) and evaluate.
 
     ``sweeper``: logits of steered examples from the model (needed below the last depth);
-    None = offline on the stored residual. ``svd``: an ``UnembedSVD`` for the null-space
-    baseline (None: no such baseline). ``transfer``: (label, store) pairs of the same model,
-    evaluated offline with every choice unchanged; this store's categories always are.
+    None = offline on the stored residual. Online, every change is against the online α = 0
+    run, which must equal the stored lens within the dtype's tolerance (``model_dtype``: the
+    online model's dtype, None = float32; :mod:`~analyze.interventions.steer_baseline`).
+    ``svd``: an ``UnembedSVD`` for the null-space baseline (None: no such baseline).
+    ``transfer``: (label, store) pairs of the same model, evaluated offline with every choice
+    unchanged; this store's categories always are.
     """
     check_direction(direction, ds)
     layer, last = _check_layer(ds, layer, sweeper)
@@ -243,16 +249,20 @@ def run_steering(
     data = StoreData.of(ds)
     splits = steering_splits(data, direction, dev_fraction, seed, limit)
     v, s = direction.at(layer), direction.scale_at(layer)
-    st = _Setup(data, splits, layer, last, v, s, sweeper, max_accuracy_drop, n_bins)
-    base_test = data.lens.logits(data.h[splits.test])
+    online = None if sweeper is None else OnlineSweeps(sweeper, s)
+    st = _Setup(data, splits, layer, last, v, s, online, max_accuracy_drop, n_bins)
     kk = default_k(v.size) if k is None else k
     if svd is not None:
         betas = sorted(set(float(b) for b in betas) | {1.0})
     null_basis = None if svd is None else svd.null_basis(kk)
-    methods = _methods(st, base_test, alphas, n_random, seed, betas, null_basis, kk)
+    base, methods = _methods(st, alphas, n_random, seed, betas, null_basis, kk, model_dtype)
     test = splits.test
-    table = method_table(methods, base_test, data, test, n_bins=n_bins, n_boot=n_boot, seed=seed)
-    shown = {"none": base_test, **{m.name: z for m, z in methods[:2]}}
+    table = method_table(methods, base.test, data, test, n_bins=n_bins, n_boot=n_boot, seed=seed)
+    table = table.with_columns(
+        pl.lit(base.info["kind"]).alias("baseline"),
+        pl.lit(base.info["max_abs_diff_vs_stored"], pl.Float64).alias("baseline_max_abs_diff"),
+    )
+    shown = {"none": base.test, **{m.name: z for m, z in methods[:2]}}
     targets = _targets(st, direction, transfer)
     meta = {
         "layer": layer,
@@ -268,6 +278,7 @@ def run_steering(
         "n_boot": n_boot,
         "n_bins": n_bins,
         "mode": "offline" if sweeper is None else "online",
+        "baseline": base.info,
         "direction": {key: direction.info.get(key) for key in DIRECTION_KEYS},
     }
     return SteerResult(

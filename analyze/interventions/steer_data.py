@@ -78,6 +78,10 @@ class Splits:
     test: NDArray[np.intp]
     info: dict[str, Any]
 
+    def named(self) -> tuple[tuple[str, NDArray[np.intp]], ...]:
+        """(("dev", rows), ("test", rows))."""
+        return (("dev", self.dev), ("test", self.test))
+
 
 def choose(
     values: Sequence[float], accuracy: Any, ece: Any, neutral: float, max_drop: float

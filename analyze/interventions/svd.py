@@ -16,7 +16,12 @@ right-multiplying by C states that exactly (W̃ 1 = 0: 1/√d is a right singula
 it equals subtracting from each row its mean over the hidden axis. The norm's and the lm_head's
 biases add constants and do not enter.
 
-SVD W̃ = U Σ Rᵀ, σ descending; the null space N_k is spanned by the last k columns of R. The
+SVD W̃ = U Σ Rᵀ, σ descending; the null space N_k is spanned by the k columns of R of smallest σ
+— for LayerNorm, leaving out the last one: 1/√d is exactly null, but the norm removes it from h
+anyway, so counting it in N_k would make a k = 1 ablation a no-op on the logits and every N_k
+one real direction short. For LayerNorm the SVD is taken of W̃ restricted to 1⊥ (W̃Q, Q a
+(d, d − 1) orthonormal basis of 1⊥ from a Householder reflection), and R = [QR', 1/√d] with
+σ = 0 last: every other column is orthogonal to 1 to rounding, whatever the spectrum. The
 right factors come from the R factor of a QR decomposition (W̃ = QR, R = U'ΣRᵀ): as accurate as an
 SVD of W̃ — W̃ᵀW̃ would square the condition number — without forming any (V, d) factor; or from
 dask's tall-skinny QR over vocabulary chunks (``method="dask"``, out of core).
@@ -44,7 +49,7 @@ from layercal import format as fmt
 from layercal.lens import NormSpec
 
 Method = Literal["auto", "scipy", "dask"]
-CACHE_VERSION = 2  # 2: center_vocab
+CACHE_VERSION = 3  # 2: center_vocab; 3: LayerNorm's 1/√d exact, last, and outside N_k
 DASK_ABOVE_BYTES = 4 << 30  # "auto": W̃ larger than this (float64) goes through dask
 
 
@@ -68,9 +73,26 @@ class UnembedSVD:
     def hidden(self) -> int:
         return int(self.r.shape[0])
 
+    @property
+    def n_exact_null(self) -> int:
+        """Directions left out of N_k: 1 for LayerNorm (1/√d, the last column of R), else 0."""
+        return 1 if self.norm_kind == "layernorm" else 0
+
+    @property
+    def candidates(self) -> int:
+        """How many directions N_k can hold: d, less the exactly-null one of LayerNorm."""
+        return self.hidden - self.n_exact_null
+
+    @property
+    def null_singular_values(self) -> NDArray[np.float64]:
+        """σ of the directions N_k is taken from, descending ((candidates,))."""
+        return self.s[: self.candidates]
+
     def null_basis(self, k: int) -> NDArray[np.float64]:
-        """(d, k) orthonormal basis of N_k, the k directions of smallest σ (k = 0: (d, 0))."""
-        return self.r[:, self.hidden - _check_k(k, self.hidden) :]
+        """(d, k) orthonormal basis of N_k, the k directions of smallest σ (k = 0: (d, 0)),
+        never LayerNorm's exactly-null 1/√d."""
+        end = self.candidates
+        return self.r[:, end - _check_k(k, end) : end]
 
     def top_basis(self, k: int) -> NDArray[np.float64]:
         """(d, k) orthonormal basis of the k directions of largest σ."""
@@ -81,6 +103,12 @@ class UnembedSVD:
         return subspace_share(v, self.null_basis(k))
 
 
+EXACT_NULL_NOTE = (
+    "LayerNorm: 1/sqrt(d) is exactly null (the norm subtracts the mean of h) and is left out "
+    "of N_k; the smallest sigma of the other directions come first"
+)
+
+
 def default_k(hidden: int) -> int:
     """methods.md default: k = round(0.01 d), at least 1 (Stolfo et al.: 40 for d = 4096)."""
     return max(1, round(0.01 * hidden))
@@ -88,7 +116,7 @@ def default_k(hidden: int) -> int:
 
 def _check_k(k: int, d: int) -> int:
     if not 0 <= int(k) <= d:
-        raise ValueError(f"k = {k} is outside 0..{d} (the hidden size)")
+        raise ValueError(f"k = {k} is outside 0..{d} (the directions N_k can be taken from)")
     return int(k)
 
 
@@ -112,11 +140,50 @@ def effective_unembedding(
     return w
 
 
+def _householder(v: NDArray[np.floating]) -> tuple[NDArray[np.float64], float]:
+    """(u, c) with H = I − c·uuᵀ the reflection that maps e_d to the unit vector ``v``."""
+    x = np.asarray(v, np.float64)
+    u = -x
+    u[-1] += 1.0
+    nu = float(u @ u)
+    return u, (0.0 if nu < 1e-30 else 2.0 / nu)
+
+
+def complement_basis(v: NDArray[np.floating]) -> NDArray[np.float64]:
+    """(d, d − 1) orthonormal basis of the hyperplane orthogonal to the unit vector ``v`` (d,):
+    the first d − 1 columns of the Householder reflection that maps e_d to ``v``."""
+    u, c = _householder(v)
+    return (np.eye(u.size) - c * np.outer(u, u))[:, :-1]
+
+
+def _on_complement(w: NDArray[np.float64], v: NDArray[np.floating]) -> NDArray[np.float64]:
+    """W · complement_basis(v), (V, d − 1), as a rank-one update: O(V·d), not O(V·d²)."""
+    u, c = _householder(v)
+    return (w - np.outer(c * (w @ u), u))[:, :-1]
+
+
+def exact_null(kind: str, d: int) -> NDArray[np.float64] | None:
+    """The exactly-null unit direction of W̃ for a norm of ``kind``: 1/√d for LayerNorm."""
+    return np.full(d, 1.0 / np.sqrt(d)) if kind == "layernorm" else None
+
+
 def svd_of(
-    w_tilde: NDArray[np.floating], method: Method = "auto", chunk_rows: int = 8192
+    w_tilde: NDArray[np.floating],
+    method: Method = "auto",
+    chunk_rows: int = 8192,
+    null: NDArray[np.floating] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Singular values (d,) descending and right singular vectors (d, d, as columns) of (V, d)."""
+    """Singular values (d,) descending and right singular vectors (d, d, as columns) of (V, d).
+
+    ``null``: a unit vector (d,) known to be exactly null (LayerNorm's 1/√d): the SVD is of W̃
+    on its orthogonal complement, and ``null`` is appended as the last column with σ = 0.
+    """
     w = np.asarray(w_tilde, np.float64)
+    if null is not None:
+        q = complement_basis(null)
+        s, r = svd_of(_on_complement(w, null), method, chunk_rows)
+        vec = np.asarray(null, np.float64)[:, None]
+        return np.append(s, 0.0), np.ascontiguousarray(np.hstack([q @ r, vec]))
     if method == "auto":
         method = "dask" if w.nbytes > DASK_ABOVE_BYTES else "scipy"
     if method == "scipy":
@@ -236,7 +303,8 @@ def unembed_svd(
             if hit is not None:
                 return hit
     w_tilde = effective_unembedding(np.asarray(ds["W_U"].values), spec, center_vocab)
-    s, r = svd_of(w_tilde, method)
+    d = w_tilde.shape[1]
+    s, r = svd_of(w_tilde, method, null=exact_null(spec.kind, d))
     res = UnembedSVD(s, r, w_u_sha, norm_sha, spec.kind, center_vocab)
     if cache:
         for folder in folders:

@@ -102,8 +102,16 @@ def direction_figures(info: dict[str, Any], out: Path) -> Paths:
             fig = P.new_figure(4.5, 3.0)
             ax = fig.add_subplot()
             x = np.arange(1, ev.size + 1)
-            ax.bar(x, ev, color=P.PALETTE[0], label="component")
+            ax.bar(x, ev, color=P.PALETTE[0], label="centred per layer")
             ax.plot(x, np.cumsum(ev), color=P.PALETTE[1], marker="o", ms=3, label="cumulative")
+            pooled = np.asarray(diag.get("explained_variance_pooled") or [])
+            if pooled.size:
+                xs = np.arange(1, pooled.size + 1)
+                ax.plot(xs, pooled, color=P.GREY, marker="s", ms=3, ls=":", label="pooled centring")
+            ctrl = np.asarray((diag.get("control") or {}).get("explained_variance") or [])
+            if ctrl.size:
+                xs = np.arange(1, ctrl.size + 1)
+                ax.plot(xs, ctrl, color=P.PALETTE[2], marker="^", ms=3, ls="--", label="control")
             ax.set(xlabel="principal component of Δ", ylabel="explained variance", ylim=(0, 1))
             ax.legend(loc="upper left", fontsize=7)
             figs["explained_variance"] = P.save(fig, out, "explained_variance")

@@ -82,6 +82,12 @@ def nullspace_blocks(
             [str(k), num(k / meta["hidden"]), *(num(cell[x], 3) for x in ("null", "random", "top"))]
         )
     smallest = ", ".join(f"{s:.3g}" for s in meta["singular_values_smallest"][:k0])
+    excluded = (
+        " other than 1/√d (LayerNorm subtracts the mean of h, so that direction is exactly null "
+        "and never reaches the logits: it is left out)"
+        if meta.get("exact_null_excluded")
+        else ""
+    )
     header = ["condition", "ΔECE", "Δaccuracy", "Δentropy", "removed", "logit change"]
     header += ["logit gain", "norm ratio", "Δoption mass"]
     captions = {
@@ -93,7 +99,7 @@ def nullspace_blocks(
         Heading(2, "Null space of the unembedding"),
         Para(
             f"SVD of the effective unembedding W̃ (hidden size {meta['hidden']}); N_k = the k "
-            f"right singular vectors of smallest σ, default k = {k0} (σ = {smallest}). Ablation "
+            f"right singular vectors of smallest σ{excluded}, default k = {k0} (σ = {smallest}). Ablation "
             f"h ← h + (β − 1)·B·Bᵀh with β = {beta:g} on {meta['n_examples']} examples; "
             f"intervals: paired bootstrap ({meta['n_boot']} resamples), 95%."
         ),
@@ -115,10 +121,53 @@ def nullspace_blocks(
     ]
 
 
+def _spectrum_bullets(diag: dict[str, Any]) -> list[str]:
+    ev, pooled = diag.get("explained_variance") or [], diag.get("explained_variance_pooled") or []
+    if not ev:
+        return []
+    text = (
+        f"explained variance of Δ centred per layer (what pca fits): top-1 {ev[0]:.3f}, top-3 "
+        f"{sum(ev[:3]):.3f}"
+    )
+    if pooled:
+        text += (
+            f"; centred on the pooled mean: top-1 {pooled[0]:.3f}, top-3 {sum(pooled[:3]):.3f} "
+            f"(the spread of the layers' mean updates is "
+            f"{diag.get('between_layer_share', float('nan')):.3f} of that variance; |cosine| of "
+            f"the two top components {diag.get('top_cosine_per_layer_vs_pooled', float('nan')):.3f})"
+        )
+    return [text]
+
+
+def _control_bullets(diag: dict[str, Any]) -> list[str]:
+    ctrl = diag.get("control") or {}
+    out = []
+    if ctrl.get("window") is not None:
+        a, b = ctrl["window"]
+        text = (
+            f"control: the same estimator on the early window, depths {a}–{b} ({ctrl['rule']}); "
+            f"cosine with the direction {ctrl['cosine_to_direction']:+.3f}"
+        )
+        ev = ctrl.get("explained_variance") or []
+        if ev:
+            text += f"; its explained variance (centred per layer) top-1 {ev[0]:.3f}"
+        out.append(text)
+    elif ctrl:
+        out.append(f"control: {ctrl.get('rule', 'none')}")
+    cc = diag.get("category_cosines") or {}
+    late, early = cc.get("mean_pairwise_cosine"), cc.get("mean_pairwise_cosine_control")
+    if late is not None:
+        out.append(
+            f"mean cosine between directions fit per category: {late:+.3f} on the window, "
+            f"{'–' if early is None else f'{early:+.3f}'} on the control window (read the "
+            "first against the second: any update the inputs share gives a high cosine)"
+        )
+    return out
+
+
 def direction_blocks(info: dict[str, Any], figs: Paths) -> list[Block]:
     diag = info.get("diagnostics", {})
     split, st = info["split"], diag.get("stability", {})
-    ev = diag.get("explained_variance") or []
     de = diag.get("direct_effect", {})
     ns = diag.get("null_space_share")
     bullets = [
@@ -128,9 +177,8 @@ def direction_blocks(info: dict[str, Any], figs: Paths) -> list[Block]:
         f"fit split: {split['n_fit']} examples (fraction {split['fit_fraction']}, seed "
         f"{split['seed']}, category {split['category'] or 'all'}), ids sha256 "
         f"{split['example_ids_sha256'][:16]}…",
+        *_spectrum_bullets(diag),
     ]
-    if ev:
-        bullets.append(f"explained variance of Δ: top-1 {ev[0]:.3f}, top-3 {sum(ev[:3]):.3f}")
     if "mean_pairwise_cosine" in st:
         bullets.append(
             f"stability over {st['n_boot']} bootstrap refits: mean pairwise cosine "
@@ -147,9 +195,12 @@ def direction_blocks(info: dict[str, Any], figs: Paths) -> list[Block]:
             f"(random unit vectors {de['answer_logit_spread_random']:.3g}); d confidence/dα = "
             f"{de['d_confidence_per_alpha']:+.3f}, d entropy/dα = {de['d_entropy_per_alpha']:+.3f}"
         )
+    bullets += _control_bullets(diag)
     for c in diag.get("compare", []):
+        ctrl = c.get("cosine_control")
         bullets.append(
             f"cosine with the direction fit on {c['store']} ({c['n_fit']} ex.): {c['cosine']:+.3f}"
+            + ("" if ctrl is None else f" (control window: {ctrl:+.3f})")
         )
     blocks: list[Block] = [
         Heading(2, "Calibration direction"),
@@ -161,14 +212,38 @@ def direction_blocks(info: dict[str, Any], figs: Paths) -> list[Block]:
     ]
     cc = diag.get("category_cosines") or {}
     if cc.get("categories"):
-        rows = zip(cc["categories"], cc["n_fit"], cc["cosine_to_direction"])
-        header = ["category", "n fit", "cosine with the direction"]
-        blocks.append(Table(header, [[c, str(n), f"{v:+.3f}"] for c, n, v in rows]))
+        to_ctrl = cc.get("cosine_to_control") or [None] * len(cc["categories"])
+        rows = zip(cc["categories"], cc["n_fit"], cc["cosine_to_direction"], to_ctrl)
+        header = ["category", "n fit", "cosine with the direction", "control window"]
+        blocks.append(
+            Table(
+                header,
+                [
+                    [c, str(n), f"{v:+.3f}", "–" if w is None else f"{w:+.3f}"]
+                    for c, n, v, w in rows
+                ],
+            )
+        )
     captions = {
         "explained_variance": "Explained variance of the layer deltas",
         "category_cosines": "Cosine between directions fit per category",
     }
     return blocks + images(figs, captions)
+
+
+def _baseline_para(base: dict[str, Any] | None) -> list[Block]:
+    """What *none* is; online, its difference from the stored lens and the tolerance."""
+    if not base:
+        return []
+    text = f"*none* is {base['what']}"
+    if base["kind"] == "online_alpha0":
+        text += (
+            f" (the online α = 0 run, so every change is the steering's): max |logit difference| "
+            f"from the stored lens at depth {base['compared_layer']} "
+            f"{base['max_abs_diff_vs_stored']:.2e}, within the tolerance {base['tolerance']:.2e} "
+            f"(store {base['store_dtype']}, model {base['model_dtype']})"
+        )
+    return [Para(text + ".")]
 
 
 def steer_blocks(
@@ -216,6 +291,7 @@ def steer_blocks(
         ),
         Para("Test split, 95% bootstrap intervals; Δ against *none* with paired intervals:"),
         Table([*header, "Δaccuracy"], rows),
+        *_baseline_para(meta.get("baseline")),
     ]
     if online:
         diff = online.get("max_abs_diff_vs_offline")

@@ -149,7 +149,90 @@ def test_online_run_steering_matches_offline_report_smollm2(smol_store, smollm2)
     off = run_steering(ds, d, **kw)
     on = run_steering(ds, d, sweeper=sweeper, **kw)
     assert on.table.columns == off.table.columns and on.meta["mode"] == "online"
-    assert on.meta["chosen"] == off.meta["chosen"]
+    # T is fitted on the online α = 0 logits (online), on the stored lens (offline): ~1e-11 apart
+    assert on.meta["chosen"] == pytest.approx(off.meta["chosen"], rel=1e-6)
     for col in ("accuracy", "ece", "brier", "nll", "mean_confidence"):
         np.testing.assert_allclose(on.table[col].to_numpy(), off.table[col].to_numpy(), atol=1e-4)
     assert record["max_abs_diff_vs_offline"] < 1e-3
+    base = on.meta["baseline"]
+    assert base["kind"] == "online_alpha0" and base["compared_layer"] == 30
+    assert 0 < base["max_abs_diff_vs_stored"] < 1e-3 and base["tolerance"] == 1e-3
+    assert off.meta["baseline"]["kind"] == "stored_lens"
+
+
+@pytest.mark.slow
+def test_online_baseline_at_a_middle_layer_smollm2(smol_store, smollm2):
+    """Steering at depth 15: none is the α = 0 forward, within 1e-3 of the stored lens."""
+    res, record = _steer_online(smol_store, smollm2, 15, n_random=0, limit=2)  # 8 prompts
+    base = res.meta["baseline"]
+    assert base["kind"] == "online_alpha0" and base["steered_layer"] == 15
+    assert base["compared_layer"] == 30 and 0 < base["max_abs_diff_vs_stored"] < 1e-3
+    assert record["max_abs_diff_vs_offline"] is None  # that check is the last depth's
+    assert res.table.row(1, named=True)["layer"] == 15
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory, tiny_llama_dir, data_dir):
+    """A 24-question store of the tiny random Llama (float32), and the model loaded."""
+    from extract.models import load_model
+    from extract.run import ExtractConfig, extract
+
+    loaded = load_model(str(tiny_llama_dir), dtype="float32", device="cpu")
+    out = tmp_path_factory.mktemp("tiny-steer") / "tiny.zarr"
+    cfg = ExtractConfig(
+        model=str(tiny_llama_dir),
+        dataset="mmlu",
+        out=str(out),
+        subjects=["formal_logic", "astronomy"],
+        data_dir=str(data_dir),
+        limit=24,
+        batch_size=8,
+        progress=False,
+    )
+    assert extract(cfg, loaded=loaded).complete
+    return out, loaded
+
+
+def _steer_online(store, loaded, layer, **kw):
+    from analyze.interventions.direction import fit_direction
+    from analyze.interventions.steer import run_steering
+    from analyze.lens.store import open_store
+
+    ds = open_store(store)
+    d = fit_direction(ds, estimator="mean", n_boot=0, fit_fraction=0.3)
+    sweeper, record = make_sweeper(str(store), loaded, layer=layer)
+    kw = {"n_random": 1, "limit": 4, **kw}
+    res = run_steering(
+        ds, d, sweeper=sweeper, layer=layer, alphas=[-0.5, 0.0, 0.5], n_boot=20,
+        model_dtype=record["dtype"], **kw,
+    )  # fmt: skip
+    return res, record
+
+
+def test_online_baseline_is_the_alpha0_run_tiny_model(tiny_store):
+    """At depth 2 of 4 the baseline is the model's own α = 0 forward, within 1e-3 of the stored
+    lens at the last depth, and every change is against it."""
+    store, loaded = tiny_store
+    res, record = _steer_online(store, loaded, 2)
+    base = res.meta["baseline"]
+    assert base["kind"] == "online_alpha0" and base["steered_layer"] == 2
+    assert base["compared_layer"] == 4 and 0 <= base["max_abs_diff_vs_stored"] < 1e-3
+    assert base["store_dtype"] == "float32" and record["store_dtype"] == "float32"
+    none, direction = res.table.row(0, named=True), res.table.row(1, named=True)
+    assert none["method"] == "none" and direction["layer"] == 2
+    assert direction["d_ece"] == pytest.approx(direction["ece"] - none["ece"], abs=1e-12)
+
+
+def test_online_baseline_off_the_store_is_refused_naming_the_depth(tiny_store):
+    """A model whose block 1 is not the store's (same unembedding) runs α = 0 away from the
+    stored lens: the run stops and says at which depth and by how much."""
+    import copy
+
+    from analyze.interventions.steer_baseline import BaselineMismatchError
+
+    store, loaded = tiny_store
+    other = copy.deepcopy(loaded)
+    with torch.no_grad():
+        resolve(other.model).blocks[1].mlp.down_proj.weight.mul_(3.0)
+    with pytest.raises(BaselineMismatchError, match=r"at depth 2.*stored lens logits at depth 4"):
+        _steer_online(store, other, 2)

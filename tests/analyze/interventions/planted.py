@@ -25,9 +25,10 @@ def planted_direction(hidden: int, seed: int = 7) -> np.ndarray:
     return u / np.linalg.norm(u)
 
 
-def planted_store(path, *, n=160, depth=8, hidden=24, vocab=40, seed=0, w_seed=0):
+def planted_store(path, *, n=160, depth=8, hidden=24, vocab=40, seed=0, w_seed=0, early=0):
     """A store whose layer deltas are c_i · u + noise (c_i ~ 1 + 0.8 N(0, 1)), with an answer
-    signal that grows with depth; u = planted_direction(hidden)."""
+    signal that grows with depth; u = planted_direction(hidden). ``early``: the deltas into
+    depths 1..early go along another direction, planted_direction(hidden, seed=8), instead."""
     rng = np.random.default_rng(seed)
     ids = np.array([3, 4, 5, 6])
     w_u = np.random.default_rng(w_seed).normal(size=(vocab, hidden)).astype(np.float32)
@@ -38,8 +39,10 @@ def planted_store(path, *, n=160, depth=8, hidden=24, vocab=40, seed=0, w_seed=0
     answer = w_u[ids] - w_u[ids].mean(axis=0)  # zero-mean answer signal: leaves the mean Δ to u
     h = np.empty((n, depth, hidden))
     h[:, 0] = rng.normal(size=(n, hidden)) * 2
+    u_early = planted_direction(hidden, seed=8)
     for layer in range(1, depth):
-        step = c[:, None] * u * 2 + 0.3 * rng.normal(size=(n, hidden))
+        along = u_early if layer <= early else u
+        step = c[:, None] * along * 2 + 0.3 * rng.normal(size=(n, hidden))
         h[:, layer] = h[:, layer - 1] + step + 0.08 * answer[label]
     resid = h.astype(np.float32)
     subject = [SUBJECTS[i % len(SUBJECTS)] for i in range(n)]

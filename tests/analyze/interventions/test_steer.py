@@ -111,8 +111,11 @@ def test_sweeper_path_and_layer_checks(stores, direction):
     kw = dict(alphas=[-0.5, 0.0, 0.5], n_random=1, n_boot=0)
     a = run_steering(ds, direction, **kw)
     b = run_steering(ds, direction, sweeper=sweeper, **kw)
-    assert calls and a.table.equals(b.table)
+    assert calls == [3, 3, 2, 2]  # direction (dev, test); the random one reuses their α = 0
+    assert a.table.drop("baseline").equals(b.table.drop("baseline"))
     assert a.meta["mode"] == "offline" and b.meta["mode"] == "online"
+    assert a.table["baseline"].unique().to_list() == ["stored_lens"]
+    assert b.table["baseline"].unique().to_list() == ["online_alpha0"]
     with pytest.raises(DirectionError, match="--online"):
         run_steering(ds, direction, layer=3, **kw)
     with pytest.raises(DirectionMismatchError, match="hidden size"):

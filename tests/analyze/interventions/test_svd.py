@@ -27,6 +27,69 @@ def test_svd_reconstructs_effective_unembedding(kind, method):
     np.testing.assert_allclose(np.abs(w.sum(axis=0)), 0, atol=1e-9)  # vocabulary-centred
     if kind == "layernorm":  # 1 never reaches the logits: an exact null direction
         assert s[-1] < 1e-9 and abs(abs(r[:, -1] @ np.ones(24)) / np.sqrt(24) - 1) < 1e-9
+        # with it named, the SVD is of W̃ on 1⊥ and 1/√d comes last, exactly, with σ = 0
+        s2, r2 = S.svd_of(w, method, chunk_rows=64, null=S.exact_null(kind, 24))
+        np.testing.assert_array_equal(r2[:, -1], np.full(24, 1 / np.sqrt(24)))
+        assert s2[-1] == 0.0 and np.abs(r2[:, :-1].T @ np.ones(24)).max() < 1e-12
+        np.testing.assert_allclose(r2.T @ r2, np.eye(24), atol=1e-10)
+        np.testing.assert_allclose(s2, s, rtol=1e-9, atol=1e-9)
+        u2 = (w @ r2) / np.where(s2 > 1e-12, s2, 1.0)
+        np.testing.assert_allclose((u2 * s2) @ r2.T, w, atol=1e-9 * np.abs(w).max())
+    else:
+        assert S.exact_null(kind, 24) is None
+
+
+def _tiny_model_store(path, arch):
+    """A store of random residuals with a tiny random model's W_U, lm_head bias and final norm."""
+    from extract.arch import resolve, unembedding_arrays
+    from layercal import format as fmt
+    from layercal.testing import example_meta, synthetic_store
+    from tests.extract.tiny_models import tiny_model
+
+    res = resolve(tiny_model(arch))
+    w_u, bias = unembedding_arrays(res)
+    rng = np.random.default_rng(0)
+    n, d = 48, w_u.shape[1]
+    resid = (rng.normal(size=(n, 3, d)) * 3 + rng.normal(size=(n, 3, 1)) * 5).astype(np.float32)
+    ident = {"model": f"tiny-{arch}", "dataset": "synthetic", "split": "test", "dtype": "float32"}
+    ident["w_u_sha256"] = fmt.sha256_bytes(np.asarray(w_u, np.float32))
+    meta = example_meta(rng.integers(0, 4, n), ["astronomy", "virology"] * (n // 2))
+    return synthetic_store(
+        path, meta=meta, n_depth=3, w_u=w_u, norm=res.norm, answer_ids=[5, 6, 7, 8],
+        resid=resid, lm_head_bias=bias, identity=ident,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "phi", "gpt_neox", "llama"])
+def test_layernorm_null_space_leaves_out_the_mean_direction(tmp_path, arch):
+    """LayerNorm (GPT-2, Phi, GPT-NeoX): 1/√d is not in N_k, and a k = 1 ablation changes the
+    logits (ablating 1/√d, what N_1 was before, changes nothing); RMSNorm (Llama) unchanged."""
+    from analyze.interventions.nullspace import ablate, run_nullspace
+    from analyze.lens import AnswerLens
+
+    ds = open_store(_tiny_model_store(tmp_path / "s.zarr", arch))
+    svd = S.unembed_svd(ds, cache=False)
+    d, ones = svd.hidden, np.full(svd.hidden, 1 / np.sqrt(svd.hidden))
+    h = np.asarray(ds["resid"].isel(layer=-1).values, np.float64)
+    lens = AnswerLens.of(ds)
+    moved = np.abs(lens.logits(ablate(h, svd.null_basis(1))) - lens.logits(h)).max()
+    res = run_nullspace(ds, svd, layers=[2], fractions=[1 / d], n_random=0, n_boot=10)
+    null = res.ablation.filter(res.ablation["kind"] == "null").row(0, named=True)
+    assert null["k"] == 1 and null["logit_change"] > 0 and moved > 1e-4
+    if arch == "llama":
+        assert svd.norm_kind == "rmsnorm" and svd.n_exact_null == 0
+        np.testing.assert_array_equal(svd.null_basis(3), svd.r[:, -3:])
+        assert res.meta["exact_null_excluded"] is None
+        return
+    assert svd.norm_kind == "layernorm" and svd.candidates == d - 1
+    np.testing.assert_array_equal(svd.r[:, -1], ones)
+    assert np.abs(svd.null_basis(d - 1).T @ ones).max() < 1e-12  # 1/√d in no N_k
+    with pytest.raises(ValueError, match="outside 0..63"):
+        svd.null_basis(d)
+    still = np.abs(lens.logits(ablate(h, ones[:, None])) - lens.logits(h)).max()
+    assert still < 1e-9  # why it is left out: the norm removes it anyway
+    assert "LayerNorm" in res.meta["exact_null_excluded"]
+    assert res.meta["singular_values_smallest"][0] == pytest.approx(svd.s[-2])
 
 
 def test_svd_cache_sidecar_then_user_dir(tmp_path, monkeypatch):
