@@ -1,7 +1,10 @@
-"""Run the whole experiment on the full-MMLU and TruthfulQA stores; collect the numbers.
+"""Run the whole experiment on one model's MMLU and TruthfulQA stores; collect the numbers.
 
-    python scripts/findings.py --mmlu stores/smollm2-mmlu.zarr --truthfulqa stores/smollm2-tqa.zarr \
-        [--out reports/findings] [--n-boot 1000] [--main-estimator pca]
+    python scripts/findings.py --mmlu stores/qwen-mmlu-sample.zarr \
+        --truthfulqa stores/qwen-truthfulqa.zarr --label qwen --out reports/findings-qwen \
+        [--n-boot 1000] [--main-estimator pca] \
+        [--model qwen2.5-coder-1.5b --online-layers auto --online-limit 100] \
+        [--fewshot stores/qwen-mmlu-sample-5shot.zarr]
 
 Steps, each with the public command so the outputs are the documented ones:
 
@@ -11,7 +14,14 @@ Steps, each with the public command so the outputs are the documented ones:
 3. ``layercal direction fit`` with every estimator on MMLU-humanities (window: the correction
    phase, else the last 5 layers), compared with a refit on TruthfulQA;
 4. ``layercal steer`` with each direction: α chosen on humanities dev, reported on humanities
-   test, transferred unchanged to the other MMLU categories and to TruthfulQA.
+   test, transferred unchanged to the other MMLU categories and to TruthfulQA; beside it
+   temperature scaling, random directions and null-space scaling (all in the steer table);
+5. with ``--model``: ``layercal steer --online`` with the main direction at depths inside the
+   correction phase found in step 1 (``--online-layers auto``: its first depth, the peak, and
+   its middle), the model running the rest of the forward pass;
+6. with ``--fewshot STORE`` (a K-shot store of the same questions, finished or not): the
+   analysis of its written examples beside the zero-shot store's analysis of the same
+   examples (``fewshot/``), so that the rise and the correction phase are compared on one set.
 
 Writes ``findings.json`` (every number docs/findings.md quotes) and ``findings.md`` (a draft:
 the numbers in sentences, then every command's report section) into ``--out``.
@@ -30,7 +40,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analyze.cli import main as layercal  # noqa: E402
+from layercal.cli import main as layercal  # noqa: E402  (steer --online needs the model stage)
 
 ESTIMATORS = ("mean", "pca", "per_layer", "contrast")
 
@@ -142,6 +152,72 @@ def steer_summary(folder: Path) -> dict[str, Any]:
     }
 
 
+def online_layers(spec: str, layers: dict[str, Any]) -> list[int]:
+    """Depths for ``steer --online``: ``auto`` = the first depth and the middle of the MMLU
+    store's correction phase (none: no online run), else a comma-separated list."""
+    if spec != "auto":
+        return [int(x) for x in spec.split(",") if x.strip()]
+    for s in layers.values():  # the MMLU store comes first in the analysis
+        cp = (s.get("landmarks") or {}).get("correction_phase")
+        if cp:
+            start, end = int(cp["start"]), int(cp["end"])
+            return sorted({start, (start + end) // 2} - {end})
+        return []
+    return []
+
+
+def online_summary(folder: Path) -> dict[str, Any]:
+    out = steer_summary(folder)
+    meta = _read_json(folder / "meta.json") or {}
+    if out:
+        out["baseline"] = meta.get("baseline")
+        out["layer"] = meta.get("layer")
+    return out
+
+
+def fewshot_compare(zero: str, fewshot: str, out: Path, n_boot: int) -> dict[str, Any]:
+    """The K-shot store's written examples and the same examples of the zero-shot store,
+    analysed alike (``analyze_store``); both saved under ``out`` with a two-store report."""
+    import numpy as np
+
+    from analyze import analyze_store, open_store, write_report
+
+    few = open_store(fewshot, allow_partial=True)
+    base = open_store(zero)
+    ids = np.asarray(few["example_id"].values)
+    pos = {str(e): i for i, e in enumerate(np.asarray(base["example_id"].values))}
+    missing = [str(e) for e in ids if str(e) not in pos]
+    if missing:
+        raise SystemExit(f"--fewshot: {len(missing)} examples are not in {zero}, e.g. {missing[0]}")
+    same = base.isel(example=[pos[str(e)] for e in ids])
+    kw = {"n_boot": n_boot, "vocab_examples": 0}
+    res = {"zero-shot": analyze_store(same, **kw), "few-shot": analyze_store(few, **kw)}
+    summary: dict[str, Any] = {"n": int(ids.size), "stores": {"zero": zero, "few": fewshot}}
+    for name, r in res.items():
+        r.meta["label"] = f"{r.meta.get('model', '')} {name}".strip()
+        r.save(out / name)
+        last = r.layers.sort("layer").tail(1).row(0, named=True)
+        summary[name] = {
+            "accuracy_last": last["accuracy"],
+            "ece_last": last["ece"],
+            "landmarks": {
+                k: r.landmarks.get(k)
+                for k in (
+                    "chance_accuracy",
+                    "first_crossing_layer",
+                    "rise_layer",
+                    "plateau_layer",
+                    "peak_miscalibration_layer",
+                    "correction_phase",
+                )
+            },
+            "notes": r.landmarks.get("notes", []),
+        }
+    write_report(list(res.values()), out, fmt="md", include_sections=False)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
 def draft(found: dict[str, Any], out: Path, main: str) -> str:
     """findings.md: the headline numbers as sentences, then the command sections."""
     lines = ["# Findings (draft generated by scripts/findings.py)", ""]
@@ -196,15 +272,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--main-estimator", choices=ESTIMATORS, default="pca")
     p.add_argument("--source-category", default="humanities")
     p.add_argument("--skip-analysis", action="store_true")
+    p.add_argument("--label", help="the model's name in the outputs (default: the folder name)")
+    p.add_argument("--model", help="the stores' model, for steer --online (name, folder, .gguf)")
+    p.add_argument("--dtype", default="auto", help="the online model's dtype")
+    p.add_argument(
+        "--online-layers",
+        default="auto",
+        help="depths to steer online: auto (inside the correction phase) or a list, e.g. 20,24",
+    )
+    p.add_argument("--online-limit", type=int, default=100, help="dev and test examples online")
+    p.add_argument("--online-random", type=int, default=2, help="random directions online")
+    p.add_argument("--fewshot", help="a K-shot store of the same questions (may be unfinished)")
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma-separated steps to run now (analysis,nullspace,direction,online,fewshot); "
+        "the others' outputs already in --out are summarised again",
+    )
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    log: dict[str, Any] = {}
     boot = ["--n-boot", str(args.n_boot)]
     tqa = [args.truthfulqa] if args.truthfulqa else []
-    if not args.skip_analysis:
+    only = {x for x in args.only.split(",") if x}
+
+    def want(name: str) -> bool:
+        return not only or name in only
+
+    log = _read_json(out / "findings.json") or {}
+    log = log.get("steps", {}) if only else {}
+    if want("analysis") and not args.skip_analysis:
         step("analysis", ["analyze", args.mmlu, *tqa, "--out", str(out / "analysis"), *boot], log)
-    step(
+    want("nullspace") and step(
         "nullspace",
         [
             "nullspace",
@@ -218,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     compare = ["--compare", f"truthfulqa={args.truthfulqa}"] if args.truthfulqa else []
     transfer = ["--transfer", f"truthfulqa={args.truthfulqa}"] if args.truthfulqa else []
-    for est in ESTIMATORS:
+    for est in ESTIMATORS if want("direction") else ():
         d = out / f"direction-{est}"
         if step(
             f"direction-{est}",
@@ -250,10 +349,49 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 log,
             )
+    layers = layer_summary(out / "analysis")
+    online: dict[str, Any] = {}
+    if args.model:
+        d = out / f"direction-{args.main_estimator}"
+        for layer in online_layers(args.online_layers, layers):
+            folder = out / f"online-{args.main_estimator}-L{layer}"
+            if want("online"):
+                step(
+                    f"online-L{layer}",
+                    [
+                        "steer",
+                        args.mmlu,
+                        "--direction",
+                        str(d),
+                        "--out",
+                        str(folder),
+                        "--online",
+                        "--model",
+                        args.model,
+                        "--dtype",
+                        args.dtype,
+                        "--layer",
+                        str(layer),
+                        "--limit",
+                        str(args.online_limit),
+                        "--random",
+                        str(args.online_random),
+                        *boot,
+                    ],
+                    log,
+                )
+            if (folder / "meta.json").is_file():
+                online[str(layer)] = online_summary(folder)
+    fewshot = _read_json(out / "fewshot" / "summary.json")
+    if args.fewshot and want("fewshot"):
+        t0 = time.perf_counter()
+        fewshot = fewshot_compare(args.mmlu, args.fewshot, out / "fewshot", args.n_boot)
+        log["fewshot"] = {"rc": 0, "seconds": round(time.perf_counter() - t0, 1)}
     found: dict[str, Any] = {
-        "stores": {"mmlu": args.mmlu, "truthfulqa": args.truthfulqa},
+        "label": args.label or out.name,
+        "stores": {"mmlu": args.mmlu, "truthfulqa": args.truthfulqa, "fewshot": args.fewshot},
         "steps": log,
-        "layers": layer_summary(out / "analysis"),
+        "layers": layers,
         "nullspace": nullspace_summary(out / "nullspace"),
         "direction": {e: direction_summary(out / f"direction-{e}") for e in ESTIMATORS},
         "steer": {
@@ -261,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             for e in ESTIMATORS
             if (out / f"steer-{e}" / "meta.json").is_file()
         },
+        "online": online,
+        "fewshot": fewshot,
     }
     vecs = {}
     for e in ESTIMATORS:
