@@ -51,7 +51,10 @@ def test_options_map_to_fields():
         "max_batch_tokens": None,
         "shard": "1/4",
         "padding_side": "left",
+        "prefix_reuse": True,
     }
+    off = config_from_args(parse(*REQUIRED, "--no-prefix-reuse"))
+    assert not off.prefix_reuse and run_settings(off)["prefix_reuse"] is False
 
 
 def test_the_config_is_frozen_and_keyword_only():

@@ -82,8 +82,11 @@ def _check_all_commands(store, report, capsys, online: list[str] | None = None) 
     _layercal(capsys, *base, "--out", str(steer), *common)
     tab = pl.read_csv(steer / "steering.csv")
     assert tab["method"][0] == "none" and "direction" in tab["method"].to_list()
-    for col in ("accuracy", "ece", "mce", "brier", "nll", "d_ece"):
+    for col in ("accuracy", "ece", "brier", "nll", "d_ece"):
         assert np.isfinite(tab[col].to_numpy()).all(), col
+    # MCE counts bins of >= 10 examples: nan on a test split too small to fill one
+    mce = tab["mce"].to_numpy()
+    assert (np.isnan(mce) | ((mce >= 0) & (mce <= 1))).all()
     assert tab["accuracy"].is_between(0, 1).all() and tab["ece"].is_between(0, 1).all()
     if online:
         on = report / "steer-online"
