@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import zarr
+from tqdm.auto import tqdm
 
 from extract._store_prompts import offline_difference, store_prompts
 from extract.arch import Resolved, resolve, unembedding_arrays
@@ -239,7 +240,13 @@ def online_sweep(
     seqs = tokenize(tokenizer, prompts)
     order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i]), i))
     out = np.empty((len(alphas), len(seqs), len(answer_ids)))
-    with SteeringHook(res, layer, vec, positions) as hook:
+    bar = tqdm(
+        total=len(seqs),
+        desc=f"steer online at depth {layer}, {len(alphas)} α",
+        unit="prompt",
+        leave=False,
+    )
+    with SteeringHook(res, layer, vec, positions) as hook, bar:
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
             ids, mask = pad_batch(tokenizer, [seqs[i] for i in idx], device, "left")
@@ -253,6 +260,7 @@ def online_sweep(
                 hook.coef = 0.0
                 z = torch.stack(zs)
             out[:, idx] = z.double().cpu().numpy()
+            bar.update(len(idx))
     return out
 
 
