@@ -17,6 +17,7 @@ Mistral) get the window's part of the prefix, exactly as transformers' own cache
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,8 +97,6 @@ def cache_argument(model: Any) -> str:
     """The keyword a model's forward takes its key/value cache by: ``cache`` (transformers >=
     5.25) or ``past_key_values`` (earlier releases; the later ones still accept it, with a
     deprecation warning on every call)."""
-    import inspect
-
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 

@@ -22,7 +22,6 @@ steering on the stored residual.
 from __future__ import annotations
 
 import copy
-import inspect
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -35,6 +34,7 @@ from tqdm.auto import tqdm
 from extract._store_prompts import offline_difference, store_prompts
 from extract.arch import Resolved, resolve, unembedding_arrays
 from extract.capture import hidden_of, position_ids
+from extract.prefix import cache_argument
 from extract.tokens import pad_batch, tokenize
 from layercal import format as fmt
 from layercal.lens import recorded_dtype, self_check_tolerance
@@ -113,11 +113,6 @@ class SteeringHook:
             self._handle = None
 
 
-def _cache_kw(model: Any) -> str:
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
 @torch.inference_mode()
 def forward_logits(
     model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, answer_ids: Sequence[int]
@@ -164,7 +159,7 @@ def kv_sweep(
     from transformers import DynamicCache
 
     clock = time.perf_counter
-    kw = _cache_kw(model)
+    kw = cache_argument(model)
     cache = DynamicCache(config=model.config)
     prefix_mask = attention_mask[:, :-1]
     hook.active = False  # the prefix is not steered: its last position is not the prompt's
