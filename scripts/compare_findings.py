@@ -39,14 +39,22 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+def analysed_stores(found: dict[str, Any]) -> list[tuple[str, str]]:
+    """(kind, name) of the run's analysed stores: kind mmlu / truthfulqa, name the folder that
+    ``layercal analyze`` wrote for it (and its key in ``found["layers"]``)."""
+    stores = found.get("stores") or {}
+    return [
+        (kind, Path(stores[kind].rstrip("/")).stem)
+        for kind in ("mmlu", "truthfulqa")
+        if stores.get(kind)
+    ]
+
+
 def store_layers(run: Path, found: dict[str, Any]) -> pl.DataFrame:
     """Per-layer tables of the run's analysed stores, labelled mmlu / truthfulqa."""
     frames = []
-    for kind in ("mmlu", "truthfulqa"):
-        store = (found.get("stores") or {}).get(kind)
-        if not store:
-            continue
-        table = run / "analysis" / Path(store.rstrip("/")).stem / "layers.csv"
+    for kind, name in analysed_stores(found):
+        table = run / "analysis" / name / "layers.csv"
         if not table.is_file():
             continue
         df = pl.read_csv(table)
@@ -272,11 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         found.setdefault("label", run.name)
         models.append(summarise(found))
         frames.append(store_layers(run, found))
-        for name, s in (found.get("layers") or {}).items():
-            c = ((s.get("landmarks") or {}).get("chance_accuracy")) or None
-            kind = "truthfulqa" if "truthful" in name else "mmlu"
-            if c is not None:
-                chance[kind] = float(c)
+        for kind, name in analysed_stores(found):
+            marks = ((found.get("layers") or {}).get(name) or {}).get("landmarks") or {}
+            if marks.get("chance_accuracy") is not None:
+                chance[kind] = float(marks["chance_accuracy"])
     layers = pl.concat([f for f in frames if f.height], how="diagonal_relaxed")
     layers.write_csv(out / "layers.csv")
     (out / "side_by_side.json").write_text(json.dumps(models, indent=2, default=str) + "\n")

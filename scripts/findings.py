@@ -43,6 +43,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from layercal.cli import main as layercal  # noqa: E402  (steer --online needs the model stage)
 
 ESTIMATORS = ("mean", "pca", "per_layer", "contrast")
+# the landmarks.json entries findings.json keeps for each analysed store
+LANDMARK_KEYS = (
+    "chance_accuracy",
+    "first_crossing_layer",
+    "rise_layer",
+    "plateau_layer",
+    "peak_miscalibration_layer",
+    "correction_phase",
+)
 
 
 def step(name: str, argv: list[str], log: dict[str, Any]) -> bool:
@@ -84,15 +93,7 @@ def layer_summary(folder: Path) -> dict[str, Any]:
             "ece_last_ci": [last.get("ece_lo"), last.get("ece_hi")],
             "max_ece_layer": peak["layer"],
             "max_ece": peak["ece"],
-            "landmarks": {
-                k: lm.get(k)
-                for k in (
-                    "rise_layer",
-                    "plateau_layer",
-                    "peak_miscalibration_layer",
-                    "correction_phase",
-                )
-            },
+            "landmarks": {k: lm.get(k) for k in LANDMARK_KEYS},
             "notes": lm.get("notes", []),
         }
     return out
@@ -157,13 +158,12 @@ def online_layers(spec: str, layers: dict[str, Any]) -> list[int]:
     store's correction phase (none: no online run), else a comma-separated list."""
     if spec != "auto":
         return [int(x) for x in spec.split(",") if x.strip()]
-    for s in layers.values():  # the MMLU store comes first in the analysis
-        cp = (s.get("landmarks") or {}).get("correction_phase")
-        if cp:
-            start, end = int(cp["start"]), int(cp["end"])
-            return sorted({start, (start + end) // 2} - {end})
+    mmlu = next(iter(layers.values()), {})  # the MMLU store comes first in the analysis
+    cp = (mmlu.get("landmarks") or {}).get("correction_phase")
+    if not cp:
         return []
-    return []
+    start, end = int(cp["start"]), int(cp["end"])
+    return sorted({start, (start + end) // 2} - {end})
 
 
 def online_summary(folder: Path) -> dict[str, Any]:
@@ -200,17 +200,7 @@ def fewshot_compare(zero: str, fewshot: str, out: Path, n_boot: int) -> dict[str
         summary[name] = {
             "accuracy_last": last["accuracy"],
             "ece_last": last["ece"],
-            "landmarks": {
-                k: r.landmarks.get(k)
-                for k in (
-                    "chance_accuracy",
-                    "first_crossing_layer",
-                    "rise_layer",
-                    "plateau_layer",
-                    "peak_miscalibration_layer",
-                    "correction_phase",
-                )
-            },
+            "landmarks": {k: r.landmarks.get(k) for k in LANDMARK_KEYS},
             "notes": r.landmarks.get("notes", []),
         }
     write_report(list(res.values()), out, fmt="md", include_sections=False)
@@ -299,22 +289,23 @@ def main(argv: list[str] | None = None) -> int:
     def want(name: str) -> bool:
         return not only or name in only
 
-    log = _read_json(out / "findings.json") or {}
-    log = log.get("steps", {}) if only else {}
+    # with --only, the steps run before keep their records
+    log = (_read_json(out / "findings.json") or {}).get("steps", {}) if only else {}
     if want("analysis") and not args.skip_analysis:
         step("analysis", ["analyze", args.mmlu, *tqa, "--out", str(out / "analysis"), *boot], log)
-    want("nullspace") and step(
-        "nullspace",
-        [
+    if want("nullspace"):
+        step(
             "nullspace",
-            args.mmlu,
-            "--out",
-            str(out / "nullspace"),
-            "--n-boot",
-            str(min(args.n_boot, 200)),
-        ],
-        log,
-    )
+            [
+                "nullspace",
+                args.mmlu,
+                "--out",
+                str(out / "nullspace"),
+                "--n-boot",
+                str(min(args.n_boot, 200)),
+            ],
+            log,
+        )
     compare = ["--compare", f"truthfulqa={args.truthfulqa}"] if args.truthfulqa else []
     transfer = ["--transfer", f"truthfulqa={args.truthfulqa}"] if args.truthfulqa else []
     for est in ESTIMATORS if want("direction") else ():

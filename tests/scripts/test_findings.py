@@ -62,6 +62,9 @@ def test_findings_writes_every_step(runs):
     s = found["layers"]["mmlu"]
     assert s["accuracy_last"] == pytest.approx(layers["accuracy"][-1], abs=0)
     assert s["ece_last"] == pytest.approx(layers["ece"][-1], abs=0)
+    marks = json.loads((out["a"] / "analysis" / "mmlu" / "landmarks.json").read_text())
+    assert s["landmarks"] == {k: marks.get(k) for k in findings.LANDMARK_KEYS}
+    assert s["landmarks"]["chance_accuracy"] == 0.25  # 4 options each: the figure's chance line
     assert found["online"] == {} and found["fewshot"] is None
 
 
@@ -110,5 +113,6 @@ def test_compare_tables_and_figure(runs, tmp_path):
     layers = pl.read_csv(tmp_path / "cmp" / "layers.csv")
     assert set(layers["dataset"]) == {"mmlu", "truthfulqa"}
     assert layers["relative_depth"].max() == 1.0
+    assert compare_findings.analysed_stores(found) == [("mmlu", "mmlu"), ("truthfulqa", "tqa")]
     assert (figs / "models_over_depth.png").stat().st_size > 10_000
     assert (figs / "model-a-metrics_over_depth.png").is_file()
