@@ -280,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         "the others' outputs already in --out are summarised again",
     )
     args = p.parse_args(argv)
+    if args.online_layers != "auto" and not all(
+        x.strip().isdigit() for x in args.online_layers.split(",")
+    ):
+        p.error(f"--online-layers: 'auto' or depths like 20,24, got {args.online_layers!r}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     boot = ["--n-boot", str(args.n_boot)]

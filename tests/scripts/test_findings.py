@@ -95,6 +95,13 @@ def test_online_layers_inside_the_correction_phase():
     assert findings.online_layers("20,22", layers) == [20, 22]
 
 
+def test_bad_online_layers_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        findings.main(["--mmlu", "x.zarr", "--out", str(tmp_path), "--online-layers", "a,24"])
+    assert "'auto' or depths like 20,24" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
 def test_compare_tables_and_figure(runs, tmp_path):
     _, out, _ = runs
     figs = tmp_path / "figs"
