@@ -43,11 +43,13 @@ from analyze.interventions.diagnostics import (
 from analyze.interventions.estimators import (
     ESTIMATORS,
     N_COMPONENTS,
+    Components,
     Estimator,
     Fit,
     estimate,
     spectra,
     unit,
+    within_components,
 )
 from analyze.interventions.fit_data import (
     choose_window,
@@ -125,10 +127,16 @@ def fit_direction(
     if estimator == "contrast":
         over, corr = contrast_groups(ds, rows, lens, overconfident_quantile)
         groups = {"overconfident_wrong": over, "correct": corr}
-    fit = estimate(deltas, estimator, **groups)
+    within = within_components(deltas)  # one eigendecomposition for the pca fit and the spectra
+    fit = estimate(deltas, estimator, within=within, **groups)
     ctrl_window, ctrl_rule = control_window(n_depth, auto)
     ctrl_deltas = None if ctrl_window is None else load_deltas(ds, rows, ctrl_window)
-    ctrl = None if ctrl_deltas is None else estimate(ctrl_deltas, estimator, **groups)
+    ctrl_within = None if ctrl_deltas is None else within_components(ctrl_deltas)
+    ctrl = (
+        None
+        if ctrl_deltas is None
+        else estimate(ctrl_deltas, estimator, within=ctrl_within, **groups)
+    )
     ids = as_str(ds["example_id"].values)[rows]
     info: dict[str, Any] = {
         "format": ARTIFACT_FORMAT,
@@ -155,7 +163,7 @@ def fit_direction(
         "overconfident_quantile": overconfident_quantile if estimator == "contrast" else None,
         "scale": "mean ||h[l]|| over the fit examples at every depth l (s in h + alpha*s*d)",
     }
-    spec = spectra(deltas)
+    spec = spectra(deltas, within=within)
     d = Direction(
         fit.vector,
         choice.norms,
@@ -172,7 +180,7 @@ def fit_direction(
         "explained_variance_pooled: centred on their pooled mean",
         "stability": stability(deltas, estimator, d.vector, groups, n_boot, seed),
         "direct_effect": direct_effect(d, ds, rows, lens),
-        "control": _control(ctrl_window, ctrl_rule, ctrl, ctrl_deltas, d),
+        "control": _control(ctrl_window, ctrl_rule, ctrl, ctrl_deltas, ctrl_within, d),
     }
     return d
 
@@ -182,11 +190,12 @@ def _control(
     rule: str,
     fit: Fit | None,
     deltas: Any,
+    within: Components | None,
     direction: Direction,
 ) -> dict[str, Any]:
     """The control fit's record: its window and rule, cosine with the direction, spectra."""
     out: dict[str, Any] = {"window": None if window is None else list(window), "rule": rule}
     if fit is not None:
         out["cosine_to_direction"] = float(fit.vector @ direction.vector)
-        out |= spectra(deltas)
+        out |= spectra(deltas, within=within)
     return out

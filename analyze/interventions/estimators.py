@@ -26,6 +26,7 @@ from analyze.interventions.artifact import DirectionError
 Estimator = Literal["mean", "pca", "per_layer", "contrast"]
 ESTIMATORS: tuple[Estimator, ...] = ("mean", "pca", "per_layer", "contrast")
 N_COMPONENTS = 10  # explained-variance spectrum kept
+Components = tuple[NDArray[np.float64], NDArray[np.float64]]  # shares (d,), components (d, d)
 
 
 def unit(v: NDArray[np.floating]) -> NDArray[np.float64]:
@@ -66,7 +67,7 @@ def centred(deltas: NDArray[np.floating], centring: Literal["per_layer", "pooled
     raise ValueError(f"centring must be 'per_layer' or 'pooled', got {centring!r}")
 
 
-def components(rows: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def components(rows: NDArray[np.float64]) -> Components:
     """Principal components of centred ``rows`` (N, d): the explained-variance shares (d,),
     descending, and the components as columns (d, d)."""
     evals, evecs = np.linalg.eigh(rows.T @ rows)  # ascending; d x d, cheap
@@ -74,21 +75,28 @@ def components(rows: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[
     return evals / max(float(evals.sum()), 1e-300), evecs[:, ::-1]
 
 
-def spectra(deltas: NDArray[np.floating]) -> dict[str, Any]:
+def within_components(deltas: NDArray[np.floating]) -> Components:
+    """:func:`components` of Δ centred per layer: what ``pca`` fits on and ``spectra`` reports;
+    compute them once and hand them to both (``within=``), an eigendecomposition of d x d."""
+    return components(centred(deltas, "per_layer"))
+
+
+def spectra(deltas: NDArray[np.floating], *, within: Components | None = None) -> dict[str, Any]:
     """Both centrings of Δ (n, m, d), for the report: the top ``N_COMPONENTS`` explained-variance
     shares of Δ centred per layer (``explained_variance``, what ``pca`` fits on) and of Δ centred
     on the pooled mean (``explained_variance_pooled``); ``between_layer_share``: the share of the
     pooled-centred variance that is the spread of the layers' mean updates (0 with one layer);
-    ``top_cosine_per_layer_vs_pooled``: |cosine| of the two top components."""
+    ``top_cosine_per_layer_vs_pooled``: |cosine| of the two top components. ``within``: these
+    deltas' :func:`within_components`, when the caller has them already."""
     x = _check(deltas)
-    within, pooled = centred(x, "per_layer"), centred(x, "pooled")
-    ev_w, vec_w = components(within)
+    within_rows, pooled = centred(x, "per_layer"), centred(x, "pooled")
+    ev_w, vec_w = within if within is not None else components(within_rows)
     ev_p, vec_p = components(pooled)
     total = float((pooled**2).sum())
     return {
         "explained_variance": ev_w[:N_COMPONENTS].tolist(),
         "explained_variance_pooled": ev_p[:N_COMPONENTS].tolist(),
-        "between_layer_share": 1.0 - float((within**2).sum()) / total if total > 0 else 0.0,
+        "between_layer_share": 1.0 - float((within_rows**2).sum()) / total if total > 0 else 0.0,
         "top_cosine_per_layer_vs_pooled": float(abs(vec_w[:, 0] @ vec_p[:, 0])),
     }
 
@@ -99,8 +107,11 @@ def estimate(
     *,
     overconfident_wrong: NDArray[np.bool_] | None = None,
     correct: NDArray[np.bool_] | None = None,
+    within: Components | None = None,
 ) -> Fit:
-    """Fit a direction from ``deltas`` (n, m, d); ``contrast`` also needs the two (n,) masks."""
+    """Fit a direction from ``deltas`` (n, m, d); ``contrast`` also needs the two (n,) masks.
+    ``within``: these deltas' :func:`within_components`, when the caller has them (``pca`` then
+    does not compute them again)."""
     x = _check(deltas)
     mean = x.mean(axis=(0, 1))
     if estimator == "mean":
@@ -109,7 +120,7 @@ def estimate(
         rows = np.stack([unit(r) for r in x.mean(axis=0)])
         return Fit(rows[-1], per_layer=rows)
     if estimator == "pca":
-        explained, vecs = components(centred(x, "per_layer"))
+        explained, vecs = within if within is not None else within_components(x)
         top = vecs[:, 0]
         top = top if top @ mean >= 0 else -top
         return Fit(unit(top), explained=explained[:N_COMPONENTS])

@@ -73,6 +73,15 @@ def test_artifact_keeps_the_control_and_both_spectra(stores, tmp_path):
     assert category_cosines(open_store(stores["shared"]), d0)["matrix_control"] == []
 
 
+def test_a_pca_fit_decomposes_each_window_once(stores, monkeypatch):
+    """The pca fit and its spectra share one eigendecomposition of the per-layer-centred deltas:
+    per window (fit and control) one of those and one of the pooled-centred deltas."""
+    calls, eigh = [], np.linalg.eigh
+    monkeypatch.setattr(np.linalg, "eigh", lambda a: calls.append(a.shape) or eigh(a))
+    d = fit_direction(open_store(stores["shared"]), estimator="pca", window=(4, 7), n_boot=0)
+    assert d.control is not None and len(calls) == 4
+
+
 def test_cli_writes_both_spectra_and_the_control_in_tables_and_section(stores, tmp_path, capsys):
     out = tmp_path / "dir"
     argv = ["direction", "fit", str(stores["shared"]), "-o", str(out), "--estimator", "pca"]

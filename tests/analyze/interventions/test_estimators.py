@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyze.interventions.estimators import centred, components, estimate, spectra
+from analyze.interventions.estimators import (
+    centred,
+    components,
+    estimate,
+    spectra,
+    within_components,
+)
 
 
 def _layers_differ(n=400, m=4, d=20, seed=0):
@@ -43,3 +49,15 @@ def test_pca_sign_follows_the_mean_and_one_layer_has_one_centring():
     np.testing.assert_allclose(centred(x, "per_layer"), centred(x, "pooled"), atol=1e-12)
     with pytest.raises(ValueError, match="centring"):
         centred(x, "median")  # type: ignore[arg-type]
+
+
+def test_components_handed_in_give_the_same_fit_and_spectra():
+    x, _, _ = _layers_differ(seed=1)
+    within = within_components(x)
+    a, b = estimate(x, "pca"), estimate(x, "pca", within=within)
+    np.testing.assert_array_equal(a.vector, b.vector)
+    np.testing.assert_array_equal(a.explained, b.explained)
+    assert spectra(x) == spectra(x, within=within)
+    assert estimate(x, "mean", within=within).vector @ estimate(x, "mean").vector == pytest.approx(
+        1
+    )
