@@ -9,9 +9,12 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+import xarray as xr
 
+from analyze.calibration import selection_half
 from tests.analyze.interventions.planted import planted_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,3 +126,44 @@ def test_compare_tables_and_figure(runs, tmp_path):
     assert compare_findings.analysed_stores(found) == [("mmlu", "mmlu"), ("truthfulqa", "tqa")]
     assert (figs / "models_over_depth.png").stat().st_size > 10_000
     assert (figs / "model-a-metrics_over_depth.png").is_file()
+
+
+def _ece(conf, correct, bins=10):
+    """Equal-width ECE written out: sum over bins of |mean confidence - accuracy| weighted."""
+    idx = np.minimum((conf * bins).astype(int), bins - 1)
+    return sum(
+        abs(conf[idx == b].mean() - correct[idx == b].mean()) * (idx == b).mean()
+        for b in range(bins)
+        if (idx == b).any()
+    )
+
+
+def test_fewshot_measures_the_zero_shot_window_on_both_stores(runs):
+    tmp, out, _ = runs
+    few = json.loads((out["b"] / "fewshot" / "summary.json").read_text())
+    phase = few["zero-shot"]["landmarks"]["correction_phase"]
+    assert phase, "the planted store has a correction phase"
+    fw = few["fixed_window"]
+    assert fw["window"] == [phase["start"], phase["end"]]
+    # on the zero-shot store the fixed window is its own correction phase, number for number
+    for k in ("n_test", "ece_start", "ece_end", "delta_ece", "delta_ece_lo", "delta_ece_hi"):
+        assert fw["zero-shot"][k] == pytest.approx(phase[k], abs=1e-12), k
+    assert fw["zero-shot"]["delta_confidence"] == pytest.approx(
+        phase["delta_confidence"], abs=1e-12
+    )
+    # on the few-shot store, the same depths and the same test half, by the formula written out
+    # from the recorded lens logits
+    ds = xr.open_zarr(tmp / "few.zarr")
+    test = ~selection_half(ds["subject"].values, ds["example_id"].values, 0)
+    lay = [int(x) for x in ds["layer"].values]
+    for depth, key in zip(fw["window"], ("start", "end"), strict=True):
+        z = ds["lens_logits"].values[test, lay.index(depth)].astype(np.float64)
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        conf, correct = p.max(axis=1), p.argmax(axis=1) == ds["label"].values[test]
+        assert fw["few-shot"][f"ece_{key}"] == pytest.approx(_ece(conf, correct), abs=1e-5)
+        assert fw["few-shot"][f"confidence_{key}"] == pytest.approx(conf.mean(), abs=1e-5)
+        assert fw["few-shot"][f"accuracy_{key}"] == pytest.approx(correct.mean(), abs=1e-12)
+    d = fw["few-shot"]
+    assert d["delta_ece"] == pytest.approx(d["ece_end"] - d["ece_start"], abs=1e-12)
+    assert d["delta_ece_lo"] <= d["delta_ece"] <= d["delta_ece_hi"]
