@@ -202,14 +202,22 @@ def markdown(models: list[dict[str, Any]]) -> str:
         out += ["", "## Few-shot against zero-shot on the same questions", ""]
         out += [
             "| model | n | prompt | last accuracy | last ECE | rise | plateau | correction phase "
-            "| ΔECE [95% CI] |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| ΔECE [95% CI] | zero-shot's phase on the test half | its ΔECE [95% CI] |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for m, f in few:
+            fixed = f.get("fixed_window") or {}
             for name in ("zero-shot", "few-shot"):
                 s = f[name]
                 lm = s["landmarks"]
                 cp = lm.get("correction_phase")
+                w = fixed.get(name)
+                same = (
+                    f" ({fixed['window'][0]}, {fixed['window'][1]}] | {w['delta_ece']:+.3f} "
+                    f"[{w['delta_ece_lo']:+.3f}, {w['delta_ece_hi']:+.3f}] |"
+                    if w
+                    else " — | — |"
+                )
                 out.append(
                     f"| {m['label']} | {f['n']} | {name} | {_f(s['accuracy_last'])} | "
                     f"{_f(s['ece_last'])} | {lm.get('rise_layer')} | {lm.get('plateau_layer')} | "
@@ -219,6 +227,7 @@ def markdown(models: list[dict[str, Any]]) -> str:
                         if cp
                         else "none | — |"
                     )
+                    + same
                 )
     return "\n".join(out) + "\n"
 
