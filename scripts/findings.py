@@ -211,7 +211,7 @@ def fewshot_compare(zero: str, fewshot: str, out: Path, n_boot: int) -> dict[str
             "rule": "the zero-shot store's correction phase (its peak chosen on the selection "
             "half), measured on both stores on the same test-half examples, paired bootstrap",
             **{
-                name: window_deltas(ds, window, n_boot)
+                name: window_deltas(ds, window, res["zero-shot"].meta["params"])
                 for name, ds in (("zero-shot", same), ("few-shot", few))
             },
         }
@@ -220,43 +220,47 @@ def fewshot_compare(zero: str, fewshot: str, out: Path, n_boot: int) -> dict[str
     return summary
 
 
-def window_deltas(ds: Any, window: tuple[int, int], n_boot: int, seed: int = 0) -> dict[str, Any]:
-    """ECE and mean confidence at the two depths of ``window`` and their paired differences
-    (``layer_deltas``) on the test half of ``ds`` (the examples ``analyze_store`` with ``seed``
-    does not use to choose the peak), from the answer lens on the stored residuals. On the
-    zero-shot store this reproduces its own correction phase; on the few-shot store it measures
-    the same depths, which the few-shot store did not choose."""
+def window_deltas(ds: Any, window: tuple[int, int], params: dict[str, Any]) -> dict[str, Any]:
+    """What the correction phase reports (``window_change``) for the depths of ``window``, on
+    the test half of ``ds`` (the examples ``analyze_store`` with these ``params`` does not use to
+    choose the peak), from the answer lens on the stored residuals, with the analysis' bins and
+    bootstrap. On the zero-shot store this reproduces its own correction phase; on the few-shot
+    store it measures the same depths, which the few-shot store did not choose."""
     import numpy as np
 
     from analyze.calibration import (
         answer_probs,
-        bin_sums,
         confidence_and_correct,
-        ece_from_sums,
-        layer_deltas,
         selection_half,
+        window_change,
     )
     from analyze.lens import AnswerLens
 
+    boot = params["bootstrap"]
     layers = [int(x) for x in ds["layer"].values]
     idx = [layers.index(d) for d in window]
-    test = ~selection_half(ds["subject"].values, ds["example_id"].values, seed)
+    test = ~selection_half(ds["subject"].values, ds["example_id"].values, boot["seed"])
     h = np.asarray(ds["resid"].isel(layer=idx).values)[test]  # (n, 2, d)
     z = np.moveaxis(AnswerLens.of(ds).folded(h), 1, 0)  # (2, n, K)
     probs = answer_probs(z, np.asarray(ds["choice_mask"].values)[test])
     conf, correct = confidence_and_correct(probs, np.asarray(ds["label"].values)[test])
     y = correct.astype(np.float64)
-    ece = ece_from_sums(*bin_sums(conf, y, 10))
-    d = layer_deltas(conf, y, 0, 1, n_boot=n_boot, seed=seed)
     return {
         "n_test": int(test.sum()),
-        "ece_start": float(ece[0]),
-        "ece_end": float(ece[1]),
         "confidence_start": float(conf[0].mean()),
         "confidence_end": float(conf[1].mean()),
         "accuracy_start": float(y[0].mean()),
         "accuracy_end": float(y[1].mean()),
-        **d,
+        **window_change(
+            conf,
+            y,
+            0,
+            1,
+            n_bins=params["bins"],
+            n_boot=boot["n_boot"],
+            seed=boot["seed"],
+            alpha=boot["alpha"],
+        ),
     }
 
 

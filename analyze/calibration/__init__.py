@@ -52,6 +52,7 @@ from analyze.calibration.landmarks import (
     depth_landmarks,
     layer_deltas,
     selection_half,
+    window_change,
 )
 from analyze.calibration.metrics import (
     brier,
@@ -138,4 +139,5 @@ __all__ = [
     "selection_half",
     "stratified_split",
     "temperature_columns",
+    "window_change",
 ]

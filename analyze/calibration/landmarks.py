@@ -164,6 +164,25 @@ def layer_deltas(
     return out
 
 
+def window_change(
+    conf: NDArray[np.float64],
+    correct: NDArray[np.float64],
+    i: int,
+    j: int,
+    *,
+    n_bins: int = 10,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, float]:
+    """What a correction phase reports of layers i -> j on the examples given (its test half):
+    ``ece_start``, ``ece_end`` and :func:`layer_deltas` (ΔECE, Δconfidence, paired intervals).
+    ``conf``, ``correct``: (L, n)."""
+    ece = ece_from_sums(*bin_sums(conf[[i, j]], correct[[i, j]], n_bins))
+    d = layer_deltas(conf, correct, i, j, n_bins=n_bins, n_boot=n_boot, seed=seed, alpha=alpha)
+    return {"ece_start": float(ece[0]), "ece_end": float(ece[1]), **d}
+
+
 def _no_rise_note(
     acc: NDArray[np.float64],
     lo: NDArray[np.float64],
@@ -290,16 +309,21 @@ def _correction_phase(
             "ECE of the selection half is largest at the last layer: there is no correction phase"
         )
         return lay[peak], None, [note], lay[start]
-    c, y = conf[:, test], correct[:, test]
-    ece_test = ece_from_sums(*bin_sums(c[[peak, last]], y[[peak, last]], n_bins))
-    d = layer_deltas(c, y, peak, last, n_bins=n_bins, n_boot=n_boot, seed=seed, alpha=alpha)
+    d = window_change(
+        conf[:, test],
+        correct[:, test],
+        peak,
+        last,
+        n_bins=n_bins,
+        n_boot=n_boot,
+        seed=seed,
+        alpha=alpha,
+    )
     significant = d["delta_ece_lo"] > 0 or d["delta_ece_hi"] < 0
     cp = {
         "start": lay[peak],
         "end": lay[last],
         "n_layers": last - peak,
-        "ece_start": float(ece_test[0]),
-        "ece_end": float(ece_test[1]),
         **d,
         "significant": bool(significant),
         "significant_confidence": bool(
