@@ -181,9 +181,15 @@ def fewshot_compare(zero: str, fewshot: str, out: Path, n_boot: int) -> dict[str
     import numpy as np
 
     from analyze import analyze_store, open_store, write_report
+    from analyze.interventions.svd import w_u_fingerprint
 
     few = open_store(fewshot, allow_partial=True)
     base = open_store(zero)
+    if w_u_fingerprint(few) != w_u_fingerprint(base):
+        raise SystemExit(
+            f"--fewshot: {fewshot} was extracted from another model than {zero} (their W_U "
+            "differ); compare a K-shot store with the zero-shot store of the same model"
+        )
     ids = np.asarray(few["example_id"].values)
     pos = {str(e): i for i, e in enumerate(np.asarray(base["example_id"].values))}
     missing = [str(e) for e in ids if str(e) not in pos]

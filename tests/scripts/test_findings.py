@@ -90,6 +90,15 @@ def test_fewshot_refuses_examples_the_zero_shot_store_lacks(runs, tmp_path):
         findings.fewshot_compare(str(mmlu), str(other), tmp_path / "x", 10)
 
 
+def test_fewshot_refuses_another_models_store(runs, tmp_path):
+    tmp, _, mmlu = runs
+    other = planted_store(tmp_path / "other.zarr", n=320, seed=5, w_seed=1)  # the same ids
+    before = sorted(p.name for p in mmlu.iterdir())
+    with pytest.raises(SystemExit, match="another model"):
+        findings.fewshot_compare(str(mmlu), str(other), tmp_path / "x", 10)
+    assert not (tmp_path / "x").exists() and sorted(p.name for p in mmlu.iterdir()) == before
+
+
 def test_online_layers_inside_the_correction_phase():
     cp = {"start": 24, "end": 28}
     layers = {"mmlu": {"landmarks": {"correction_phase": cp}}}
