@@ -205,10 +205,12 @@ class ExtractConfig:
         default="auto",
         metadata=option(
             "--dtype",
-            "auto (default): float32 on the CPU and MPS, bfloat16 on CUDA GPUs that support it. "
-            "On a CPU with bf16 instructions bfloat16 is about 2x faster, per-layer ECE within ~0.02 "
-            "of float32 (docs/benchmarks.md)",
+            "auto (default): chosen by the hardware and printed: bfloat16 on a CPU that computes "
+            "it natively (AVX-512 BF16 or AMX: about 2x float32, per-layer ECE within ~0.02) and "
+            "on CUDA GPUs that support it; float32 elsewhere (an AVX2-only CPU emulates bf16 at "
+            "about 0.3x float32's speed; forcing it there prints a warning). docs/benchmarks.md",
             choices=["auto", "bfloat16", "float16", "float32"],
+            recorded=True,
         ),
     )
     device: Device = field(

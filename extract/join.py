@@ -63,12 +63,19 @@ def create_or_join(
             fmt.remove_incomplete(out)
             raise store_io_error(out, "create", e, resumable=False) from e
     g = fmt.open_for_write(out, wait_s=300.0 if sharded else 0.0, sole_writer=not sharded)
-    diffs = fmt.identity_diff(fmt.attrs(g)["identity"], fmt.jsonable(identity))
+    stored = fmt.attrs(g)["identity"]
+    diffs = fmt.identity_diff(stored, fmt.jsonable(identity))
     if diffs:
+        hint = "\nUse the same model, template and dataset, or write to a new --out."
+        if stored.get("dtype") != identity.get("dtype"):
+            hint += (
+                f"\n--dtype auto picks by the hardware: pass --dtype {stored.get('dtype')} to "
+                "resume this store on this machine."
+            )
         raise fmt.StoreError(
             f"refusing to resume {out}: it was started by a different run.\n  "
             + "\n  ".join(diffs)
-            + "\nUse the same model, template and dataset, or write to a new --out."
+            + hint
         )
     if fmt.layout_of(g) != layout:
         raise fmt.StoreError(f"refusing to resume {out}: layout {fmt.layout_of(g)} != {layout}")

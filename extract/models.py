@@ -20,6 +20,7 @@ import torch
 from extract.builtins import BUILTIN, assemble
 from extract.config import Device, DType
 from extract.gguf import convert_gguf, converted_folder
+from extract.hardware import DtypeChoice, choose_dtype
 
 
 class ModelError(ValueError):
@@ -31,6 +32,7 @@ class LoadedModel:
     model: Any  # a transformers PreTrainedModel
     tokenizer: Any
     provenance: dict[str, Any] = field(default_factory=dict)
+    dtype_choice: DtypeChoice | None = None  # what --dtype resolved to, and why
 
     @property
     def device(self) -> torch.device:
@@ -122,11 +124,8 @@ def pick_device(device: Device) -> str:
 
 
 def pick_dtype(dtype: DType, device: str) -> torch.dtype:
-    if dtype == "auto":
-        return (
-            torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        )
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+    """The torch dtype ``--dtype`` resolves to on ``device`` (:func:`extract.hardware.choose_dtype`)."""
+    return choose_dtype(dtype, device).torch_dtype
 
 
 def load_model(
@@ -144,7 +143,8 @@ def load_model(
 
     path, prov = resolve_model_path(model)
     dev = pick_device(device)
-    torch_dtype = pick_dtype(dtype, dev)
+    choice = choose_dtype(dtype, dev)
+    torch_dtype = choice.torch_dtype
     kw: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
     try:
         tok = AutoTokenizer.from_pretrained(path, **kw)
@@ -172,6 +172,7 @@ def load_model(
         model_type=lm.config.model_type,
         architecture=type(lm).__name__,
         dtype=str(torch_dtype).removeprefix("torch."),
+        dtype_requested=dtype,
         device=dev if not device_map else f"device_map={device_map}",
         attn_implementation=getattr(lm.config, "_attn_implementation", None),
         **tokenizer_record(tok),
@@ -180,4 +181,4 @@ def load_model(
         transformers_version=transformers.__version__,
         trust_remote_code=trust_remote_code,
     )
-    return LoadedModel(lm, tok, prov)
+    return LoadedModel(lm, tok, prov, choice)

@@ -87,6 +87,12 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
     ds, template, prompts = prepare(cfg)
     loaded = loaded if loaded is not None else _load(cfg)
     tok, model = loaded.tokenizer, loaded.model
+    choice = getattr(loaded, "dtype_choice", None)
+    if choice is not None:
+        if choice.warning:
+            print(choice.warning, file=sys.stderr)
+        if cfg.progress:
+            print(f"dtype: {choice.dtype} ({choice.reason})", file=sys.stderr)
     res = resolve(model)
     K = ds.max_choices
     seqs = tokenize(tok, prompts)
@@ -123,6 +129,8 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
     keys: list[str] | None = None
     run_record = {"started": started, "host": socket.gethostname(), **run_settings(cfg)}
     run_record["batch_size_requested"] = requested
+    if choice is not None:
+        run_record["dtype_choice"] = choice.record()
     if cfg.prefix_reuse:
         subjects = [ex.subject for ex in ds.examples]
         status, note = check_reuse(model, res, tok, seqs, subjects, ans_ids, dtype)
