@@ -46,6 +46,8 @@ from analyze.lens import (
     option_mass_one_source,
     recorded_checks,
 )
+from analyze.lens.fitted import BoundLens, FittedLens, load_lens
+from analyze.lens.fitted.compare import lens_contrasts, with_lens
 from analyze.results import INTERVAL_METRICS, LAYER_COLUMNS, AnalysisResult, metric_definitions
 from layercal import __version__
 
@@ -82,6 +84,8 @@ def analyze_store(
     storage_options: dict[str, Any] | None = None,
     allow_partial: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    lens: str | os.PathLike[str] | FittedLens | None = None,
+    transfer: bool = False,
 ) -> AnalysisResult:
     """Analyse one store (a path, an fsspec URL or a Dataset from ``open_store``).
 
@@ -94,7 +98,12 @@ def analyze_store(
     ``temperature_split``: fraction of each subject in the fit half. ``mce_min_count``: MCE
     counts only bins holding at least this many examples (default MCE_MIN_COUNT = 10: with 1, a
     bin of one example sets MCE). ``cache_dir``: where results are cached (None: no cache).
-    Raises StoreError for a store that cannot be read as asked.
+    ``lens``: None (the logit lens, today's output), ``"logit"`` (the same, named: a ``lens``
+    column, ``landmarks["lens"]`` and the fixed-depth contrasts of
+    :mod:`analyze.lens.fitted.compare`), or a lens folder from ``layercal lens fit`` (or its
+    :class:`~analyze.lens.fitted.FittedLens`): every number is then read through it, named the
+    same way. ``transfer``: allow a lens fitted on another store of the same model.
+    Raises StoreError for a store that cannot be read as asked (LensError: a lens).
     """
     t0 = time.perf_counter()
     ds, small, url = _open(ds_or_path, storage_options, allow_partial)
@@ -108,7 +117,9 @@ def analyze_store(
     for name, value in (("bins", bins), ("n_boot", n_boot), ("mce_min_count", mce_min_count)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    vocab_examples = resolve_vocab_examples(vocab_examples, "lens_entropy" in small)
+    fitted = lens if lens is None or isinstance(lens, FittedLens) else named_lens(lens)
+    recorded_entropy = "lens_entropy" in small and not isinstance(fitted, FittedLens)
+    vocab_examples = resolve_vocab_examples(vocab_examples, recorded_entropy)
     positions = select_layers(ds, layers)
     params: dict[str, Any] = {
         "bins": int(bins),
@@ -122,6 +133,12 @@ def analyze_store(
         "vocab_examples": vocab_examples,
         "cache_version": CACHE_VERSION,
     }
+    bound = None
+    if isinstance(fitted, FittedLens):  # refused here when the store is not the lens's
+        bound = fitted.bind(ds.isel(layer=positions), transfer)
+        params["lens"] = {k: v for k, v in bound.record().items() if k != "path"}
+    elif fitted is not None:
+        params["lens"] = {"name": "logit", "kind": "logit"}
     key = cache_key(small, params)
     entry = Path(cache_dir) / key if cache_dir is not None else None
     if entry is not None and (entry / "meta.json").is_file():
@@ -130,13 +147,18 @@ def analyze_store(
         return res
     if len(positions) < ds.sizes["layer"]:
         ds, small = ds.isel(layer=positions), small.isel(layer=positions)
-    res = _compute(ds, small, params, url)
+    res = _compute(ds, small, params, url, bound)
     res.meta.update(cache_key=key, cache_hit=False)
     res.meta["timing"]["total_s"] = time.perf_counter() - t0
     if entry is not None:
         _save_atomic(res, entry)
         res.meta["cache_dir"] = str(entry)
     return res
+
+
+def named_lens(lens: str | os.PathLike[str]) -> FittedLens | str:
+    """``"logit"``, or the lens folder at ``lens`` loaded."""
+    return "logit" if os.fspath(lens) == "logit" else load_lens(lens)
 
 
 def resolve_vocab_examples(value: VocabExamples, recorded_entropy: bool) -> int | None:
@@ -229,13 +251,20 @@ def _lap(timing: dict[str, float], name: str, start: tuple[float, float]) -> tup
     return now
 
 
-def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str) -> AnalysisResult:
+def _compute(
+    ds: xr.Dataset,
+    small: xr.Dataset,
+    params: dict[str, Any],
+    url: str,
+    bound: BoundLens | None = None,
+) -> AnalysisResult:
     timing: dict[str, float] = {}
     t = _clock()
     frame, mask, is_fit, rows, in_vocab = select_examples(small, params)
     label = frame["label"].to_numpy()
     bins, min_count, boot = params["bins"], params["mce_min_count"], params["bootstrap"]
-    lazy = lens_pass(ds, in_vocab)
+    lensed, scale = (ds, None) if bound is None else bound.lensed(ds)
+    lazy = lens_pass(lensed, in_vocab, scale=scale)
     terms_lazy = terms_graph(lazy["answer_logits"].data, label, mask)
     extra = (terms_lazy, bootstrap_graph(terms_lazy, rows, boot, bins))
     t = _lap(timing, "prepare", t)
@@ -244,9 +273,18 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     lse, vent = full_vocab_arrays(out)  # (n, L), nan where not sampled
     t = _lap(timing, "lens_pass", t)
 
-    checks, warnings = recorded_checks(recorded, z, lse, vent)
+    if bound is None:
+        checks, warnings = recorded_checks(recorded, z, lse, vent)
+    else:  # a fitted lens is the identity at the last depth only: checked there
+        last = (slice(None), slice(-1, None))
+        checks, warnings = recorded_checks(
+            recorded.isel(layer=[-1]), z[last], lse[last], vent[last]
+        )
+        recorded = recorded.drop_vars("lens_entropy", errors="ignore")  # the logit lens's
     rec_z = np.asarray(recorded["lens_logits"].values, np.float64)
     rec_lse = np.asarray(recorded["lens_lse"].values, np.float64)
+    if bound is not None:  # the recorded lse is the logit lens's: the sample only
+        rec_lse = np.full_like(rec_lse, np.nan)
     mass = option_mass_one_source(z, lse, rec_z, rec_lse, mask)[rows]
     lay = [int(x) for x in ds["layer"].values]
     # temperature scaling (numpy, GIL mostly released) runs in a thread beside the rest; every
@@ -295,7 +333,8 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     cols.update({k: m[k] for k in LAYER_COLUMNS if k in m})
     if "lens_entropy" in recorded:  # recomputed where sampled, else recorded at extraction
         vent = np.where(np.isfinite(vent), vent, recorded["lens_entropy"].values)
-    cols.update(option_mass=mass.mean(axis=0), vocab_entropy=nanmean0(vent[rows]))
+    option_mass = mass.mean(axis=0) if bound is None else nanmean0(mass)  # fitted: the sample
+    cols.update(option_mass=option_mass, vocab_entropy=nanmean0(vent[rows]))
     cols.update({k: temp[k] for k in (*TEMPERATURE_COLUMNS, "ece_eval", "nll_eval")})
     for k in INTERVAL_METRICS:
         cols[f"{k}_lo"], cols[f"{k}_hi"] = ci[k]
@@ -304,6 +343,19 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
     count, s_conf, s_corr = bin_sums(conf, correct, bins)
     reliability = {"count": count, "sum_conf": s_conf, "sum_correct": s_corr}
     reliability["conf_hist"] = bin_sums(conf, correct, CONF_HIST_BINS)[0]
+    if "lens" in params:  # a named lens: the lens column and the fixed-depth contrasts
+        record = params["lens"] if bound is None else bound.record()
+        contrasts = lens_contrasts(
+            lay,
+            terms,
+            selection,
+            marks,
+            bins=bins,
+            n_boot=boot["n_boot"],
+            seed=boot["seed"],
+            alpha=boot["alpha"],
+        )
+        layers_df = with_lens(layers_df, marks, record, contrasts)
     meta = store_meta(ds, url, params, rows.size, lay)
     meta.update(checks=checks, warnings=warnings + temp_info.pop("warnings"), timing=timing)
     at_bound = [lay[i] for i in temp_info.pop("at_bound", [])]
@@ -324,4 +376,12 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
         if "lens_entropy" in recorded
         else "recomputed for the sampled examples (the store records no lens_entropy)",
     }
+    if bound is not None:
+        meta["lens"] = bound.record()
+        meta["vocab"]["option_mass_lse"] = "recomputed through the lens (sampled examples only)"
+        meta["vocab"]["option_mass"] = meta["vocab"]["entropy"] = (
+            "recomputed through the lens for the sampled examples only (the values recorded at "
+            "extraction are the logit lens's)"
+        )
+        meta["checks"]["compared_depths"] = "the last depth only (the identity under every lens)"
     return AnalysisResult(layers_df, by_group, marks, reliability, meta)

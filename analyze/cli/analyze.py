@@ -46,6 +46,18 @@ Confidence is the softmax over the K answer-option tokens only; option_mass is t
 full-vocabulary probability those tokens hold (below 0.01 the lens reads tokens the model does
 not predict). MCE counts bins of at least --mce-min-count examples (default 10).
 
+Lenses (--lens, docs/lenses.md): every number above is read through the logit lens (the stored
+final norm and unembedding at every depth) unless --lens DIR names a lens fitted by `layercal
+lens fit`: a translator per depth before them, each example read through the translator fitted
+without it. Under --lens DIR the tables gain a `lens` column (layers.csv, first) and ΔECE to the
+last layer per layer (delta_ece_to_last, _lo, _hi), landmarks.json gains `lens` and
+`plateau_to_last` (ΔECE from the plateau to the last layer with its interval, agreement with the
+final answer, confidence, entropy and KL at both ends), option_mass and vocab_entropy come from
+the --vocab-examples sample (default 32) read through the lens. Several --lens (e.g. --lens logit
+--lens lenses/tuned) analyse each store under each lens: one subfolder per lens (per store and
+lens with several stores), stacked tables with a `lens` column, and a report that puts the
+lenses side by side. --lens logit alone is the default and writes exactly what no --lens does.
+
 Full-vocabulary quantities cost ~1 ms per example and layer on a CPU, so the full-vocabulary
 lens is recomputed for a seeded sample of --vocab-examples examples, which cross-checks the
 log-sum-exp (and entropy) recorded at extraction. option_mass and vocab_entropy use the
@@ -151,6 +163,19 @@ def add_parser(sub: Any) -> None:
         help="analyse only the written examples of an unfinished store",
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument(
+        "--lens",
+        action="append",
+        metavar="logit|DIR",
+        help="read every depth through this lens: logit (default) or a folder from `layercal "
+        "lens fit` (repeatable: lenses side by side; see Lenses above)",
+    )
+    p.add_argument(
+        "--transfer",
+        action="store_true",
+        help="allow a lens fitted on another store of the same model (another dataset): every "
+        "example is then read through the mean of its fold translators",
+    )
     add_remote_args(p)
     p.set_defaults(func=run)
 
@@ -168,18 +193,21 @@ def store_names(stores: list[str]) -> list[str]:
     return names
 
 
-def write_tables(results: list[Any], out: Path, names: list[str]) -> None:
-    """The tables of each result in ``out`` (one store) or in subfolders plus stacked tables."""
+def write_tables(
+    results: list[Any], out: Path, names: list[str], stores: list[str] | None = None
+) -> None:
+    """The tables of each result in ``out`` (one store) or in subfolders ``names`` plus stacked
+    tables (first column ``store``: ``stores``, default the subfolder names)."""
     import polars as pl
 
     if len(results) == 1:
         results[0].save(out)
         return
     layers, groups, marks = [], [], {}
-    for res, name in zip(results, names):
+    for res, name, label in zip(results, names, stores or names):
         res.save(out / name)
         h = str(res.meta.get("store_hash"))
-        store = pl.lit(name)
+        store = pl.lit(label)
         layers.append(
             res.layers.select(store.alias("store"), pl.all()).with_columns(store_hash=pl.lit(h))
         )
@@ -205,6 +233,10 @@ def _describe(res: Any, seconds: float) -> list[str]:
         for k in ("rise_layer", "plateau_layer", "peak_miscalibration_layer")
     )
     lines.append(f"  landmarks: {marks}")
+    if lm.get("lens"):
+        from analyze.lens.fitted.compare import describe
+
+        lines.append(f"  {describe(lm)}")
     if cp:
         sig = "significant" if cp["significant"] else "not significant"
         lines.append(
@@ -224,14 +256,25 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     text = args.vocab_examples
     vocab: VocabExamples = "auto" if text == "auto" else None if text == "all" else int(text)
+    lenses = _lenses(args.lens)
     try:
         with scheduler_of(args):
-            results = _analyze_all(args, vocab)
-    except (_Failed, ValueError) as e:  # a store, or a scheduler that could not be started
+            results = _analyze_all(args, vocab, lenses)
+    except (_Failed, ValueError) as e:  # a store, a lens, or a scheduler that did not start
         print(f"error: {e}", file=sys.stderr)
         return 1
     out.mkdir(parents=True, exist_ok=True)
-    write_tables(results, out, store_names(list(args.stores)))
+    stores = [s for s in store_names(list(args.stores)) for _ in lenses]
+    names = stores
+    if len(lenses) > 1:  # one subfolder per lens (per store and lens with several stores)
+        tags = store_names([str(x) for x in lenses])
+        names = [
+            t if len(args.stores) == 1 else f"{s}/{t}"
+            for s, t in zip(stores, tags * len(args.stores))
+        ]
+        for res, t in zip(results, tags * len(args.stores)):
+            res.meta["label"] = f"{res.label} · lens {t}"
+    write_tables(results, out, names, stores)
     from analyze.report.write import write_report  # figures: matplotlib, only now
 
     report = write_report(results, out)
@@ -243,13 +286,28 @@ class _Failed(Exception):
     """A store could not be analysed (the message names it)."""
 
 
-def _analyze_all(args: argparse.Namespace, vocab: VocabExamples) -> list[Any]:
-    """``analyze_store`` on each store in turn, printing a summary of each."""
+def _lenses(given: list[str] | None) -> list[str | None]:
+    """The lens of each analysis: None alone (the default, and --lens logit alone: the output
+    without any --lens), else each name or folder given, in order."""
+    if not given or given == ["logit"]:
+        return [None]
+    return list(given)
+
+
+def _analyze_all(
+    args: argparse.Namespace, vocab: VocabExamples, lenses: list[str | None]
+) -> list[Any]:
+    """``analyze_store`` on each store under each lens in turn, printing a summary of each."""
     from analyze.analysis import analyze_store
+    from analyze.lens.fitted import LensError, load_lens
     from layercal.format import StoreError
 
+    try:  # every lens folder is read before any store
+        loaded = [x if x in (None, "logit") else load_lens(x) for x in lenses]
+    except LensError as e:
+        raise _Failed(str(e)) from e
     results = []
-    for store in args.stores:
+    for store, lens in ((s, x) for s in args.stores for x in loaded):
         t0 = time.perf_counter()
         try:
             res = analyze_store(
@@ -266,8 +324,10 @@ def _analyze_all(args: argparse.Namespace, vocab: VocabExamples) -> list[Any]:
                 storage_options=args.storage_options,
                 allow_partial=args.allow_partial,
                 cache_dir=None if args.no_cache else args.out / ".cache",
+                lens=lens,
+                transfer=args.transfer,
             )
-        except (StoreError, ValueError) as e:
+        except (StoreError, ValueError) as e:  # LensError is a ValueError
             raise _Failed(f"{store}: {e}") from e
         for w in res.meta.get("warnings", []):
             print(f"warning: {store}: {w}", file=sys.stderr)

@@ -40,18 +40,21 @@ def vocab_lse_entropy(
     bias: NDArray[np.float32] | None = None,
     softcap: float | None = None,
     chunk: int = VOCAB_CHUNK,
+    scale: NDArray[np.floating[Any]] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Log-sum-exp and entropy (nats) of softmax(W_U · x + b) over the whole vocabulary.
 
     ``normed``: (r, d) final-normed residuals; ``w_u``: (V, d), or its consecutive row blocks (a
     list of (V_i, d) arrays, e.g. the chunks of a store's W_U, used without concatenating them);
-    ``bias``: (V,) or None; ``softcap``: c for z <- c tanh(z / c). Returns two (r,) float64
-    arrays. Streams over blocks of at most ``chunk`` vocabulary rows; two (r, chunk) float32
+    ``bias``: (V,) or None; ``softcap``: c for z <- c tanh(z / c); ``scale``: (r,) factors the
+    (soft-capped) logits of each row are multiplied by (a temperature lens's 1/T), or None.
+    Returns two (r,) float64 arrays. Streams over blocks of at most ``chunk`` vocabulary rows; two (r, chunk) float32
     buffers are all it holds. Logits are float32 (abs error ~1e-5 for logits ~20); the per-block
     sums and their combination are float64.
     """
     x = np.ascontiguousarray(normed, dtype=np.float32)
     r = x.shape[0]
+    row_scale = None if scale is None else np.asarray(scale, np.float32).reshape(r, 1)
     # one (V, d) array-like (numpy, zarr, xarray), or a list of its row blocks
     parts: list[Any] = [w_u] if getattr(w_u, "ndim", None) == 2 else list(w_u)
     blocks = [p[lo : lo + chunk] for p in parts for lo in range(0, p.shape[0], chunk)]
@@ -68,6 +71,8 @@ def vocab_lse_entropy(
         if softcap is not None:
             np.tanh(z / softcap, out=z)
             z *= softcap
+        if row_scale is not None:
+            z *= row_scale
         m = z.max(axis=1).astype(np.float64)
         np.subtract(z, m[:, None].astype(np.float32), out=z)
         np.exp(z, out=e)
@@ -101,11 +106,15 @@ def _normed_rows(
 def _vocab_block(
     x: NDArray[np.float32],
     w_blocks: list[NDArray[np.float32]],
+    scale: NDArray[np.float64] | None = None,
+    *,
     bias: NDArray[np.float32] | None,
     softcap: float | None,
 ) -> NDArray[np.float64]:
-    """(r, l, d) normed rows -> (r, l, 2): full-vocabulary lse and entropy."""
-    lse, ent = vocab_lse_entropy(x.reshape(-1, x.shape[-1]), w_blocks, bias, softcap)
+    """(r, l, d) normed rows -> (r, l, 2): full-vocabulary lse and entropy (of the logits
+    times ``scale`` (r, l) when given)."""
+    flat = None if scale is None else scale.reshape(-1)
+    lse, ent = vocab_lse_entropy(x.reshape(-1, x.shape[-1]), w_blocks, bias, softcap, scale=flat)
     return np.stack([lse, ent], axis=-1).reshape(*x.shape[:2], 2)
 
 
@@ -125,7 +134,10 @@ def _unembedding(ds: xr.Dataset) -> tuple[list[Delayed], NDArray[np.float32] | N
 
 
 def lens_pass(
-    ds: xr.Dataset, in_vocab: NDArray[np.bool_], lens: AnswerLens | None = None
+    ds: xr.Dataset,
+    in_vocab: NDArray[np.bool_],
+    lens: AnswerLens | None = None,
+    scale: da.Array | None = None,
 ) -> xr.Dataset:
     """The lazy single pass over ``ds.resid`` (dims example, layer, hidden).
 
@@ -133,6 +145,9 @@ def lens_pass(
     lazy Dataset: ``answer_logits`` (example, layer, choice) for every example; ``vocab_lse`` and
     ``vocab_entropy`` (vocab_example, layer) for the sampled ones, ``vocab_example`` holding
     their positions along ``example`` (``full_vocab_arrays`` spreads them to (n, L)).
+
+    ``scale``: (example, layer) factors every logit is multiplied by after the soft-cap (a
+    temperature lens's 1/T, :mod:`analyze.lens.fitted`), with the chunks of ``resid``; None: 1.
 
     Both branches start from the same resid read tasks, so computing the Dataset reads resid
     once. The sampled rows are normed where their chunk is read, then regrouped in order into
@@ -153,6 +168,9 @@ def lens_pass(
         meta=np.empty((0, 0, 0), np.float64),
         lens=lens,
     )
+    if scale is not None:
+        scale = scale.rechunk(resid.chunks[:2])
+        answers = answers * scale[..., None]
     if sample.size:
         mask = da.from_array(np.asarray(in_vocab, bool), chunks=(resid.chunks[0],))
         bounds = np.cumsum((0, *resid.chunks[0]))
@@ -171,6 +189,9 @@ def lens_pass(
         )
         normed = normed.rechunk({0: max(1, VOCAB_ROWS // n_layers), 1: -1})
         w_blocks, bias = _unembedding(ds)
+        extra: list[Any] = []
+        if scale is not None:
+            extra = [scale[sample].rechunk(normed.chunks[:2]), "el"]
         stats = da.blockwise(
             _vocab_block,
             "elc",
@@ -178,6 +199,7 @@ def lens_pass(
             "eld",
             w_blocks,
             None,
+            *extra,
             new_axes={"c": 2},
             concatenate=True,
             dtype=np.float64,

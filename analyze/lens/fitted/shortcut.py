@@ -1,0 +1,147 @@
+"""The linear shortcut (Din et al. 2023), closed form, ridge-shrunk towards the identity.
+
+Per depth l and fold f: the translator h -> h + h B + b maps the depth's residual to an estimate
+of the last depth's pre-norm residual, read out through the stored final norm and unembedding.
+With the design D = [h, c 1] (c = the residual's root mean square, so the constant column is
+scaled like the others) and the target R = h_last - h (the change still to come), ridge
+regression
+
+    [B; b / c] = argmin ||R - D W||^2 + lambda ||W||^2 = (D^T D + lambda I)^-1 D^T R
+
+shrinks B and b towards 0, i.e. the translator towards the identity: lambda = inf is exactly
+the logit lens. lambda is chosen per depth and fold by inner cross-validation on the fold's
+training examples: exact leave-one-out residuals, e_i / (1 - H_ii), from one eigendecomposition
+of the training Gram matrix D^T D = V diag(s^2) V^T, after which every lambda costs only products
+with V (the SVD of D, without forming U). The grid is PENALTY_GRID times the mean eigenvalue,
+plus inf; the leave-one-out error is averaged over LOO_ROWS seeded training examples (exact for
+each of them; a subsample keeps the per-lambda cost small).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.linalg import eigh
+
+PENALTY_GRID = tuple(float(x) for x in 10.0 ** np.arange(-3.0, 3.01, 0.5))  # x mean eigenvalue
+LOO_ROWS = 512
+
+
+@dataclass(frozen=True)
+class FoldStats:
+    """Sufficient statistics of one depth, per fold: ``gram`` (F, p, p) = D_f^T D_f and
+    ``cross`` (F, p, d) = D_f^T R_f (p = d + 1), ``scale`` c of the constant column."""
+
+    gram: NDArray[np.float64]
+    cross: NDArray[np.float64]
+    scale: float
+
+
+@dataclass(frozen=True)
+class ShortcutFit:
+    """One fold's translator at one depth: ``weight`` (d, d) = B, ``bias`` (d,) = b, the
+    chosen ``penalty`` (absolute; inf = identity), ``relative`` (penalty / mean eigenvalue) and
+    the leave-one-out mean squared error per coordinate at each grid point (``loo``, the last
+    entry being inf)."""
+
+    weight: NDArray[np.float32]
+    bias: NDArray[np.float32]
+    penalty: float
+    relative: float
+    loo: NDArray[np.float64]
+
+
+def design(x: NDArray[np.floating], scale: float) -> NDArray[np.float64]:
+    """D = [x, scale * 1]: (n, d) -> (n, d + 1) float64."""
+    return np.hstack([np.asarray(x, np.float64), np.full((x.shape[0], 1), scale)])
+
+
+def fold_stats(
+    x: NDArray[np.floating], target: NDArray[np.floating], folds: NDArray[np.int64], k: int
+) -> FoldStats:
+    """Gram and cross products of every fold at one depth (one pass over the rows).
+
+    ``x``: (n, d) residuals at the depth, ``target``: (n, d) at the last depth."""
+    scale = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+    p, d = x.shape[1] + 1, x.shape[1]
+    gram, cross = np.empty((k, p, p)), np.empty((k, p, d))
+    for f in range(k):
+        rows = folds == f
+        dm = design(x[rows], scale)
+        gram[f] = dm.T @ dm
+        cross[f] = dm.T @ (np.asarray(target[rows], np.float64) - dm[:, :d])
+    return FoldStats(gram, cross, scale)
+
+
+def fit_fold(
+    stats: FoldStats,
+    f: int,
+    x_loo: NDArray[np.floating],
+    r_loo: NDArray[np.floating],
+    grid: tuple[float, ...] = PENALTY_GRID,
+) -> ShortcutFit:
+    """The translator of fold ``f`` (fitted on every other fold), penalty by leave-one-out.
+
+    ``x_loo``, ``r_loo``: (m, d) residuals and targets minus residuals of the training examples
+    whose leave-one-out error chooses the penalty (they must be training examples of ``f``).
+    """
+    gram = stats.gram.sum(axis=0) - stats.gram[f]
+    cross = stats.cross.sum(axis=0) - stats.cross[f]
+    s2, v = eigh(gram, check_finite=False, driver="evd")
+    s2 = np.maximum(s2, 0.0)
+    z = v.T @ cross  # (p, d)
+    mean_eig = float(s2.mean())
+    lambdas = np.array([*(g * mean_eig for g in grid), np.inf])
+    loo = _loo_errors(v, s2, z, design(x_loo, stats.scale), np.asarray(r_loo, np.float64), lambdas)
+    best = int(np.flatnonzero(loo <= loo.min() * (1 + 1e-12))[-1])  # ties: the larger penalty
+    w = v @ (z / (s2 + lambdas[best])[:, None])
+    d = cross.shape[1]
+    return ShortcutFit(
+        weight=w[:d].astype(np.float32),
+        bias=(w[d] * stats.scale).astype(np.float32),
+        penalty=float(lambdas[best]),
+        relative=float(lambdas[best] / mean_eig) if mean_eig > 0 else float("inf"),
+        loo=loo,
+    )
+
+
+def solve(stats: FoldStats, f: int, penalty: float) -> tuple[NDArray[np.float64], ...]:
+    """(B, b) of fold ``f`` at a fixed ``penalty`` (inf: zeros, the identity), by a direct
+    solve: the reference the eigendecomposition path is tested against."""
+    gram = stats.gram.sum(axis=0) - stats.gram[f]
+    cross = stats.cross.sum(axis=0) - stats.cross[f]
+    d = cross.shape[1]
+    if np.isinf(penalty):
+        return np.zeros((d, d)), np.zeros(d)
+    w = np.linalg.solve(gram + penalty * np.eye(d + 1), cross)
+    return w[:d], w[d] * stats.scale
+
+
+def _loo_errors(
+    v: NDArray[np.float64],
+    s2: NDArray[np.float64],
+    z: NDArray[np.float64],
+    dm: NDArray[np.float64],
+    r: NDArray[np.float64],
+    lambdas: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Leave-one-out mean squared error per coordinate of the rows ``dm`` (m, p), targets ``r``
+    (m, d), for every penalty: e_i = r_i - (P_i * g) z with P = dm v and g = 1 / (s^2 + lambda),
+    H_ii = sum_j P_ij^2 g_j, error ||e_i||^2 / (1 - H_ii)^2."""
+    pm = dm @ v  # (m, p)
+    t = r @ z.T  # (m, p): r_i . z_j
+    q = z @ z.T  # (p, p)
+    r2 = np.einsum("ij,ij->i", r, r)
+    out = np.empty(lambdas.size)
+    for i, lam in enumerate(lambdas):
+        if np.isinf(lam):
+            out[i] = r2.mean() / r.shape[1]
+            continue
+        g = 1.0 / (s2 + lam)
+        a = pm * g
+        e2 = r2 - 2 * np.einsum("ij,ij->i", a, t) + np.einsum("ij,ij->i", a @ q, a)
+        h = np.einsum("ij,ij->i", pm * pm, g[None, :])
+        out[i] = float(np.mean(np.maximum(e2, 0.0) / (1.0 - h) ** 2)) / r.shape[1]
+    return out
