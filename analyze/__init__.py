@@ -5,7 +5,8 @@ The parts, one subpackage each:
 - :mod:`analyze.calibration`: answer-option probabilities, binned calibration errors,
   bootstrap intervals (per layer, and paired), temperature scaling, depth landmarks (numpy).
 - :mod:`analyze.lens`: opening stores (lazily, local or remote), the logit lens on stored data
-  (the answer options, and the full vocabulary in one pass), where dask runs.
+  (the answer options, and the full vocabulary in one pass), where dask runs; lenses fitted from
+  a store (:mod:`analyze.lens.fitted`: temperature, shortcut, tuned; ``load_lens``).
 - :mod:`analyze.report`: figures, findings text, tables and the rendered report.
 - :mod:`analyze.interventions`: the unembedding SVD and null space, the calibration direction,
   steering.
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from analyze.interventions.nullspace import run_nullspace
     from analyze.interventions.steer import run_steering
     from analyze.interventions.svd import unembed_svd
+    from analyze.lens.fitted.artifact import load_lens
+    from analyze.lens.fitted.fit import fit_lens
     from analyze.lens.store import open_store
     from analyze.report.write import write_report
     from analyze.results import AnalysisResult
@@ -58,6 +61,8 @@ __all__ = [
     "Direction",
     "analyze_store",
     "fit_direction",
+    "fit_lens",
+    "load_lens",
     "open_store",
     "run_nullspace",
     "run_steering",

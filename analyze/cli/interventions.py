@@ -21,6 +21,17 @@ DOC = "docs/steering.md"
 # (parsed `steer` arguments, the opened store, the direction) -> (sweeper, its JSON record):
 # the model-backed sweeper of `steer --online` (built by the extraction stage)
 OnlineSweeper = Callable[[argparse.Namespace, Any, Any], tuple[Any, dict[str, Any]]]
+# why these commands take no --lens (analyze and summary do; docs/lenses.md)
+NO_LENS = {
+    "nullspace": "No --lens: the subspaces are the readout's (W_U and the final norm), ablated in "
+    "the stored residual; a fitted lens's translator before the readout mixes them, so the null "
+    "space at an earlier depth has no meaning under it (docs/lenses.md).",
+    "direction fit": "No --lens: the direction comes from raw residual deltas; only the default "
+    "window (the correction phase) depends on the lens: pass --window START:END with the phase "
+    "`layercal analyze --lens DIR` reports (docs/lenses.md).",
+    "steer": "No --lens: steering is read at the last depth, where every lens is the identity "
+    "(docs/lenses.md).",
+}
 
 
 def _window(text: str) -> tuple[int, int]:
@@ -49,7 +60,11 @@ def _store_args(p: argparse.ArgumentParser) -> None:
 def add_parser(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None:
     """Register the three commands on the ``layercal`` subparsers ``sub``; ``online_sweeper``
     serves ``steer --online`` (None: refused, see :func:`run_steer`)."""
-    p = sub.add_parser("nullspace", help="null-space ablations of stored residuals (CPU)")
+    p = sub.add_parser(
+        "nullspace",
+        help="null-space ablations of stored residuals (CPU)",
+        epilog=NO_LENS["nullspace"],
+    )
     _store_args(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
@@ -72,7 +87,11 @@ def add_parser(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None
 
     d = sub.add_parser("direction", help="calibration direction from layer deltas (CPU)")
     dsub = d.add_subparsers(dest="direction_command", required=True)
-    p = dsub.add_parser("fit", help="fit a direction on a store; writes an artifact folder")
+    p = dsub.add_parser(
+        "fit",
+        help="fit a direction on a store; writes an artifact folder",
+        epilog=NO_LENS["direction fit"],
+    )
     _store_args(p)
     p.add_argument("-o", "--out", required=True, help="artifact folder")
     p.add_argument("--estimator", choices=["mean", "pca", "per_layer", "contrast"], default="mean")
@@ -97,7 +116,9 @@ def add_parser(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None
     p.add_argument("--no-svd", action="store_true", help="skip the null-space share")
     p.set_defaults(func=run_direction_fit)
 
-    p = sub.add_parser("steer", help="steer with a direction; baselines, transfer")
+    p = sub.add_parser(
+        "steer", help="steer with a direction; baselines, transfer", epilog=NO_LENS["steer"]
+    )
     _store_args(p)
     p.add_argument("--direction", required=True, help="artifact folder from `direction fit`")
     p.add_argument("--out", required=True, help="output folder")

@@ -6,6 +6,8 @@ pass over ``resid``, and where dask runs.
   uses, with the one dtype-aware tolerance against the values recorded at extraction.
 - :mod:`~analyze.lens.vocab`: the full-vocabulary lens in one lazy pass (:func:`lens_pass`).
 - :mod:`~analyze.lens.scheduler`: ``--scheduler auto|threads|processes|ADDRESS``.
+- :mod:`~analyze.lens.fitted`: lenses fitted from a store (``layercal lens fit``), a translator
+  per depth before the stored final norm and unembedding (not imported here: it loads on use).
 """
 
 from __future__ import annotations

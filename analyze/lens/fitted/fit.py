@@ -10,52 +10,47 @@ is the identity in every fold. Labels are never read.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
 
 from analyze.calibration.splits import as_str
+from analyze.lens.answer import AnswerLens
 from analyze.lens.fitted import shortcut, temperature, tuned
 from analyze.lens.fitted.artifact import (
     AFFINE_KINDS,
     KINDS,
-    LENS_FORMAT,
-    LENS_VERSION,
-    TRANSFER_RULE,
     BlockWriter,
     FittedLens,
     LensError,
     file_sha256,
     load_lens,
     save_folder,
-    w_u_fingerprint,
 )
 from analyze.lens.fitted.diagnostics import DepthScores
-from analyze.lens.fitted.folds import FOLD_RULE, cross_folds
+from analyze.lens.fitted.folds import cross_folds
+from analyze.lens.fitted.record import lens_record
 from analyze.lens.fitted.tokens import (
     DEFAULT_TOP_K,
-    TOKEN_SET_RULE,
+    TokenSets,
     readout,
     set_log_probs,
     token_sets,
 )
-from analyze.lens.store import open_store, store_hash
+from analyze.lens.store import open_store
 
 LOO_STREAM = 0x100  # seeds of the shortcut's leave-one-out rows and the tuned validation rows
-TRANSLATOR = {
-    "temperature": "logits / T_l (the residual unchanged): softmax(z_l / T_l)",
-    "shortcut": "h -> h + h B_l + b_l, then the stored final norm and unembedding",
-    "tuned": "h -> h + h B_l + b_l, then the stored final norm and unembedding",
-}
 
 
 def fit_lens(
@@ -67,12 +62,20 @@ def fit_lens(
     seed: int = 0,
     top_k: int = DEFAULT_TOP_K,
     max_iter: int = tuned.DEFAULT_MAX_ITER,
+    penalty_grid: tuple[float, ...] = shortcut.PENALTY_GRID,
     storage_options: dict[str, Any] | None = None,
     allow_partial: bool = False,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> FittedLens:
-    """Fit a ``kind`` lens on ``store`` and write its folder at ``out``; returns it loaded."""
+    """Fit a ``kind`` lens on ``store`` and write its folder at ``out``; returns it loaded.
+
+    ``folds``: cross-fitting folds; ``seed``: of the folds and the inner splits; ``top_k``: the
+    token set's tokens beside the answer options; ``max_iter``: tuned, L-BFGS iterations per
+    depth and fold at most; ``penalty_grid``: shortcut, the candidate penalties in multiples of
+    the mean eigenvalue of the training Gram matrix (inf, the logit lens, is always a candidate:
+    ``()`` leaves only it). ``progress``: called with a line per depth.
+    """
     t0 = time.perf_counter()
     if kind not in KINDS:
         raise LensError(f"unknown lens kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -114,7 +117,7 @@ def fit_lens(
             sets,
             state,
             seed,
-            max_iter,
+            (max_iter, penalty_grid),
         )
         rows.append(scores.row(layer))
         say(
@@ -127,7 +130,9 @@ def fit_lens(
     np.save(tmp / "fold.npy", fold)
     np.save(tmp / "tokens.npy", sets.ids)
     state.finish()
-    info = _info(ds, kind, folds, seed, fold, sets, state, rows, max_iter)
+    info = lens_record(ds, kind, folds, seed, fold, sets, state.records, rows, max_iter)
+    if kind == "shortcut":
+        info["penalties"]["grid"] = [*penalty_grid, "inf"]
     info["fit_seconds"] = time.perf_counter() - t0
     info["arrays"] = {
         p.name: {"shape": list(np.load(p, mmap_mode="r").shape), "sha256": file_sha256(p)}
@@ -158,6 +163,24 @@ class _Arrays:
             np.save(self.folder / "temperature.npy", self.temperature)
 
 
+@dataclass(frozen=True)
+class _Depth:
+    """What every fold's fit at one depth reads."""
+
+    kind: str
+    layer: int
+    last: bool
+    x: NDArray[np.float32]  # (n, d) the depth's residuals
+    h_last: NDArray[np.float32]  # (n, d) the last depth's
+    fold: NDArray[np.int64]
+    reads: list[AnswerLens]  # per fold: the readout on its token set
+    final_z: list[NDArray[np.float64]]  # per fold: (n, S) final logits on its set
+    seed: int
+    max_iter: int
+    grid: tuple[float, ...]
+    stats: shortcut.FoldStats | None
+
+
 def _fit_depth(
     kind: str,
     layer: int,
@@ -165,56 +188,34 @@ def _fit_depth(
     x: NDArray[np.float32],
     h_last: NDArray[np.float32],
     fold: NDArray[np.int64],
-    reads: list[Any],
+    reads: list[AnswerLens],
     final_z: list[NDArray[np.float64]],
-    sets: Any,
+    sets: TokenSets,
     state: _Arrays,
     seed: int,
-    max_iter: int,
+    options: tuple[int, tuple[float, ...]],
 ) -> DepthScores:
-    """Fit every fold's translator at one depth, write it, score its held-out examples."""
+    """Fit every fold's translator at one depth, write it, score its held-out examples.
+    ``options``: (tuned max_iter, shortcut penalty grid).
+
+    The folds are fitted in parallel threads with one BLAS thread each: on a busy machine
+    BLAS's own threads contend (an eigendecomposition of SmolLM2's size took 15x longer with
+    two), and the folds are independent; each fold's numbers do not depend on the threads."""
     k = len(reads)
     last = layer == n_depth - 1
     stats = shortcut.fold_stats(x, h_last, fold, k) if kind == "shortcut" and not last else None
+    ctx = _Depth(kind, layer, last, x, h_last, fold, reads, final_z, seed, *options, stats)
+    workers = min(k, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        done = list(pool.map(lambda f: _fit_fold(ctx, f), range(k)))
     scores = DepthScores()
-    for f in range(k):
-        train, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-        logit_z = reads[f].logits(x[held])
-        lens_z = logit_z
-        rec: dict[str, Any] = {"layer": layer, "identity": last}
-        rng = np.random.default_rng([seed, LOO_STREAM, f])
-        if last:
-            pass  # the identity: zeros already written, temperature 1
-        elif kind == "temperature":
-            log_p = set_log_probs(final_z[f][train])
-            beta = temperature.fit_beta(log_p, reads[f].logits(x[train]))
-            state.temperature[f, layer] = 1.0 / beta
-            lens_z, rec["temperature"] = beta * logit_z, 1.0 / beta
-        elif kind == "shortcut":
-            assert stats is not None
-            loo = np.sort(rng.choice(train, min(train.size, shortcut.LOO_ROWS), replace=False))
-            fit = shortcut.fit_fold(stats, f, x[loo], h_last[loo] - x[loo])
-            state.affine(f, layer, fit.weight, fit.bias)
-            lens_z = reads[f].logits(x[held] + x[held] @ fit.weight + fit.bias)
-            rec.update(penalty=fit.relative, loo_mse=fit.loo[int(np.argmin(fit.loo))])
-            rec["loo_mse_identity"] = float(fit.loo[-1])
-        else:
-            fit_t = tuned.fit_tuned(
-                x[train],
-                set_log_probs(final_z[f][train]),
-                reads[f],
-                seed=int(rng.integers(2**31)),
-                max_iter=max_iter,
-            )
-            state.affine(f, layer, fit_t.weight, fit_t.bias)
-            lens_z = reads[f].logits(x[held] + x[held] @ fit_t.weight + fit_t.bias)
-            rec.update(
-                iterations=fit_t.iterations,
-                best_iteration=fit_t.best_iteration,
-                train_kl=fit_t.train_kl,
-                validation_kl=fit_t.validation_kl,
-            )
+    for f, (rec, lens_z, logit_z, arrays) in enumerate(done):
+        if arrays is not None:
+            state.affine(f, layer, *arrays)
+        if "temperature" in rec:
+            state.temperature[f, layer] = rec["temperature"]
         state.records[f].append(rec)
+        held = fold == f
         scores.add(
             lens_z,
             logit_z,
@@ -226,63 +227,37 @@ def _fit_depth(
     return scores
 
 
-PENALTY_RULES = {
-    "temperature": "none: one scalar per depth and fold",
-    "shortcut": "ridge towards the identity (B = 0, b = 0); penalty per depth and fold by "
-    "leave-one-out cross-validation on the fold's training examples (exact leave-one-out "
-    f"residuals of {shortcut.LOO_ROWS} seeded training examples, from one eigendecomposition of "
-    "the training Gram matrix); grid: "
-    f"{', '.join(f'{g:g}' for g in shortcut.PENALTY_GRID)} times the mean eigenvalue, and inf "
-    "(the logit lens); `penalty` is the chosen multiple",
-    "tuned": "early stopping by inner validation: L-BFGS from the identity on "
-    f"{1 - tuned.VALIDATION_FRACTION:.0%} of the fold's training examples, keeping the iterate "
-    f"of least KL on the other {tuned.VALIDATION_FRACTION:.0%} (stopped after "
-    f"{tuned.PATIENCE} iterations without improvement)",
-}
-
-
-def _info(
-    ds: xr.Dataset,
-    kind: str,
-    k: int,
-    seed: int,
-    fold: NDArray[np.int64],
-    sets: Any,
-    state: _Arrays,
-    rows: list[dict[str, Any]],
-    max_iter: int,
-) -> dict[str, Any]:
-    from layercal import __version__, git_commit
-
-    ident = ds.attrs["layercal"]["identity"]
-    penalties: dict[str, Any] = {"rule": PENALTY_RULES[kind], "per_fold": state.records}
-    if kind == "tuned":
-        penalties["max_iter"] = max_iter
-    return {
-        "format": LENS_FORMAT,
-        "format_version": LENS_VERSION,
-        "kind": kind,
-        "translator": TRANSLATOR[kind],
-        "store": str(ds.encoding.get("source", "")),
-        "store_hash": store_hash(ds),
-        "w_u_sha256": w_u_fingerprint(ds),
-        "model": ident.get("model"),
-        "dataset": ident.get("dataset"),
-        "split": ident.get("split"),
-        "n_examples": int(ds.sizes["example"]),
-        "n_depth": int(ds.sizes["layer"]),
-        "hidden": int(ds.sizes["hidden"]),
-        "labels_used": False,
-        "folds": {"k": k, "seed": seed, "rule": FOLD_RULE, "sizes": np.bincount(fold).tolist()},
-        "token_set": {"rule": TOKEN_SET_RULE, "top_k": sets.top_k, "size": int(sets.ids.shape[1])},
-        "penalties": penalties,
-        "transfer_rule": TRANSFER_RULE,
-        "diagnostics": {
-            "measured_on": "held-out examples, each through its own fold's translator, on that "
-            "fold's token set",
-            "per_depth": rows,
-        },
-        "layercal_version": __version__,
-        "git_commit": git_commit(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+def _fit_fold(ctx: _Depth, f: int) -> tuple[dict[str, Any], Any, Any, Any]:
+    """(record, lens logits of the held-out examples, their logit-lens logits, (B, b) or None)
+    of fold ``f`` at the depth of ``ctx``."""
+    x, fold, read = ctx.x, ctx.fold, ctx.reads[f]
+    train, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+    logit_z = read.logits(x[held])
+    rec: dict[str, Any] = {"layer": ctx.layer, "identity": ctx.last}
+    rng = np.random.default_rng([ctx.seed, LOO_STREAM, f])
+    if ctx.last:  # the identity: zeros already written, temperature 1
+        return rec, logit_z, logit_z, None
+    if ctx.kind == "temperature":
+        beta = temperature.fit_beta(set_log_probs(ctx.final_z[f][train]), read.logits(x[train]))
+        rec["temperature"] = 1.0 / beta
+        return rec, beta * logit_z, logit_z, None
+    if ctx.kind == "shortcut":
+        assert ctx.stats is not None
+        loo = np.sort(rng.choice(train, min(train.size, shortcut.LOO_ROWS), replace=False))
+        r_loo = ctx.h_last[loo] - x[loo]
+        fit = shortcut.fit_fold(ctx.stats, f, x[loo], r_loo, ctx.grid, x[train])
+        rec.update(penalty=fit.relative, loo_mse=float(fit.loo.min()))
+        rec["loo_mse_identity"] = float(fit.loo[-1])
+        w, b = fit.weight, fit.bias
+    else:
+        log_p = set_log_probs(ctx.final_z[f][train])
+        seed = int(rng.integers(2**31))
+        fit_t = tuned.fit_tuned(x[train], log_p, read, seed=seed, max_iter=ctx.max_iter)
+        rec.update(
+            iterations=fit_t.iterations,
+            best_iteration=fit_t.best_iteration,
+            train_kl=fit_t.train_kl,
+            validation_kl=fit_t.validation_kl,
+        )
+        w, b = fit_t.weight, fit_t.bias
+    return rec, read.logits(x[held] + x[held] @ w + b), logit_z, (w, b)

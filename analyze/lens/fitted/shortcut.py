@@ -2,8 +2,8 @@
 
 Per depth l and fold f: the translator h -> h + h B + b maps the depth's residual to an estimate
 of the last depth's pre-norm residual, read out through the stored final norm and unembedding.
-With the design D = [h, c 1] (c = the residual's root mean square, so the constant column is
-scaled like the others) and the target R = h_last - h (the change still to come), ridge
+With the design D = [h, c 1] (c = the training residuals' root mean square, so the constant
+column is scaled like the others) and the target R = h_last - h (the change still to come), ridge
 regression
 
     [B; b / c] = argmin ||R - D W||^2 + lambda ||W||^2 = (D^T D + lambda I)^-1 D^T R
@@ -25,18 +25,36 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.linalg import eigh
 
-PENALTY_GRID = tuple(float(x) for x in 10.0 ** np.arange(-3.0, 3.01, 0.5))  # x mean eigenvalue
+PENALTY_GRID = tuple(float(x) for x in 10.0 ** np.arange(-4.0, 3.01, 0.5))  # x mean eigenvalue
 LOO_ROWS = 512
 
 
 @dataclass(frozen=True)
 class FoldStats:
-    """Sufficient statistics of one depth, per fold: ``gram`` (F, p, p) = D_f^T D_f and
-    ``cross`` (F, p, d) = D_f^T R_f (p = d + 1), ``scale`` c of the constant column."""
+    """Sufficient statistics of one depth, per fold, with an unscaled constant column (design
+    [x, 1]): ``gram`` (F, p, p) = D_f^T D_f, ``cross`` (F, p, d) = D_f^T R_f (p = d + 1),
+    ``sumsq`` (F,) the sum of x^2 and ``count`` (F,) the rows of each fold. A fold's fit adds
+    the other folds' statistics (never subtracts its own from a total: an example's data
+    cannot reach its own fold's translator, not even through rounding)."""
 
     gram: NDArray[np.float64]
     cross: NDArray[np.float64]
-    scale: float
+    sumsq: NDArray[np.float64]
+    count: NDArray[np.int64]
+
+    def training(self, f: int) -> tuple[NDArray[np.float64], NDArray[np.float64], float]:
+        """(D^T D, D^T R, c) of every fold but ``f``, with the constant column scaled by
+        c = the root mean square of the training residuals."""
+        others = [g for g in range(self.gram.shape[0]) if g != f]
+        gram, cross = self.gram[others[0]].copy(), self.cross[others[0]].copy()
+        for g in others[1:]:
+            gram += self.gram[g]
+            cross += self.cross[g]
+        d = cross.shape[1]
+        c = float(np.sqrt(self.sumsq[others].sum() / (self.count[others].sum() * d)))
+        s = np.ones(d + 1)
+        s[d] = c
+        return gram * s[:, None] * s[None, :], cross * s[:, None], c
 
 
 @dataclass(frozen=True)
@@ -64,15 +82,16 @@ def fold_stats(
     """Gram and cross products of every fold at one depth (one pass over the rows).
 
     ``x``: (n, d) residuals at the depth, ``target``: (n, d) at the last depth."""
-    scale = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
     p, d = x.shape[1] + 1, x.shape[1]
     gram, cross = np.empty((k, p, p)), np.empty((k, p, d))
+    sumsq, count = np.empty(k), np.empty(k, np.int64)
     for f in range(k):
         rows = folds == f
-        dm = design(x[rows], scale)
+        dm = design(x[rows], 1.0)
         gram[f] = dm.T @ dm
         cross[f] = dm.T @ (np.asarray(target[rows], np.float64) - dm[:, :d])
-    return FoldStats(gram, cross, scale)
+        sumsq[f], count[f] = float(np.sum(dm[:, :d] ** 2)), int(rows.sum())
+    return FoldStats(gram, cross, sumsq, count)
 
 
 def fit_fold(
@@ -81,26 +100,35 @@ def fit_fold(
     x_loo: NDArray[np.floating],
     r_loo: NDArray[np.floating],
     grid: tuple[float, ...] = PENALTY_GRID,
+    x_train: NDArray[np.floating] | None = None,
 ) -> ShortcutFit:
     """The translator of fold ``f`` (fitted on every other fold), penalty by leave-one-out.
 
     ``x_loo``, ``r_loo``: (m, d) residuals and targets minus residuals of the training examples
     whose leave-one-out error chooses the penalty (they must be training examples of ``f``).
+    ``x_train``: (n_train, d) the training residuals themselves: with fewer rows than p = d + 1
+    the decomposition is the SVD of the training design (rank n_train) instead of the
+    eigendecomposition of its p x p Gram matrix (the same V and s^2 on the rank, far cheaper).
     """
-    gram = stats.gram.sum(axis=0) - stats.gram[f]
-    cross = stats.cross.sum(axis=0) - stats.cross[f]
-    s2, v = eigh(gram, check_finite=False, driver="evd")
-    s2 = np.maximum(s2, 0.0)
-    z = v.T @ cross  # (p, d)
-    mean_eig = float(s2.mean())
+    gram, cross, scale = stats.training(f)
+    p = gram.shape[0]
+    if x_train is not None and x_train.shape[0] < p:
+        _, s, vt = np.linalg.svd(design(x_train, scale), full_matrices=False)
+        s2, v = s * s, vt.T
+        mean_eig = float(s2.sum() / p)  # the Gram's p eigenvalues, p - n_train of them 0
+    else:
+        s2, v = eigh(gram, check_finite=False, driver="evd")
+        s2 = np.maximum(s2, 0.0)
+        mean_eig = float(s2.mean())
+    z = v.T @ cross  # (r, d)
     lambdas = np.array([*(g * mean_eig for g in grid), np.inf])
-    loo = _loo_errors(v, s2, z, design(x_loo, stats.scale), np.asarray(r_loo, np.float64), lambdas)
+    loo = _loo_errors(v, s2, z, design(x_loo, scale), np.asarray(r_loo, np.float64), lambdas)
     best = int(np.flatnonzero(loo <= loo.min() * (1 + 1e-12))[-1])  # ties: the larger penalty
     w = v @ (z / (s2 + lambdas[best])[:, None])
     d = cross.shape[1]
     return ShortcutFit(
         weight=w[:d].astype(np.float32),
-        bias=(w[d] * stats.scale).astype(np.float32),
+        bias=(w[d] * scale).astype(np.float32),
         penalty=float(lambdas[best]),
         relative=float(lambdas[best] / mean_eig) if mean_eig > 0 else float("inf"),
         loo=loo,
@@ -110,13 +138,12 @@ def fit_fold(
 def solve(stats: FoldStats, f: int, penalty: float) -> tuple[NDArray[np.float64], ...]:
     """(B, b) of fold ``f`` at a fixed ``penalty`` (inf: zeros, the identity), by a direct
     solve: the reference the eigendecomposition path is tested against."""
-    gram = stats.gram.sum(axis=0) - stats.gram[f]
-    cross = stats.cross.sum(axis=0) - stats.cross[f]
+    gram, cross, scale = stats.training(f)
     d = cross.shape[1]
     if np.isinf(penalty):
         return np.zeros((d, d)), np.zeros(d)
-    w = np.linalg.solve(gram + penalty * np.eye(d + 1), cross)
-    return w[:d], w[d] * stats.scale
+    w = np.asarray(np.linalg.solve(gram + penalty * np.eye(d + 1), cross), np.float64)
+    return w[:d], w[d] * scale
 
 
 def _loo_errors(

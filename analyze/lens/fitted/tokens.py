@@ -94,13 +94,13 @@ def token_sets(
         big_s[rows] = big_s[rows] * np.exp(big_m[rows] - new) + np.exp(z - new[:, None]).sum(1)
         big_m[rows] = new
     answers = np.asarray(ds["answer_token_ids"].values, np.int64)
-    train = mass.sum(axis=0)[None, :] - mass  # each fold's set comes from its training examples
-    train[:, answers] = -np.inf
     k = min(top_k, vocab - answers.size)
     ids = np.empty((n_folds, answers.size + k), np.int64)
-    for f in range(n_folds):
-        top = np.argpartition(-train[f], k - 1)[:k] if k else np.zeros(0, np.int64)
-        top = top[np.argsort(-train[f, top], kind="stable")]
+    for f in range(n_folds):  # from the fold's training examples (added, never subtracted)
+        train = mass[[g for g in range(n_folds) if g != f]].sum(axis=0)
+        train[answers] = -np.inf
+        top = np.argpartition(-train, k - 1)[:k] if k else np.zeros(0, np.int64)
+        top = top[np.argsort(-train[top], kind="stable")]
         ids[f] = np.concatenate([answers, top])
     return TokenSets(ids, top1, big_m + np.log(big_s), k)
 

@@ -59,17 +59,19 @@ def make_store(
     subjects: list[str] | None = None,
     dataset: str = "synthetic",
     example_ids: list[str] | None = None,
+    label: np.ndarray | None = None,
+    w_u_seed: int | None = None,
 ) -> Path:
-    """A real store over :func:`residuals` (or ``resid``), RMSNorm with a non-trivial gain."""
-    rng = np.random.default_rng([seed, 3])
+    """A real store over :func:`residuals` (or ``resid``), RMSNorm with a non-trivial gain;
+    labels random unless given; W_U and the norm from ``w_u_seed`` (default ``seed``)."""
+    rng = np.random.default_rng([seed if w_u_seed is None else w_u_seed, 3])
     h = residuals(n, n_depth, d, seed, noise) if resid is None else resid
-    n = h.shape[0]
+    n, n_depth, d = h.shape
     w_u = rng.normal(0, 1.0, (vocab, d)).astype(np.float32)
     spec = NormSpec("rmsnorm", (1 + 0.2 * rng.normal(size=d)).astype(np.float32), None, 1e-6)
     subjects = subjects or [f"s{i % 3}" for i in range(n)]
-    meta = example_meta(
-        rng.integers(0, 4, n), subjects, example_ids=example_ids, choices=[list("abcd")] * n
-    )
+    label = rng.integers(0, 4, n) if label is None else label
+    meta = example_meta(label, subjects, example_ids=example_ids, choices=[list("abcd")] * n)
     ident = {"model": "planted-lens", "dataset": dataset, "split": "test", "dtype": "float32"}
     from layercal import format as fmt
 
