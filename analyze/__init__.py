@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from analyze.interventions.nullspace import run_nullspace
     from analyze.interventions.steer import run_steering
     from analyze.interventions.svd import unembed_svd
-    from analyze.lens.fitted.artifact import load_lens
+    from analyze.lens.fitted.apply import load_lens
     from analyze.lens.fitted.fit import fit_lens
     from analyze.lens.store import open_store
     from analyze.report.write import write_report
@@ -55,6 +55,8 @@ _API = {
     "fit_direction": "analyze.interventions.direction",
     "Direction": "analyze.interventions.artifact",
     "run_steering": "analyze.interventions.steer",
+    "fit_lens": "analyze.lens.fitted.fit",
+    "load_lens": "analyze.lens.fitted.apply",
 }
 __all__ = [
     "AnalysisResult",

@@ -98,11 +98,10 @@ def analyze_store(
     ``temperature_split``: fraction of each subject in the fit half. ``mce_min_count``: MCE
     counts only bins holding at least this many examples (default MCE_MIN_COUNT = 10: with 1, a
     bin of one example sets MCE). ``cache_dir``: where results are cached (None: no cache).
-    ``lens``: None (the logit lens, today's output), ``"logit"`` (the same, named: a ``lens``
-    column, ``landmarks["lens"]`` and the fixed-depth contrasts of
-    :mod:`analyze.lens.fitted.compare`), or a lens folder from ``layercal lens fit`` (or its
-    :class:`~analyze.lens.fitted.FittedLens`): every number is then read through it, named the
-    same way. ``transfer``: allow a lens fitted on another store of the same model.
+    ``lens``: None (the logit lens), ``"logit"`` (the same, named: a ``lens`` column and the
+    contrasts of :mod:`analyze.lens.fitted.compare`), or a folder from ``layercal lens fit`` (or
+    a :class:`~analyze.lens.fitted.FittedLens`) to read every number through, named the same
+    way; ``transfer``: allow a lens fitted on another store of the same model.
     Raises StoreError for a store that cannot be read as asked (LensError: a lens).
     """
     t0 = time.perf_counter()
@@ -275,16 +274,10 @@ def _compute(
 
     if bound is None:
         checks, warnings = recorded_checks(recorded, z, lse, vent)
-    else:  # a fitted lens is the identity at the last depth only: checked there
-        last = (slice(None), slice(-1, None))
-        checks, warnings = recorded_checks(
-            recorded.isel(layer=[-1]), z[last], lse[last], vent[last]
-        )
-        recorded = recorded.drop_vars("lens_entropy", errors="ignore")  # the logit lens's
+    else:  # checked at the last depth only; the recorded lse and entropy are the logit lens's
+        checks, warnings, recorded = bound.checks(recorded, z, lse, vent)
     rec_z = np.asarray(recorded["lens_logits"].values, np.float64)
     rec_lse = np.asarray(recorded["lens_lse"].values, np.float64)
-    if bound is not None:  # the recorded lse is the logit lens's: the sample only
-        rec_lse = np.full_like(rec_lse, np.nan)
     mass = option_mass_one_source(z, lse, rec_z, rec_lse, mask)[rows]
     lay = [int(x) for x in ds["layer"].values]
     # temperature scaling (numpy, GIL mostly released) runs in a thread beside the rest; every
@@ -344,18 +337,10 @@ def _compute(
     reliability = {"count": count, "sum_conf": s_conf, "sum_correct": s_corr}
     reliability["conf_hist"] = bin_sums(conf, correct, CONF_HIST_BINS)[0]
     if "lens" in params:  # a named lens: the lens column and the fixed-depth contrasts
-        record = params["lens"] if bound is None else bound.record()
-        contrasts = lens_contrasts(
-            lay,
-            terms,
-            selection,
-            marks,
-            bins=bins,
-            n_boot=boot["n_boot"],
-            seed=boot["seed"],
-            alpha=boot["alpha"],
+        contrasts = lens_contrasts(lay, terms, selection, marks, bins, boot)
+        layers_df = with_lens(
+            layers_df, marks, bound.record() if bound else params["lens"], contrasts
         )
-        layers_df = with_lens(layers_df, marks, record, contrasts)
     meta = store_meta(ds, url, params, rows.size, lay)
     meta.update(checks=checks, warnings=warnings + temp_info.pop("warnings"), timing=timing)
     at_bound = [lay[i] for i in temp_info.pop("at_bound", [])]
@@ -377,11 +362,5 @@ def _compute(
         else "recomputed for the sampled examples (the store records no lens_entropy)",
     }
     if bound is not None:
-        meta["lens"] = bound.record()
-        meta["vocab"]["option_mass_lse"] = "recomputed through the lens (sampled examples only)"
-        meta["vocab"]["option_mass"] = meta["vocab"]["entropy"] = (
-            "recomputed through the lens for the sampled examples only (the values recorded at "
-            "extraction are the logit lens's)"
-        )
-        meta["checks"]["compared_depths"] = "the last depth only (the identity under every lens)"
+        bound.annotate(meta)
     return AnalysisResult(layers_df, by_group, marks, reliability, meta)

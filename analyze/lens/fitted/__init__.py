@@ -13,8 +13,8 @@ unembedding, cross-fitted by question, labels never used.
 
 from __future__ import annotations
 
-from analyze.lens.fitted.apply import BoundLens, bind
-from analyze.lens.fitted.artifact import KINDS, FittedLens, LensError, load_lens
+from analyze.lens.fitted.apply import BoundLens, FittedLens, bind, load_lens
+from analyze.lens.fitted.artifact import KINDS, LensError
 from analyze.lens.fitted.fit import fit_lens
 
 __all__ = ["KINDS", "BoundLens", "FittedLens", "LensError", "bind", "fit_lens", "load_lens"]

@@ -1,4 +1,5 @@
-"""A fitted lens applied to a store: the translator before the stored final norm and unembedding.
+"""A fitted lens, loaded (:func:`load_lens`) and applied to a store: the translator before the
+stored final norm and unembedding.
 
 :func:`bind` ties a :class:`~.artifact.FittedLens` to an opened store. On the store it was
 fitted on, every example is read through the translator of its own fold (fitted on the other
@@ -12,7 +13,11 @@ the stored final norm and unembedding, and the logits are multiplied by the scal
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -23,15 +28,80 @@ from numpy.typing import NDArray
 from analyze.calibration.splits import as_str
 from analyze.lens.fitted.artifact import (
     AFFINE_KINDS,
+    KINDS,
+    LENS_FORMAT,
+    LENS_VERSION,
     TRANSFER_RULE,
-    FittedLens,
     LensError,
+    npy_offset,
     read_block,
     w_u_fingerprint,
 )
 from analyze.lens.store import store_hash
+from analyze.lens.vocab import recorded_checks
 
 TRANSFER = -1  # the fold of an example read through the mean of the fold translators
+
+
+@dataclass(frozen=True)
+class FittedLens:
+    """A lens folder: ``path``, ``info`` (lens.json), ``name`` (the folder's name)."""
+
+    path: Path
+    info: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def kind(self) -> str:
+        return str(self.info["kind"])
+
+    def array(self, name: str) -> NDArray[Any]:
+        """A small array of the folder, whole (not ``weight.npy``: see :func:`read_block`)."""
+        return np.load(self.path / name, allow_pickle=False)
+
+    def record(self, transfer: bool) -> dict[str, Any]:
+        """What an analysis records of the lens (``landmarks.json``'s ``lens``)."""
+        keys = ("kind", "store", "store_hash", "model", "dataset", "folds", "token_set")
+        out = {"name": self.name, "path": str(self.path), **{k: self.info.get(k) for k in keys}}
+        out["sha256"] = hashlib.sha256((self.path / "lens.json").read_bytes()).hexdigest()
+        out["transfer"] = bool(transfer)
+        return out
+
+    def bind(self, ds: xr.Dataset, transfer: bool = False) -> BoundLens:
+        """The lens applied to the opened store ``ds``; raises :class:`LensError` when the
+        store is not the one it was fitted on (unless ``transfer``) or is of another model."""
+        return bind(self, ds, transfer)
+
+
+def load_lens(folder: str | os.PathLike[str]) -> FittedLens:
+    """Read a lens folder written by ``layercal lens fit``; raises :class:`LensError`."""
+    d = Path(folder)
+    if not (d / "lens.json").is_file():
+        raise LensError(
+            f"{d} is not a lens folder (no lens.json). Fit one with "
+            "`layercal lens fit STORE -o DIR --kind temperature|shortcut|tuned`."
+        )
+    info = json.loads((d / "lens.json").read_text())
+    if info.get("format") != LENS_FORMAT or info.get("format_version") != LENS_VERSION:
+        raise LensError(
+            f"{d}/lens.json is format {info.get('format')!r} version "
+            f"{info.get('format_version')!r}; this layercal reads {LENS_FORMAT!r} version "
+            f"{LENS_VERSION}. Refit it with `layercal lens fit`."
+        )
+    if info.get("kind") not in KINDS:
+        raise LensError(f"{d}/lens.json has kind {info.get('kind')!r}; expected one of {KINDS}")
+    for name, rec in info.get("arrays", {}).items():
+        path = d / name
+        if not path.is_file():
+            raise LensError(f"{d} lacks {name}, which lens.json lists: refit the lens")
+        if npy_offset(path)[1] != tuple(rec["shape"]):
+            raise LensError(
+                f"{path} has shape {npy_offset(path)[1]}, lens.json says {rec['shape']}"
+            )
+    return FittedLens(d, info)
 
 
 @dataclass(frozen=True)
@@ -64,6 +134,35 @@ class BoundLens:
         if self.transfer:
             out["transfer_rule"] = TRANSFER_RULE
         return out
+
+    def checks(
+        self,
+        recorded: xr.Dataset,
+        z: NDArray[np.float64],
+        lse: NDArray[np.float64],
+        entropy: NDArray[np.float64],
+    ) -> tuple[dict[str, Any], list[str], xr.Dataset]:
+        """:func:`~analyze.lens.vocab.recorded_checks` of the lens's (n, L', K) answer logits
+        ``z`` and (n, L') full-vocabulary ``lse``, ``entropy`` at the last depth only, where
+        the lens is the identity; and ``recorded`` without what is the logit lens's own at the
+        other depths (lse set to nan, no entropy: option mass and entropy from the sample)."""
+        last = (slice(None), slice(-1, None))
+        checks, warnings = recorded_checks(
+            recorded.isel(layer=[-1]), z[last], lse[last], entropy[last]
+        )
+        checks["compared_depths"] = "the last depth only (the identity under every lens)"
+        rest = recorded.drop_vars("lens_entropy", errors="ignore")
+        rest["lens_lse"] = rest["lens_lse"] * np.nan
+        return checks, warnings, rest
+
+    def annotate(self, meta: dict[str, Any]) -> None:
+        """Record the lens in an analysis' ``meta`` (in place)."""
+        meta["lens"] = self.record()
+        meta["vocab"]["option_mass_lse"] = "recomputed through the lens (sampled examples only)"
+        meta["vocab"]["option_mass"] = meta["vocab"]["entropy"] = (
+            "recomputed through the lens for the sampled examples only (the values recorded at "
+            "extraction are the logit lens's)"
+        )
 
     def inverse_temperature(self) -> NDArray[np.float64] | None:
         """(n, L') the logit scale 1 / T of every example at the store's depths; None unless

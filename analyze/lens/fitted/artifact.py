@@ -14,17 +14,16 @@ A folder written by ``layercal lens fit``:
   h -> h + h B + b), or ``temperature.npy`` (F, L) (``temperature``: logits / T). The last depth
   is the identity in every fold.
 
-:func:`load_lens` reads the JSON and checks the files; :meth:`FittedLens.bind` ties the lens to
-an opened store (:mod:`.apply`), refusing a store it was not fitted on unless ``transfer``.
+:func:`~.apply.load_lens` reads the JSON and checks the files; :meth:`~.apply.FittedLens.bind`
+ties the lens to an opened store, refusing a store it was not fitted on unless ``transfer``.
+This module holds the format: its constants, the errors, block-wise array files.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,68 +108,6 @@ def read_block(path: Path, index: tuple[int, ...]) -> NDArray[Any]:
     flat = int(np.ravel_multi_index(index, shape[: len(index)])) if index else 0
     out = np.fromfile(path, dtype=dtype, count=inner, offset=offset + flat * inner * dtype.itemsize)
     return out.reshape(inner_shape)
-
-
-@dataclass(frozen=True)
-class FittedLens:
-    """A lens folder: ``path``, ``info`` (lens.json), ``name`` (the folder's name)."""
-
-    path: Path
-    info: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def kind(self) -> str:
-        return str(self.info["kind"])
-
-    def array(self, name: str) -> NDArray[Any]:
-        """A small array of the folder, whole (not ``weight.npy``: see :func:`read_block`)."""
-        return np.load(self.path / name, allow_pickle=False)
-
-    def record(self, transfer: bool) -> dict[str, Any]:
-        """What an analysis records of the lens (``landmarks.json``'s ``lens``)."""
-        keys = ("kind", "store", "store_hash", "model", "dataset", "folds", "token_set")
-        out = {"name": self.name, "path": str(self.path), **{k: self.info.get(k) for k in keys}}
-        out["sha256"] = hashlib.sha256((self.path / "lens.json").read_bytes()).hexdigest()
-        out["transfer"] = bool(transfer)
-        return out
-
-    def bind(self, ds: xr.Dataset, transfer: bool = False) -> Any:
-        """The lens applied to the opened store ``ds`` (:class:`~.apply.BoundLens`)."""
-        from analyze.lens.fitted.apply import bind
-
-        return bind(self, ds, transfer)
-
-
-def load_lens(folder: str | os.PathLike[str]) -> FittedLens:
-    """Read a lens folder written by ``layercal lens fit``; raises :class:`LensError`."""
-    d = Path(folder)
-    if not (d / "lens.json").is_file():
-        raise LensError(
-            f"{d} is not a lens folder (no lens.json). Fit one with "
-            "`layercal lens fit STORE -o DIR --kind temperature|shortcut|tuned`."
-        )
-    info = json.loads((d / "lens.json").read_text())
-    if info.get("format") != LENS_FORMAT or info.get("format_version") != LENS_VERSION:
-        raise LensError(
-            f"{d}/lens.json is format {info.get('format')!r} version "
-            f"{info.get('format_version')!r}; this layercal reads {LENS_FORMAT!r} version "
-            f"{LENS_VERSION}. Refit it with `layercal lens fit`."
-        )
-    if info.get("kind") not in KINDS:
-        raise LensError(f"{d}/lens.json has kind {info.get('kind')!r}; expected one of {KINDS}")
-    for name, rec in info.get("arrays", {}).items():
-        path = d / name
-        if not path.is_file():
-            raise LensError(f"{d} lacks {name}, which lens.json lists: refit the lens")
-        if npy_offset(path)[1] != tuple(rec["shape"]):
-            raise LensError(
-                f"{path} has shape {npy_offset(path)[1]}, lens.json says {rec['shape']}"
-            )
-    return FittedLens(d, info)
 
 
 def save_folder(tmp: Path, out: Path, overwrite: bool) -> None:

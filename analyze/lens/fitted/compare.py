@@ -43,17 +43,16 @@ def lens_contrasts(
     terms: NDArray[np.float64],
     selection: NDArray[np.bool_],
     landmarks: dict[str, Any],
-    *,
     bins: int,
-    n_boot: int,
-    seed: int,
-    alpha: float = 0.05,
+    boot: dict[str, Any],
 ) -> tuple[dict[str, NDArray[np.float64]], dict[str, Any] | None]:
     """Per-layer ΔECE to the last layer (columns) and ``plateau_to_last`` (None: no plateau).
 
     ``terms``: (len(TERMS), L, n) per-example terms of the analysed examples; ``selection``:
-    (n,) the landmarks' selection half; ``landmarks``: the analysis' landmarks.
+    (n,) the landmarks' selection half; ``landmarks``: the analysis' landmarks; ``boot``: the
+    bootstrap parameters (``n_boot``, ``seed``, ``alpha``).
     """
+    n_boot, seed, alpha = int(boot["n_boot"]), int(boot["seed"]), float(boot["alpha"])
     t = {name: terms[i][:, ~selection] for i, name in enumerate(TERMS)}
     n_test = int((~selection).sum())
     n_layers = len(layers)

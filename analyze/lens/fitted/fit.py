@@ -28,14 +28,13 @@ from threadpoolctl import threadpool_limits
 from analyze.calibration.splits import as_str
 from analyze.lens.answer import AnswerLens
 from analyze.lens.fitted import shortcut, temperature, tuned
+from analyze.lens.fitted.apply import FittedLens, load_lens
 from analyze.lens.fitted.artifact import (
     AFFINE_KINDS,
     KINDS,
     BlockWriter,
-    FittedLens,
     LensError,
     file_sha256,
-    load_lens,
     save_folder,
 )
 from analyze.lens.fitted.diagnostics import DepthScores
@@ -44,7 +43,7 @@ from analyze.lens.fitted.record import lens_record
 from analyze.lens.fitted.tokens import (
     DEFAULT_TOP_K,
     TokenSets,
-    readout,
+    readouts,
     set_log_probs,
     token_sets,
 )
@@ -94,7 +93,7 @@ def fit_lens(
     say = progress or (lambda _msg: None)
     h_last = np.asarray(ds["resid"].isel(layer=-1).values, np.float32)
     sets = token_sets(ds, h_last, fold, top_k)
-    reads = [readout(ds, sets.ids[f]) for f in range(folds)]
+    reads = readouts(ds, sets.ids)
     final_z = [r.logits(h_last) for r in reads]  # (n, S) per fold
     say(f"token sets: {sets.ids.shape[1]} tokens per fold ({time.perf_counter() - t0:.1f} s)")
     tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}")
@@ -253,11 +252,9 @@ def _fit_fold(ctx: _Depth, f: int) -> tuple[dict[str, Any], Any, Any, Any]:
         log_p = set_log_probs(ctx.final_z[f][train])
         seed = int(rng.integers(2**31))
         fit_t = tuned.fit_tuned(x[train], log_p, read, seed=seed, max_iter=ctx.max_iter)
-        rec.update(
-            iterations=fit_t.iterations,
-            best_iteration=fit_t.best_iteration,
-            train_kl=fit_t.train_kl,
-            validation_kl=fit_t.validation_kl,
-        )
+        rec.update(iterations=fit_t.iterations, best_iteration=fit_t.best_iteration)
+        for key in ("train_kl", "validation_kl"):  # None: too few examples to fit (identity)
+            value = getattr(fit_t, key)
+            rec[key] = value if np.isfinite(value) else None
         w, b = fit_t.weight, fit_t.bias
     return rec, read.logits(x[held] + x[held] @ w + b), logit_z, (w, b)

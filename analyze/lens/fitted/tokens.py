@@ -60,6 +60,18 @@ def readout(ds: xr.Dataset, ids: NDArray[np.int64]) -> AnswerLens:
     return AnswerLens(norm_spec_of(ds), w, b)
 
 
+def readouts(ds: xr.Dataset, ids: NDArray[np.int64]) -> list[AnswerLens]:
+    """:func:`readout` of every row of ``ids`` (F, S), reading the rows of W_U once."""
+    union = np.unique(ids)
+    whole = readout(ds, union)
+    out = []
+    for row in ids:
+        pos = np.searchsorted(union, row)
+        b = None if whole.b is None else whole.b[pos]
+        out.append(AnswerLens(whole.spec, whole.w[pos], b))
+    return out
+
+
 def token_sets(
     ds: xr.Dataset,
     h_last: NDArray[np.floating[Any]],

@@ -104,6 +104,9 @@ def fit_tuned(
     log-probabilities ``log_p`` (n, S) on the readout ``out``'s token set."""
     x = np.asarray(x, np.float32)
     n, d = x.shape
+    if n < 2:  # nothing to fit on and validate with: the identity
+        zero = np.zeros((d, d), np.float32)
+        return TunedFit(zero, np.zeros(d, np.float32), 0, 0, float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     val = np.zeros(n, bool)
     val[rng.permutation(n)[: max(1, round(VALIDATION_FRACTION * n))]] = True

@@ -8,6 +8,8 @@ exactly the logit lens in every table of ``analyze_store``.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from polars.testing import assert_frame_equal
@@ -15,7 +17,7 @@ from scipy.special import logsumexp
 
 from analyze.analysis import analyze_store
 from analyze.lens.answer import AnswerLens
-from analyze.lens.fitted import KINDS, LensError, fit_lens
+from analyze.lens.fitted import KINDS, LensError, fit_lens, load_lens
 from analyze.lens.fitted.apply import TRANSFER
 from analyze.lens.fitted.artifact import read_block
 from analyze.lens.store import norm_spec_of, open_store
@@ -172,3 +174,18 @@ def test_a_store_of_the_same_identity_with_unfitted_examples_is_refused(tmp_path
     resample = make_store(tmp_path / "r.zarr", resid=residuals(40, DEPTH, D), example_ids=ids)
     with pytest.raises(LensError, match="10 examples of this store .* were not in the fit"):
         lenses["temperature"].bind(open_store(resample))
+
+
+def test_load_lens_refuses_what_is_not_a_lens(tmp_path):
+    with pytest.raises(LensError, match="is not a lens folder .*`layercal lens fit STORE -o DIR"):
+        load_lens(tmp_path)
+    store = make_store(tmp_path / "s.zarr", n=40, n_depth=3, d=4)
+    lens = fit_lens(store, "shortcut", tmp_path / "lens", top_k=4)
+    info = json.loads((lens.path / "lens.json").read_text())
+    (lens.path / "lens.json").write_text(json.dumps({**info, "format_version": 99}))
+    with pytest.raises(LensError, match="version 99; this layercal reads"):
+        load_lens(lens.path)
+    (lens.path / "lens.json").write_text(json.dumps(info))
+    (lens.path / "bias.npy").unlink()
+    with pytest.raises(LensError, match="lacks bias.npy"):
+        load_lens(lens.path)

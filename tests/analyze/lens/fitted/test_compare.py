@@ -29,7 +29,7 @@ def test_plateau_to_last_is_window_change_on_the_test_half():
     sel = np.arange(400) % 2 == 0
     marks = {"selection_split": {"search_start_layer": 12}}
     layers = [0, 4, 8, 12, 16, 20]
-    cols, pt = lens_contrasts(layers, t, sel, marks, bins=10, n_boot=300, seed=3)
+    cols, pt = lens_contrasts(layers, t, sel, marks, 10, {"n_boot": 300, "seed": 3, "alpha": 0.05})
     conf, correct = t[TERMS.index("conf")][:, ~sel], t[TERMS.index("correct")][:, ~sel]
     ref = window_change(conf, correct, 3, 5, n_bins=10, n_boot=300, seed=3)
     for key in ("ece_start", "ece_end", "delta_ece", "delta_ece_lo", "delta_ece_hi"):
@@ -50,7 +50,6 @@ def test_plateau_to_last_is_window_change_on_the_test_half():
 
 def test_no_plateau_gives_the_columns_only():
     t = _terms()
-    cols, pt = lens_contrasts(
-        list(range(6)), t, np.arange(400) < 200, {}, bins=10, n_boot=50, seed=0
-    )
+    boot = {"n_boot": 50, "seed": 0, "alpha": 0.05}
+    cols, pt = lens_contrasts(list(range(6)), t, np.arange(400) < 200, {}, 10, boot)
     assert pt is None and np.isfinite(cols["delta_ece_to_last"]).all()

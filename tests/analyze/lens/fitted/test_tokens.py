@@ -7,7 +7,7 @@ import numpy as np
 from scipy.special import logsumexp, softmax
 
 from analyze.lens.fitted.folds import cross_folds
-from analyze.lens.fitted.tokens import readout, set_log_probs, token_sets
+from analyze.lens.fitted.tokens import readout, readouts, set_log_probs, token_sets
 from analyze.lens.store import norm_spec_of, open_store
 from layercal.lens import lens_logits
 from tests.analyze.lens.fitted.planted import ANSWER_IDS, make_store
@@ -40,3 +40,6 @@ def test_readout_and_set_log_probs_are_the_reference_lens_on_the_set(tmp_path):
     ref = lens_logits(h, np.asarray(ds["W_U"].values)[ids], norm_spec_of(ds))
     np.testing.assert_allclose(z, ref, rtol=1e-6)
     np.testing.assert_allclose(np.exp(set_log_probs(z)), softmax(ref, axis=1), rtol=1e-9)
+    both = readouts(ds, np.stack([ids, ids[::-1]]))
+    assert np.array_equal(both[0].w, readout(ds, ids).w)
+    assert np.array_equal(both[1].w, readout(ds, ids[::-1]).w)

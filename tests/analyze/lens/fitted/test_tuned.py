@@ -73,3 +73,10 @@ def test_no_improvement_keeps_the_identity():
     x = rng.normal(0, 1, (60, 4)).astype(np.float32)
     fit = fit_tuned(x, set_log_probs(out.logits(x)), out, seed=0, max_iter=20)
     assert fit.best_iteration == 0 and not fit.weight.any() and not fit.bias.any()
+
+
+def test_one_training_example_gives_the_identity():
+    out = _readout("rmsnorm", d=4, s=6)
+    x = np.ones((1, 4), np.float32)
+    fit = fit_tuned(x, set_log_probs(out.logits(x)), out, seed=0)
+    assert fit.iterations == 0 and not fit.weight.any() and np.isnan(fit.train_kl)
