@@ -10,6 +10,8 @@ is the identity in every fold. Labels are never read.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -101,30 +103,40 @@ def fit_lens(
     tmp.mkdir(parents=True)
     state = _Arrays(tmp, kind, folds, n_depth, d)
     rows: list[dict[str, Any]] = []
-    for layer in range(n_depth):
-        t1 = time.perf_counter()
-        x = h_last if layer == n_depth - 1 else np.asarray(ds["resid"].isel(layer=layer).values)
-        scores = _fit_depth(
-            kind,
-            layer,
-            n_depth,
-            np.asarray(x, np.float32),
-            h_last,
-            fold,
-            reads,
-            final_z,
-            sets,
-            state,
-            seed,
-            (max_iter, penalty_grid),
-        )
-        rows.append(scores.row(layer))
-        say(
-            f"depth {layer}: KL to final {rows[-1]['kl_to_final']:.3f} (logit lens "
-            f"{rows[-1]['kl_to_final_logit']:.3f}), top-1 agreement "
-            f"{rows[-1]['top1_agreement']:.3f} ({rows[-1]['top1_agreement_logit']:.3f}) "
-            f"in {time.perf_counter() - t1:.1f} s"
-        )
+    workers = min(folds, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    # one pool for every depth (fresh threads per depth would each take a glibc arena and
+    # keep what they free), one BLAS thread per fold being fitted (see _fit_depth)
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        for layer in range(n_depth):
+            t1 = time.perf_counter()
+            last = layer == n_depth - 1
+            x = h_last if last else np.asarray(ds["resid"].isel(layer=layer).values, np.float32)
+            stats = None
+            if kind == "shortcut" and not last:
+                stats = shortcut.fold_stats(x, h_last, fold, folds)
+            ctx = _Depth(
+                kind,
+                layer,
+                last,
+                x,
+                h_last,
+                fold,
+                reads,
+                final_z,
+                seed,
+                max_iter,
+                penalty_grid,
+                stats,
+            )
+            rows.append(_fit_depth(ctx, sets, state, pool).row(layer))
+            del ctx, stats, x
+            release_memory()
+            say(
+                f"depth {layer}: KL to final {rows[-1]['kl_to_final']:.3f} (logit lens "
+                f"{rows[-1]['kl_to_final_logit']:.3f}), top-1 agreement "
+                f"{rows[-1]['top1_agreement']:.3f} ({rows[-1]['top1_agreement_logit']:.3f}) "
+                f"in {time.perf_counter() - t1:.1f} s"
+            )
     np.save(tmp / "example_id.npy", as_str(ds["example_id"].values))
     np.save(tmp / "fold.npy", fold)
     np.save(tmp / "tokens.npy", sets.ids)
@@ -162,6 +174,15 @@ class _Arrays:
             np.save(self.folder / "temperature.npy", self.temperature)
 
 
+def release_memory() -> None:
+    """Hand freed heap memory back to the system (glibc ``malloc_trim``; elsewhere nothing).
+
+    Each depth allocates and frees the same few large arrays in two threads; glibc keeps what
+    they free in per-thread arenas, which counts in the fit's resident memory."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 @dataclass(frozen=True)
 class _Depth:
     """What every fold's fit at one depth reads."""
@@ -181,32 +202,17 @@ class _Depth:
 
 
 def _fit_depth(
-    kind: str,
-    layer: int,
-    n_depth: int,
-    x: NDArray[np.float32],
-    h_last: NDArray[np.float32],
-    fold: NDArray[np.int64],
-    reads: list[AnswerLens],
-    final_z: list[NDArray[np.float64]],
-    sets: TokenSets,
-    state: _Arrays,
-    seed: int,
-    options: tuple[int, tuple[float, ...]],
+    ctx: _Depth, sets: TokenSets, state: _Arrays, pool: ThreadPoolExecutor
 ) -> DepthScores:
-    """Fit every fold's translator at one depth, write it, score its held-out examples.
-    ``options``: (tuned max_iter, shortcut penalty grid).
+    """Fit every fold's translator at the depth of ``ctx``, write it, score its held-out
+    examples.
 
-    The folds are fitted in parallel threads with one BLAS thread each: on a busy machine
-    BLAS's own threads contend (an eigendecomposition of SmolLM2's size took 15x longer with
-    two), and the folds are independent; each fold's numbers do not depend on the threads."""
-    k = len(reads)
-    last = layer == n_depth - 1
-    stats = shortcut.fold_stats(x, h_last, fold, k) if kind == "shortcut" and not last else None
-    ctx = _Depth(kind, layer, last, x, h_last, fold, reads, final_z, seed, *options, stats)
-    workers = min(k, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        done = list(pool.map(lambda f: _fit_fold(ctx, f), range(k)))
+    The folds are fitted in parallel threads (``pool``) with one BLAS thread each: on a busy
+    machine BLAS's own threads contend (an eigendecomposition of SmolLM2's size took 15x longer
+    with two), and the folds are independent; each fold's numbers do not depend on the
+    threads."""
+    done = list(pool.map(lambda f: _fit_fold(ctx, f), range(len(ctx.reads))))
+    fold, layer, final_z = ctx.fold, ctx.layer, ctx.final_z
     scores = DepthScores()
     for f, (rec, lens_z, logit_z, arrays) in enumerate(done):
         if arrays is not None:

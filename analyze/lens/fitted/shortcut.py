@@ -52,9 +52,10 @@ class FoldStats:
             cross += self.cross[g]
         d = cross.shape[1]
         c = float(np.sqrt(self.sumsq[others].sum() / (self.count[others].sum() * d)))
-        s = np.ones(d + 1)
-        s[d] = c
-        return gram * s[:, None] * s[None, :], cross * s[:, None], c
+        gram[:, d] *= c  # the constant column and row scaled in place (the corner by c^2)
+        gram[d, :] *= c
+        cross[d, :] *= c
+        return gram, cross, c
 
 
 @dataclass(frozen=True)
@@ -117,14 +118,15 @@ def fit_fold(
         s2, v = s * s, vt.T
         mean_eig = float(s2.sum() / p)  # the Gram's p eigenvalues, p - n_train of them 0
     else:
-        s2, v = eigh(gram, check_finite=False, driver="evd")
+        s2, v = eigh(gram, check_finite=False, driver="evd", overwrite_a=True)
         s2 = np.maximum(s2, 0.0)
         mean_eig = float(s2.mean())
     z = v.T @ cross  # (r, d)
     lambdas = np.array([*(g * mean_eig for g in grid), np.inf])
     loo = _loo_errors(v, s2, z, design(x_loo, scale), np.asarray(r_loo, np.float64), lambdas)
     best = int(np.flatnonzero(loo <= loo.min() * (1 + 1e-12))[-1])  # ties: the larger penalty
-    w = v @ (z / (s2 + lambdas[best])[:, None])
+    z /= (s2 + lambdas[best])[:, None]
+    w = v @ z
     d = cross.shape[1]
     return ShortcutFit(
         weight=w[:d].astype(np.float32),

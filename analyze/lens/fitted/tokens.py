@@ -27,7 +27,7 @@ from analyze.lens.vocab import VOCAB_CHUNK
 from layercal.lens import final_norm
 
 DEFAULT_TOP_K = 256
-ROW_BATCH = 1024  # examples per matrix product of the pass (ROW_BATCH x VOCAB_CHUNK logits)
+ROW_BATCH = 512  # examples per matrix product of the pass (ROW_BATCH x VOCAB_CHUNK logits)
 TOKEN_SET_RULE = (
     "per fold: the K answer-option tokens, then the top_k other tokens of largest mean final "
     "probability (the logit lens at the last depth, full vocabulary) over the fold's training "
