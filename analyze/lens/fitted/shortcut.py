@@ -122,12 +122,13 @@ def fit_fold(
         s2 = np.maximum(s2, 0.0)
         mean_eig = float(s2.mean())
     z = v.T @ cross  # (r, d)
+    del gram, cross  # (p, p) and (p, d) float64 each: two folds are fitted at once
     lambdas = np.array([*(g * mean_eig for g in grid), np.inf])
     loo = _loo_errors(v, s2, z, design(x_loo, scale), np.asarray(r_loo, np.float64), lambdas)
     best = int(np.flatnonzero(loo <= loo.min() * (1 + 1e-12))[-1])  # ties: the larger penalty
     z /= (s2 + lambdas[best])[:, None]
     w = v @ z
-    d = cross.shape[1]
+    d = z.shape[1]
     return ShortcutFit(
         weight=w[:d].astype(np.float32),
         bias=(w[d] * scale).astype(np.float32),
