@@ -84,7 +84,7 @@ def test_model_logits_match_a_plain_forward(smol_store, smollm2):
     """Independent of hooks and batching: one prompt, one forward, no padding."""
     import torch
 
-    from extract.prompts import PromptTemplate
+    from extract.data.prompts import PromptTemplate
 
     ds = xr.open_zarr(smol_store)
     prompt = ds.attrs["layercal"]["provenance"]["template"]["first_prompt"]
@@ -96,7 +96,7 @@ def test_model_logits_match_a_plain_forward(smol_store, smollm2):
 
 
 def _example(ds, i):
-    from extract.datasets import MCExample
+    from extract.data.examples import MCExample
 
     mask = ds["choice_mask"].values[i]
     return MCExample(
