@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 from numpy.typing import ArrayLike, NDArray
 
 from analyze.calibration._binning import bin_index
@@ -116,16 +117,17 @@ def cell_floor_sums(
     rows, n = conf.shape
     s_total = uniforms.shape[0]
     u_t = np.ascontiguousarray(uniforms.T)  # (n, S): an example's draws are one row
-    y_sums = np.zeros((rows, n_cells * n_bins, s_total), np.int32)
-    c_sums = np.zeros((rows, n_cells * n_bins))
+    size = n_cells * n_bins
+    y_sums = np.empty((rows, size, s_total), np.int32)
+    c_sums = np.empty((rows, size))
     for r in range(rows):
         key = cells * n_bins + bin_index(conf[r], n_bins)
-        order = np.argsort(key, kind="stable")
-        k = key[order]
-        starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-        c_sums[r, k[starts]] = np.add.reduceat(conf[r, order], starts)
-        y = u_t[order] < conf[r, order, None]  # (n, S)
-        y_sums[r, k[starts]] = np.add.reduceat(y, starts, axis=0, dtype=np.int32)
+        design = scipy.sparse.csc_matrix(
+            (np.ones(n, np.float32), (key, np.arange(n))), shape=(size, n)
+        )
+        y = (u_t < conf[r, :, None]).astype(np.float32)  # (n, S) simulated outcomes
+        y_sums[r] = np.rint(design @ y)  # counts: exact in float32 below 2**24
+        c_sums[r] = np.bincount(key, weights=conf[r], minlength=size)
     shape = (rows, n_cells, n_bins)
     return np.moveaxis(y_sums, 2, 0).reshape(s_total, *shape), c_sums.reshape(shape)
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 from numpy.typing import NDArray
 
 from analyze.calibration._binning import bin_index, ece_from_sums
@@ -62,14 +63,14 @@ def _last_false_plus_one(ok: NDArray[np.bool_]) -> NDArray[np.int64]:
 
 
 def _plateau_rows(
-    w: NDArray[np.float32], correct: NDArray[np.float64]
+    w_t: NDArray[np.floating[Any]], correct: NDArray[np.float64]
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """Plateau index per resample (B,) and the resamples' accuracy (B, L), for draw counts w
-    (B, n) of the examples of correct (L, n)."""
-    total = w.sum(axis=1, dtype=np.float64)[:, None]
-    acc = (w @ correct.T.astype(np.float32)) / total
-    diff = (correct != correct[-1]).astype(np.float32)  # |correct_l - correct_last|
-    s2 = (w @ diff.T) / total  # weighted mean of d^2 = |d|
+    """Plateau index per resample (B,) and the resamples' accuracy (B, L), for draw counts w_t
+    (n, B) of the examples of correct (L, n)."""
+    total = w_t.sum(axis=0, dtype=np.float64)[:, None]
+    acc = (correct.astype(w_t.dtype) @ w_t).T / total
+    diff = (correct != correct[-1]).astype(w_t.dtype)  # |correct_l - correct_last|
+    s2 = (diff @ w_t).T / total  # weighted mean of d^2 = |d|
     s1 = acc - acc[:, -1:]
     var = np.maximum(s2 - s1 * s1, 0) * total / np.maximum(total - 1, 1)
     tol = np.maximum(PLATEAU_TOLERANCE, Z * np.sqrt(var / total))
@@ -78,19 +79,27 @@ def _plateau_rows(
 
 
 def _ece_rows(
-    w: NDArray[np.floating[Any]],
+    w_t: NDArray[np.floating[Any]],
     conf: NDArray[np.float64],
     correct: NDArray[np.float64],
     n_bins: int,
 ) -> NDArray[np.float64]:
-    """ECE per resample and layer (B, L) under draw counts w (B, n) (products in w's dtype)."""
+    """ECE per resample and layer (B, L) under draw counts w_t (n, B): the weighted bin counts
+    and gap sums are one sparse product (2 L entries per example) in w_t's dtype."""
     n_layers, n = conf.shape
-    cols = (np.arange(n_layers)[:, None] * n_bins + bin_index(conf, n_bins)).T  # (n, L)
-    design = np.zeros((n, 2, n_layers * n_bins), w.dtype)
-    rows = np.arange(n)[:, None]
-    design[rows, 0, cols] = 1.0
-    design[rows, 1, cols] = (conf - correct).T
-    s = (w @ design.reshape(n, -1)).reshape(-1, 2, n_layers, n_bins).astype(np.float64)
+    size = n_layers * n_bins
+    cols = np.arange(n_layers)[:, None] * n_bins + bin_index(conf, n_bins)  # (L, n)
+    design = scipy.sparse.csc_matrix(
+        (
+            np.concatenate([np.ones(conf.size), (conf - correct).ravel()]).astype(w_t.dtype),
+            (
+                np.concatenate([cols.ravel(), size + cols.ravel()]),
+                np.tile(np.arange(n), 2 * n_layers),
+            ),
+        ),
+        shape=(2 * size, n),
+    )
+    s = np.asarray(design @ w_t, np.float64).T.reshape(-1, 2, n_layers, n_bins)
     return ece_from_sums(s[:, 0], s[:, 1], np.zeros_like(s[:, 1]))
 
 
@@ -111,12 +120,12 @@ def reselected_layers(
 ) -> dict[str, NDArray[np.int64]]:
     """The rise, plateau and peak chosen in each resample: {name: (B,) layer indices}, L where
     not reached (module docstring)."""
-    w = np.asarray(weights, np.float32)
+    w_t = np.ascontiguousarray(np.asarray(weights).T, np.float32)  # (n, B)
     n_layers, n = correct.shape
-    plateau, acc = _plateau_rows(w, correct)
+    plateau, acc = _plateau_rows(w_t, correct)
     lower = acc - Z * np.sqrt(np.maximum(acc * (1 - acc), 0) / n)
     rise = _last_false_plus_one(lower > chance)
-    ws = w[:, selection]
+    ws = w_t[selection]
     start, _ = _plateau_rows(ws, correct[:, selection])
     start = np.minimum(start, n_layers - 1)
     ece_s = _ece_rows(ws, conf[:, selection], correct[:, selection], n_bins)
@@ -146,20 +155,20 @@ def reselected_intervals(
 
 
 def _half_deltas(
-    w: NDArray[np.floating[Any]],
+    w_t: NDArray[np.floating[Any]],
     values: dict[str, NDArray[np.float64]],
     i: int,
     j: int,
     n_bins: int,
 ) -> dict[str, NDArray[np.float64]]:
-    """metric(j) - metric(i) for the rows of w (B', n_h): ece, nll, brier."""
-    total = w.sum(axis=1, dtype=np.float64)
+    """metric(j) - metric(i) under the draw counts w_t (n_h, B'): ece, nll, brier."""
+    total = w_t.sum(axis=0, dtype=np.float64)
     conf, correct = values["conf"][[i, j]], values["correct"][[i, j]]
-    ece = _ece_rows(w, conf, correct, n_bins)
+    ece = _ece_rows(w_t, conf, correct, n_bins)
     out = {"ece": ece[:, 1] - ece[:, 0]}
     for k in ("nll", "brier"):
-        d = (values[k][j] - values[k][i]).astype(w.dtype)
-        out[k] = (w @ d) / total
+        d = (values[k][j] - values[k][i]).astype(w_t.dtype)
+        out[k] = (d @ w_t) / total
     return out
 
 
@@ -183,8 +192,8 @@ def plateau_to_last(
         name: plateau_index(correct[:, h].mean(axis=1), plateau_tolerance(correct[:, h]))
         for name, h in halves.items()
     }
-    w_all = np.asarray(weights, np.float32)
-    ones = np.ones((1, correct.shape[1]))  # the point estimate, in float64
+    w_all = np.ascontiguousarray(np.asarray(weights).T, np.float32)  # (n, B)
+    ones = np.ones((correct.shape[1], 1))  # the point estimate, in float64
     sizes, point, boots, info = {}, {}, {}, []
     for measured, other in (("test", "selection"), ("selection", "test")):
         h = halves[measured]
@@ -197,9 +206,9 @@ def plateau_to_last(
         p = chosen[other]
         sizes[measured] = int(h.sum())
         point[measured] = {
-            k: float(v[0]) for k, v in _half_deltas(ones[:, h], vals, p, last, n_bins).items()
+            k: float(v[0]) for k, v in _half_deltas(ones[h], vals, p, last, n_bins).items()
         }
-        boots[measured] = _half_deltas(w_all[:, h], vals, p, last, n_bins)
+        boots[measured] = _half_deltas(w_all[h], vals, p, last, n_bins)
         info.append(
             {
                 "plateau_chosen_on": other,
