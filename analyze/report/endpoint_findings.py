@@ -138,7 +138,8 @@ def _last_layer(result: AnalysisResult) -> list[str]:
     sm_ci = ci(value_at(result, "smece_lo", last), value_at(result, "smece_hi", last))
     return [
         f"The last layer's ECE {num(ece)} sits beside a noise floor of {num(floor)} at n = {n}"
-        f"{near}; smooth ECE, which needs no bins, is {num(sm)}" + (f" {sm_ci}." if sm_ci else ".")
+        f"{near}; smooth ECE, which needs no bins, is {num(sm)}"
+        + (f" ({sm_ci})." if sm_ci else ".")
     ]
 
 
