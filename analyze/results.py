@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from analyze.calibration.endpoints import ENDPOINTS
+
 # layers.csv: one row per layer. Each metric M in INTERVAL_METRICS also has M_lo and M_hi
 # (bootstrap 95% percentile interval, seeded; see params["bootstrap"]).
 LAYER_COLUMNS = (
@@ -38,14 +40,7 @@ LAYER_COLUMNS = (
     "nll_temperature_scaled",
     # issue 17's endpoints (analyze.calibration.endpoints): beside ECE, its noise floor; smooth
     # ECE with its bootstrap interval; the signed gap; AUROC; the top-label Brier decomposition
-    "ece_floor",
-    "smece",
-    "smece_lo",
-    "smece_hi",
-    "gap",
-    "auroc",
-    "brier_reliability",
-    "brier_resolution",
+    *ENDPOINTS,
 )
 INTERVAL_METRICS = ("accuracy", "ece", "mce", "brier", "nll", "mean_confidence")
 # by_group.csv: one row per (group_by, group, layer)
@@ -60,14 +55,7 @@ GROUP_COLUMNS = (
     "mean_confidence",
     "brier",
     "nll",
-    "ece_floor",
-    "smece",
-    "smece_lo",
-    "smece_hi",
-    "gap",
-    "auroc",
-    "brier_reliability",
-    "brier_resolution",
+    *ENDPOINTS,
 )
 
 
