@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from analyze.calibration.endpoints import ENDPOINTS
+
 # layers.csv: one row per layer. Each metric M in INTERVAL_METRICS also has M_lo and M_hi
 # (bootstrap 95% percentile interval, seeded; see params["bootstrap"]).
 LAYER_COLUMNS = (
@@ -36,6 +38,9 @@ LAYER_COLUMNS = (
     "temperature",
     "ece_temperature_scaled",
     "nll_temperature_scaled",
+    # issue 17's endpoints (analyze.calibration.endpoints): beside ECE, its noise floor; smooth
+    # ECE with its bootstrap interval; the signed gap; AUROC; the top-label Brier decomposition
+    *ENDPOINTS,
 )
 INTERVAL_METRICS = ("accuracy", "ece", "mce", "brier", "nll", "mean_confidence")
 # by_group.csv: one row per (group_by, group, layer)
@@ -50,6 +55,7 @@ GROUP_COLUMNS = (
     "mean_confidence",
     "brier",
     "nll",
+    *ENDPOINTS,
 )
 
 
@@ -66,7 +72,34 @@ def metric_definitions(bins: int, mce_min_count: int) -> dict[str, str]:
         "confidence| of the bin",
         "mce": f"largest |accuracy - confidence| over the {bins} bins holding at least "
         f"{mce_min_count} examples (mce_min_count; nan when no bin does)",
+        **ENDPOINT_DEFINITIONS,
     }
+
+
+# what issue 17's endpoints mean (analyze.calibration.endpoints; metric_definitions adds them)
+ENDPOINT_DEFINITIONS = {
+    "ece_floor": "the noise floor of ece: the mean ECE, same bins, of a perfectly calibrated "
+    "predictor with these confidences (correct_i ~ Bernoulli(confidence_i)), over "
+    "floor_simulations seeded draws; an ECE near its floor is as small as this sample can show",
+    "smece": "smooth ECE (Blasiok & Nakkiran 2023; relplot 1.0.3's smECE): the residual "
+    "confidence - correct smoothed over confidence by a Gaussian kernel reflected at 0 and 1, "
+    "integrated in absolute value, at relplot's bandwidth (the fixed point sigma = smECE_sigma, "
+    "as a multiple of 1/1024 by its bisection); no bins. smece_lo/smece_hi: percentile "
+    "bootstrap 95% interval over the same resamples as the other intervals, the bandwidth "
+    "re-selected in each",
+    "gap": "mean confidence - accuracy (signed: > 0 overconfident); ece >= |gap|, and an ECE "
+    "that falls only as |gap| does is a shift of every confidence",
+    "auroc": "probability that a correct example's confidence exceeds a wrong one's (ties 1/2): "
+    "how well confidence tells right from wrong; a rescaling of the confidences cannot change "
+    "it, a correction can",
+    "brier_reliability": "Murphy decomposition of the top-label Brier score mean (confidence - "
+    "correct)^2 (not the multi-class brier column) over the ece bins: reliability = sum_b "
+    "n_b/n (confidence_b - accuracy_b)^2; brier_top = reliability - resolution + accuracy (1 - "
+    "accuracy) + a within-bin term (exact identity, analyze.calibration.discrimination)",
+    "brier_resolution": "resolution = sum_b n_b/n (accuracy_b - accuracy)^2: how far the ece "
+    "bins' accuracies spread; a pure rescaling lowers reliability and leaves resolution, a "
+    "correction that tells right from wrong raises it",
+}
 
 
 @dataclass

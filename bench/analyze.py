@@ -43,11 +43,16 @@ import numpy as np
 N, L, D, V, K, R = 14042, 31, 576, 49152, 4, 512
 
 
-def build(path: Path, n: int = N, seed: int = 0) -> None:
-    """Write the synthetic store at ``path``: planted signal, exact recorded lens values."""
+def build(
+    path: Path, n: int = N, seed: int = 0, depths: int = L, hidden: int = D, vocab: int = V
+) -> None:
+    """Write the synthetic store at ``path``: planted signal, exact recorded lens values.
+    ``depths``, ``hidden``, ``vocab``: the shape (SmolLM2's by default; ``vocab`` a multiple of
+    512)."""
     from layercal.lens import NormSpec, lens_logits
     from layercal.testing import mmlu_shaped_meta, synthetic_store
 
+    L, D, V = depths, hidden, vocab  # noqa: N806 (the shape's usual names)
     rng = np.random.default_rng(seed)
     base = rng.normal(size=(R, D)).astype(np.float32) / np.sqrt(D) * 1.5
     w_u = base[np.arange(V) % R]
@@ -77,7 +82,7 @@ def build(path: Path, n: int = N, seed: int = 0) -> None:
         arrays["lens_entropy"] = np.log(V // R) + ent_r  # H over 96 equal copies: H_R + log 96
         return arrays
 
-    ident = {"model": "synthetic-smollm2-shape", "dataset": "synthetic", "split": "test"}
+    ident = {"model": f"synthetic-{L}x{D}", "dataset": "synthetic", "split": "test"}
     synthetic_store(
         path,
         meta=meta,
@@ -130,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--keep", action="store_true", help="keep the temporary store")
     p.add_argument("--n", type=int, default=N, help="examples (default: MMLU test, 14042)")
+    p.add_argument("--depths", type=int, default=L, help=f"depths of a built store (default {L})")
+    p.add_argument("--hidden", type=int, default=D, help=f"hidden size of a built store ({D})")
+    p.add_argument("--vocab", type=int, default=V, help=f"vocabulary, a multiple of {R} ({V})")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument(
         "--vocab-examples", default="auto", help="N, 'all' or 'auto' (default: the library's)"
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="reads and analyses, alternating")
     args = p.parse_args(argv)
     if args.build_only:
-        build(args.store, args.n)
+        build(args.store, args.n, depths=args.depths, hidden=args.hidden, vocab=args.vocab)
         return 0
 
     tmp = None
@@ -149,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         # built in a child process so that its memory does not count in this one's peak RSS
         cmd = [sys.executable, __file__, "--build-only", "--store", str(store), "--n", str(args.n)]
+        cmd += ["--depths", str(args.depths), "--hidden", str(args.hidden)]
+        cmd += ["--vocab", str(args.vocab)]
         subprocess.run(cmd, check=True)
         print(f"built {store} in {time.perf_counter() - t0:.1f} s", flush=True)
     try:

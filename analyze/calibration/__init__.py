@@ -12,6 +12,10 @@ bool with False = option absent, ``label`` (n,) int; a leading axis is typically
   at this sample, by seeded simulation).
 - :mod:`~analyze.calibration.discrimination`: signed gap, AUROC, Brier decomposition (what
   tells a correction from a rescaling).
+- :mod:`~analyze.calibration.smooth_bootstrap`: smECE's bootstrap replicates (bandwidth
+  re-selected); :mod:`~analyze.calibration.endpoints`: all of these for rows of examples.
+- :mod:`~analyze.calibration.landmark_bootstrap`: landmarks re-selected in each resample, the
+  cross-fitted plateau-to-last contrast, the best constant-letter chance.
 - :mod:`~analyze.calibration.paired`: paired bootstrap intervals of metric changes.
 - :mod:`~analyze.calibration.temperature`: temperature scaling.
 - :mod:`~analyze.calibration.splits`: the seeded per-subject split of examples.
@@ -58,11 +62,21 @@ from analyze.calibration.discrimination import (
     brier_decomposition,
     signed_gap,
 )
+from analyze.calibration.endpoints import ENDPOINTS, endpoint_rows, smece_interval
 from analyze.calibration.floor import (
     FLOOR_SIMULATIONS,
+    cell_floor_sums,
     ece_floor,
     ece_floor_from_uniforms,
+    floor_of_cells,
     floor_uniforms,
+)
+from analyze.calibration.landmark_bootstrap import DEFINITIONS as LANDMARK_EXTRA_DEFINITIONS
+from analyze.calibration.landmark_bootstrap import (
+    landmark_extras,
+    plateau_to_last,
+    reselected_intervals,
+    reselected_layers,
 )
 from analyze.calibration.landmarks import (
     DEFINITIONS,
@@ -95,9 +109,11 @@ from analyze.calibration.smooth import (
     relplot_bandwidth,
     smece,
     smece_and_bandwidth,
+    smece_of_groups,
     smooth_ece,
     smooth_ece_from_coefficients,
 )
+from analyze.calibration.smooth_bootstrap import smece_replicates
 from analyze.calibration.splits import (
     DIRECTION_STREAM,
     LANDMARK_STREAM,
@@ -118,7 +134,9 @@ __all__ = [
     "DECOMPOSITION",
     "DEFINITIONS",
     "DIRECTION_STREAM",
+    "ENDPOINTS",
     "FLOOR_SIMULATIONS",
+    "LANDMARK_EXTRA_DEFINITIONS",
     "LANDMARK_STREAM",
     "MCE_MIN_COUNT",
     "PAIRED_METRICS",
@@ -139,6 +157,7 @@ __all__ = [
     "bootstrap_sums",
     "brier",
     "brier_decomposition",
+    "cell_floor_sums",
     "chance_accuracy",
     "confidence_and_correct",
     "depth_landmarks",
@@ -150,12 +169,15 @@ __all__ = [
     "ece_from_bins",
     "ece_from_sums",
     "ece_nll",
+    "endpoint_rows",
     "entropy",
     "fit_temperature",
     "fit_temperatures",
     "flip_rate",
+    "floor_of_cells",
     "floor_uniforms",
     "kl_divergence",
+    "landmark_extras",
     "layer_deltas",
     "log_softmax",
     "logit_metrics",
@@ -171,11 +193,17 @@ __all__ = [
     "per_example_terms",
     "per_layer_bootstrap",
     "per_layer_metrics",
+    "plateau_to_last",
     "relplot_bandwidth",
+    "reselected_intervals",
+    "reselected_layers",
     "selection_half",
     "signed_gap",
     "smece",
     "smece_and_bandwidth",
+    "smece_of_groups",
+    "smece_interval",
+    "smece_replicates",
     "smooth_ece",
     "smooth_ece_from_coefficients",
     "stratified_split",

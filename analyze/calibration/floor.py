@@ -25,13 +25,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 from numpy.typing import ArrayLike, NDArray
 
 from analyze.calibration._binning import bin_index
 from analyze.calibration._checks import as_conf_correct, check_n_bins
 
 FLOOR_SIMULATIONS = 200  # draws of y ~ Bernoulli(conf) per floor
-_BLOCK_ELEMENTS = 1 << 23  # elements of one (draws, n) block of simulated outcomes
+_BLOCK_ELEMENTS = 1 << 23  # elements of one block of simulated outcomes
+_PER_ROW_FROM = 2048  # examples from which a row's bin sums are a matrix product
 
 
 def floor_uniforms(n: int, n_sim: int = FLOOR_SIMULATIONS, seed: int = 0) -> NDArray[np.float64]:
@@ -45,23 +47,33 @@ def ece_floor_from_uniforms(
     conf: NDArray[np.float64], uniforms: NDArray[np.float64], n_bins: int
 ) -> NDArray[np.float64]:
     """Mean binned ECE of y = [uniforms < conf] over the draws: conf (R, n), uniforms (S, n)
-    -> (R,). Per row, the sums of y per bin are one product of the outcomes (S, n) with the
-    row's one-hot bin design (n, M)."""
+    -> (R,). The sums of y per (draw, row, bin) are one bincount per block of draws (few
+    examples) or, per row, one product of the outcomes (S, n) with the row's one-hot bin
+    design (n, M)."""
     rows, n = conf.shape
     s_total = uniforms.shape[0]
     bins = bin_index(conf, n_bins)
-    out = np.empty(rows)
+    flat = np.arange(rows)[:, None] * n_bins + bins  # (R, n)
+    sum_conf = np.bincount(flat.ravel(), weights=conf.ravel(), minlength=rows * n_bins)
+    sum_conf = sum_conf.reshape(rows, n_bins)
+    total = np.zeros(rows)
+    if n < _PER_ROW_FROM:  # all rows at once
+        step = max(1, _BLOCK_ELEMENTS // (rows * n))
+        for lo in range(0, s_total, step):
+            y = uniforms[lo : lo + step, None, :] < conf[None]  # (S', R, n)
+            sims = y.shape[0]
+            idx = (np.arange(sims)[:, None, None] * rows * n_bins + flat[None]).ravel()
+            sums = np.bincount(idx, weights=y.ravel(), minlength=sims * rows * n_bins)
+            total += np.abs(sums.reshape(sims, rows, n_bins) - sum_conf).sum(axis=(0, 2))
+        return total / (s_total * n)
     step = max(1, _BLOCK_ELEMENTS // n)
     for r in range(rows):
         onehot = np.zeros((n, n_bins), np.float32)
         onehot[np.arange(n), bins[r]] = 1.0
-        sum_conf = np.bincount(bins[r], weights=conf[r], minlength=n_bins)
-        total = 0.0
         for lo in range(0, s_total, step):
             y = (uniforms[lo : lo + step] < conf[r]).astype(np.float32)
-            total += float(np.abs(y @ onehot - sum_conf).sum())
-        out[r] = total / (s_total * n)
-    return out
+            total[r] += float(np.abs(y @ onehot - sum_conf[r]).sum())
+    return total / (s_total * n)
 
 
 def ece_floor(
@@ -86,3 +98,45 @@ def ece_floor(
         raise ValueError(f"uniforms must have shape (n_sim, n) = (S, {n}), got {u.shape}")
     out = ece_floor_from_uniforms(c.reshape(-1, n), u, m)
     return float(out[0]) if c.ndim == 1 else out.reshape(c.shape[:-1])
+
+
+def cell_floor_sums(
+    conf: NDArray[np.float64],
+    uniforms: NDArray[np.float64],
+    cells: NDArray[np.intp],
+    n_cells: int,
+    n_bins: int,
+) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
+    """The floor's simulated outcomes summed per (draw, row, cell, bin), (S, R, C, M), and the
+    confidences summed per (row, cell, bin), (R, C, M): conf (R, n), uniforms (S, n), cells (n,)
+    in 0..C-1 (e.g. the subject of each example).
+
+    Any group of examples that is a union of cells has its floor from these sums alone
+    (:func:`floor_of_cells`): the layers' (every cell), each subject's, each category's, from
+    one simulation instead of one per table."""
+    rows, n = conf.shape
+    s_total = uniforms.shape[0]
+    u_t = np.ascontiguousarray(uniforms.T)  # (n, S): an example's draws are one row
+    size = n_cells * n_bins
+    y_sums = np.empty((rows, size, s_total), np.int32)
+    c_sums = np.empty((rows, size))
+    for r in range(rows):
+        key = cells * n_bins + bin_index(conf[r], n_bins)
+        design = scipy.sparse.csc_matrix(
+            (np.ones(n, np.float32), (key, np.arange(n))), shape=(size, n)
+        )
+        y = (u_t < conf[r, :, None]).astype(np.float32)  # (n, S) simulated outcomes
+        y_sums[r] = np.rint(design @ y)  # counts: exact in float32 below 2**24
+        c_sums[r] = np.bincount(key, weights=conf[r], minlength=size)
+    shape = (rows, n_cells, n_bins)
+    return np.moveaxis(y_sums, 2, 0).reshape(s_total, *shape), c_sums.reshape(shape)
+
+
+def floor_of_cells(
+    y_sums: NDArray[np.int32], c_sums: NDArray[np.float64], members: NDArray[np.intp], n: int
+) -> NDArray[np.float64]:
+    """The ECE floor (R,) of the examples in the cells ``members`` (n examples in all), from
+    :func:`cell_floor_sums`: the mean over draws of sum_b |Y_b - C_b| / n."""
+    y = y_sums[:, :, members].sum(axis=2)  # (S, R, M)
+    c = c_sums[:, members].sum(axis=1)  # (R, M)
+    return np.abs(y - c).sum(axis=(0, 2)) / (y_sums.shape[0] * n)

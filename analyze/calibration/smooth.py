@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -48,9 +49,13 @@ from analyze.calibration._checks import as_conf_correct
 GRID_NODES = 2049  # linear-binning nodes on [0, 1] (spacing 1/2048)
 BANDWIDTH_STEPS = 10  # relplot's search_param(refine=10): σ* is a multiple of 2**-10
 BANDWIDTH_EPS = 0.001  # relplot's smECE(eps=0.001): a smaller bandwidth is never chosen
-CELLS_PER_SIGMA = 16  # midpoint-rule cells per bandwidth (at least MIN_CELLS)
-MIN_CELLS = 256
-_CUT = math.sqrt(2 * math.log(1e10)) / math.pi  # exp(-π²k²σ²/2) < 1e-10 for k > _CUT / σ
+CELLS_PER_SIGMA = 8  # midpoint-rule cells per bandwidth (at least MIN_CELLS): error < 2e-4
+MIN_CELLS = 128
+SERIES_CUT = (
+    math.sqrt(2 * math.log(1e10)) / math.pi
+)  # exp(-π²k²σ²/2) < 1e-10 for k > SERIES_CUT / σ
+FAST_SERIES_CUT = math.sqrt(2 * math.log(1e6)) / math.pi  # bootstrap replicates: 1e-6
+FAST_CELLS_PER_SIGMA = 4
 _ROWS_PER_BLOCK = 1 << 22  # elements of one (rows, cells) block of the evaluation
 
 
@@ -84,38 +89,50 @@ def grid_coefficients(grid: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def smooth_ece_from_coefficients(
-    coef: NDArray[np.float64], total: NDArray[np.float64], sigma: NDArray[np.float64]
+    coef: NDArray[np.floating[Any]],
+    total: NDArray[np.float64],
+    sigma: NDArray[np.float64],
+    *,
+    fast: bool = False,
 ) -> NDArray[np.float64]:
     """smECE_σ of R rows from their coefficients (R, >= K), total weights W (R,) and bandwidths
-    σ (R,), each row at its own σ. Rows are evaluated by octave of σ (2**o <= σ < 2**(o+1)),
-    each octave with the coefficients and cells its lower end needs (:func:`_basis`)."""
+    σ (R,), each row at its own σ. Rows are evaluated in groups of σ within a factor sqrt(2)
+    (:func:`_basis`: the coefficients and cells the group's lower end needs). ``fast``: the
+    precision of a bootstrap replicate (float32 products, the series cut where its terms fall
+    below 1e-6, FAST_CELLS_PER_SIGMA cells: about 1e-3 of the value) instead of the point
+    estimate's (float64, 1e-10, CELLS_PER_SIGMA: 2e-4)."""
     out = np.empty(sigma.shape)
-    octave = np.floor(np.log2(sigma)).astype(int)
-    for o in np.unique(octave):
-        rows = np.flatnonzero(octave == o)
-        basis = _basis(int(o), coef.shape[1])
+    level = np.floor(2 * np.log2(sigma)).astype(int)
+    for lv in np.unique(level):
+        rows = np.flatnonzero(level == lv)
+        basis = _basis(int(lv), coef.shape[1], fast)
         n_k, cells = basis.shape
         k = np.arange(n_k)
         step = max(1, _ROWS_PER_BLOCK // cells)
         for lo in range(0, rows.size, step):
             r = rows[lo : lo + step]
             damp = np.exp(-0.5 * (np.pi * k[None, :] * sigma[r, None]) ** 2)
-            s = (coef[r, :n_k] * damp) @ basis
-            out[r] = np.abs(s).mean(axis=1) / total[r]
+            s = (coef[r, :n_k] * damp).astype(basis.dtype, copy=False) @ basis
+            out[r] = np.abs(s).mean(axis=1, dtype=np.float64) / total[r]
     return out
 
 
-@functools.lru_cache(maxsize=32)
-def _basis(octave: int, max_k: int) -> NDArray[np.float64]:
+@functools.lru_cache(maxsize=64)
+def _basis(level: int, max_k: int, fast: bool) -> NDArray[Any]:
     """(K, T) matrix of c_k cos(πk t_m), c_0 = 1 and c_k = 2, at the midpoints t_m of T equal
-    cells, for bandwidths σ >= 2**octave: K = min(max_k, _CUT / 2**octave + 1) coefficients and
-    T = max(MIN_CELLS, CELLS_PER_SIGMA / 2**octave) cells. Cached, read-only."""
-    s_min = 2.0**octave
-    n_k = min(max_k, math.ceil(_CUT / s_min) + 1)
-    cells = max(MIN_CELLS, math.ceil(CELLS_PER_SIGMA / s_min))
+    cells, for bandwidths σ >= 2**(level / 2): K = min(max_k, cut / σ + 1) coefficients and
+    T = max(MIN_CELLS, cells per σ / σ) cells (``fast``: see smooth_ece_from_coefficients).
+    Cached, read-only."""
+    s_min = 2.0 ** (level / 2)
+    cut, per_sigma = (
+        (FAST_SERIES_CUT, FAST_CELLS_PER_SIGMA) if fast else (SERIES_CUT, CELLS_PER_SIGMA)
+    )
+    n_k = min(max_k, math.ceil(cut / s_min) + 1)
+    cells = max(MIN_CELLS // 2 if fast else MIN_CELLS, math.ceil(per_sigma / s_min))
     t = (np.arange(cells) + 0.5) / cells
     basis = np.cos(np.pi * np.arange(n_k)[:, None] * t[None, :])
     basis[1:] *= 2.0
+    basis = basis.astype(np.float32 if fast else np.float64)
     basis.flags.writeable = False
     return basis
 
@@ -190,3 +207,18 @@ def smece_and_bandwidth(
 def smece(conf: ArrayLike, correct: ArrayLike, weights: ArrayLike | None = None) -> Any:
     """Smooth ECE at relplot's bandwidth (``relplot.smECE``); conf, correct (..., n) -> (...)."""
     return smece_and_bandwidth(conf, correct, weights)[0]
+
+
+def smece_of_groups(
+    conf: NDArray[np.float64], correct: NDArray[np.float64], groups: Sequence[NDArray[np.intp]]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(smECE, σ*), each (G, R), of every group of examples (columns ``groups[g]`` of conf,
+    correct (R, n)) in one bandwidth search: the same values as ``smece_and_bandwidth`` of
+    each group alone."""
+    resid = conf - correct
+    coef = np.concatenate([residual_coefficients(conf[:, g], resid[:, g]) for g in groups])
+    total = np.repeat(np.array([g.size for g in groups], np.float64), conf.shape[0])
+    sigma = relplot_bandwidth(coef, total)
+    value = smooth_ece_from_coefficients(coef, total, sigma)
+    shape = (len(groups), conf.shape[0])
+    return value.reshape(shape), sigma.reshape(shape)

@@ -14,11 +14,18 @@ from importlib import metadata
 from pathlib import Path
 
 from analyze.report import plot as P
+from analyze.report.endpoint_findings import endpoint_findings
 from analyze.report.figures import write_figures
 from analyze.report.findings import findings, reading_guide
 from analyze.report.render import Block, Bullets, Heading, Image, Para, Table, to_html, to_markdown
 from analyze.report.sections import section_blocks
-from analyze.report.tables import comparison_row, landmark_blocks, layer_table, store_table
+from analyze.report.tables import (
+    comparison_row,
+    endpoint_table,
+    landmark_blocks,
+    layer_table,
+    store_table,
+)
 from analyze.results import AnalysisResult
 
 __all__ = ["FORMATS", "findings", "write_report"]
@@ -63,7 +70,7 @@ def _store_section(
     warnings = [str(w) for w in r.meta.get("warnings") or []]
     blocks: list[Block] = [
         Heading(h, "Findings"),
-        Para(" ".join(findings(r)), css="findings"),
+        Para(" ".join(findings(r) + endpoint_findings(r)), css="findings"),
         Para(reading_guide(r), css="muted"),
         *([Bullets([f"warning: {w}" for w in warnings])] if warnings else []),
         Heading(h, "What was analysed"),
@@ -88,6 +95,18 @@ def _store_section(
         Para(note + " and the correction phase.", css="muted"),
         layer_table(r),
     ]
+    if (ends := endpoint_table(r)) is not None:
+        blocks += [
+            Heading(h, "Endpoints per layer"),
+            Para(
+                "ECE beside its floor (the ECE of a perfectly calibrated predictor at this n), "
+                "smooth ECE, NLL and Brier with bootstrap 95% intervals; the signed gap, AUROC "
+                "and the top-label Brier decomposition tell a correction (AUROC or resolution "
+                "rise) from a rescaling (gap and reliability shrink alone).",
+                css="muted",
+            ),
+            ends,
+        ]
     return blocks
 
 
@@ -99,7 +118,7 @@ def _comparison(rs: list[AnalysisResult], figs: dict[str, dict[str, Path]]) -> l
         Heading(2, "Side by side"),
         Table(header, [comparison_row(r) for r in rs]),
         *_images(figs, ["metrics_over_depth", "confidence_over_depth"]),
-        Bullets([f"{r.label}: {' '.join(findings(r))}" for r in rs]),
+        Bullets([f"{r.label}: {' '.join(findings(r) + endpoint_findings(r))}" for r in rs]),
     ]
 
 

@@ -72,3 +72,14 @@ def test_seeded_and_checked():
         M.ece_floor(conf, n_sim=0)
     with pytest.raises(ValueError, match="within"):
         M.ece_floor([1.2])
+
+
+def test_per_row_path_of_large_samples_equals_the_mean_ece():
+    # from 2,048 examples the bin sums are matrix products per row instead of one bincount
+    rng = np.random.default_rng(8)
+    conf = rng.uniform(0.25, 1.0, (2, 2500))
+    u = M.floor_uniforms(2500, 6, seed=1)
+    got = M.ece_floor(conf, 10, uniforms=u)
+    for r in range(2):
+        by_hand = np.mean([M.ece(conf[r], row < conf[r], 10) for row in u])
+        assert got[r] == pytest.approx(by_hand, rel=1e-9)
