@@ -14,6 +14,7 @@ import base64
 import datetime as dt
 import functools
 import json
+import os
 import re
 from importlib import metadata, resources
 from pathlib import Path
@@ -22,25 +23,40 @@ from typing import Any
 from analyze.explore.payload import FALL_MIN, PAGE_BOOT, pack, page_payload
 from analyze.explore.sources import Source, unique_names
 from analyze.explore.specs import all_specs
+from analyze.interventions.svd import user_cache_dir
 
 
 @functools.cache
 def vega_bundle() -> tuple[str, dict[str, str]]:
     """(JavaScript defining ``vegaEmbed``, ``vega`` and ``vegaLite``; their versions). The
-    Vega-Lite version is the one altair writes specifications for."""
+    Vega-Lite version is the one altair writes specifications for. Bundling takes seconds, so
+    the bundle is kept in the user cache (``$LAYERCAL_CACHE_DIR/derived``), one file per
+    vl-convert and Vega-Lite version."""
     import altair as alt
     import vl_convert as vlc
 
     major, minor = alt.SCHEMA_VERSION.lstrip("v").split(".")[:2]
     version = f"v{major}_{minor}"
+    vlc_version = metadata.version("vl-convert-python")
     if f"{major}.{minor}" not in vlc.get_vegalite_versions():
         raise RuntimeError(
-            f"vl-convert-python {metadata.version('vl-convert-python')} has no Vega-Lite {major}.{minor} (altair "
+            f"vl-convert-python {vlc_version} has no Vega-Lite {major}.{minor} (altair "
             f"{alt.__version__} writes it): pip install -U vl-convert-python"
         )
-    js = vlc.javascript_bundle(vl_version=version)  # type: ignore[call-arg]  # snippet: default
     versions = {"vega": vlc.get_vega_version(), "vegalite": alt.SCHEMA_VERSION.lstrip("v")}
-    return js.replace("</script", "<\\/script"), versions
+    cached = user_cache_dir() / f"vega-embed-{vlc_version}-{version}.js"
+    if cached.is_file():
+        return cached.read_text(encoding="utf-8"), versions
+    js = vlc.javascript_bundle(vl_version=version)  # type: ignore[call-arg]  # snippet: default
+    js = js.replace("</script", "<\\/script")
+    try:  # a cache that cannot be written only costs the bundling next time
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
+        tmp.write_text(js, encoding="utf-8")
+        tmp.replace(cached)
+    except OSError:
+        pass
+    return js, versions
 
 
 def _asset(name: str) -> str:

@@ -74,9 +74,16 @@ def explorer_store(
     n_layers: int = 13,
     seed: int = 0,
     shift: float = 0.0,
+    three_options: int = 0,
 ) -> Path:
-    """A store of ``6 * per_subject`` real MMLU questions with planted lens logits."""
+    """A store of ``6 * per_subject`` real MMLU questions with planted lens logits.
+    ``three_options``: every so many questions lose option D where it is not the answer (as
+    TruthfulQA's varying option counts)."""
     qs = mmlu_questions(data_dir, per_subject)
+    if three_options:
+        for q in qs[::three_options]:
+            if q["label"] != 3:
+                q["choices"] = list(q["choices"])[:3]  # type: ignore[call-overload]
     label = np.array([q["label"] for q in qs])
     return make_store(
         path,

@@ -29,7 +29,7 @@ from analyze.calibration import (
 )
 from analyze.cli import main as layercal
 from analyze.explore import AnalysisParams, Source, load_source, option_probs, question_summary
-from analyze.explore.page import render_page
+from analyze.explore.page import render_page, vega_bundle
 from tests import REPO
 from tests.analyze.explore.browser import Session, open_page
 from tests.analyze.explore.stores import explorer_store
@@ -49,7 +49,7 @@ class Built:
 def built(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Built:
     root = tmp_path_factory.mktemp("explorer")
     zero = explorer_store(root / "zero.zarr", data_dir, seed=0)
-    more = explorer_store(root / "five.zarr", data_dir, seed=1, shift=0.15)
+    more = explorer_store(root / "five.zarr", data_dir, seed=1, shift=0.15, three_options=3)
     report = root / "report"
     assert layercal(["analyze", str(zero), "--out", str(report)]) == 0
     page = report / "explorer.html"
@@ -223,7 +223,7 @@ def _check_question(session: Session, built: Built, qid: str) -> None:
         got = {(layer, opt[0]): p for layer, opt, p in probs}
         for (layer, letter), p in got.items():
             assert p == pytest.approx(ref[layer, "ABCD".index(letter)], abs=1e-12)
-        assert len(got) == ref.size
+        assert len(got) == ref.shape[0] * src.mask[i].sum()
 
 
 def test_the_question_view_shows_a_question_picked_from_the_list(session: Session, built: Built):
@@ -286,3 +286,17 @@ def test_the_page_holds_everything_and_names_no_remote_resource(built: Built):
     markup = re.sub(r"<script[^>]*>.*?</script>", "", html, flags=re.S)  # the page's own tags
     assert not re.search(r"<(link|img|iframe|object|embed)\b", markup, re.I)
     assert not re.search(r"@@[A-Z_]+@@", html)  # every placeholder filled
+
+
+def test_the_vega_bundle_is_bundled_once_then_read_from_the_user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERCAL_CACHE_DIR", str(tmp_path))
+    vega_bundle.cache_clear()
+    try:
+        js, versions = vega_bundle()
+        (kept,) = (tmp_path / "derived").glob("vega-embed-*.js")
+        assert "window.vegaEmbed" in js and "</script" not in js and versions["vegalite"]
+        kept.write_text("// kept", encoding="utf-8")
+        vega_bundle.cache_clear()
+        assert vega_bundle()[0] == "// kept"  # read back, not bundled again
+    finally:
+        vega_bundle.cache_clear()
