@@ -7,8 +7,9 @@ through depth and look at the questions (``layercal explore``).
   confidence falls.
 - :mod:`~analyze.explore.payload`: the numbers the page holds, packed into one blob.
 - :mod:`~analyze.explore.specs`: the charts, as Vega-Lite specifications written with altair.
-- :mod:`~analyze.explore.page`: the HTML page (``explorer.html``, ``explorer.css`` and
-  ``explorer.js`` beside these modules, the Vega JavaScript inline).
+- :mod:`~analyze.explore.page`: the HTML page (``explorer.html``, ``explorer.css``,
+  ``explorer_metrics.js``, ``explorer_rows.js`` and ``explorer.js`` beside these modules, the
+  Vega JavaScript inline).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One self-contained HTML page: the template, its CSS and code (package data of
-``analyze.explore``), the Vega / Vega-Lite / vega-embed JavaScript, the chart specifications and
-the packed data, all inline.
+``analyze.explore``: ``explorer_metrics.js``, ``explorer_rows.js``, ``explorer.js``), the Vega /
+Vega-Lite / vega-embed JavaScript, the chart specifications and the packed data, all inline.
 
 The JavaScript is the bundle vl-convert-python ships (what altair inlines for
 ``chart.save(..., inline=True)``), for the Vega-Lite version of the installed altair. The page's
@@ -59,6 +59,10 @@ def vega_bundle() -> tuple[str, dict[str, str]]:
     return js, versions
 
 
+# the page's code, joined in this order inside one function scope (explorer.html)
+APP = ("explorer_metrics.js", "explorer_rows.js", "explorer.js")
+
+
 def _asset(name: str) -> str:
     return resources.files("analyze.explore").joinpath(name).read_text(encoding="utf-8")
 
@@ -100,7 +104,7 @@ def render_page(sources: list[Source], title: str | None = None) -> str:
         "FALL_MIN": f"{FALL_MIN:g}",
         "SPECS": _json_in_html(all_specs(names, metrics)),
         "DATA": base64.b64encode(pack(doc, arrays)).decode("ascii"),
-        "APP": _asset("explorer.js"),
+        "APP": "\n".join(_asset(name) for name in APP),
     }
     # one pass: what is filled in (the bundle holds "@@iterator") is never searched again
     return re.sub(r"@@([A-Z_]+)@@", lambda m: fill[m.group(1)], _asset("explorer.html"))

@@ -39,7 +39,7 @@ PANEL_METRICS = (
     "option_mass",
 )
 DEPTH_METRICS = ("accuracy", "ece", "smece", "mean_confidence", "nll", "option_mass")
-# metrics the page recomputes for a filtered selection (explorer.js: metricsOf); others are
+# metrics the page recomputes for a filtered selection (explorer_metrics.js: metricsOf); others are
 # shown for the whole store only
 PAGE_METRICS = ("accuracy", "ece", "mce", "brier", "nll", "mean_confidence", "option_mass")
 PAGE_BOOT = 200  # bootstrap resamples of the page's intervals for a filtered selection

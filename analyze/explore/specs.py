@@ -1,6 +1,6 @@
 """The explorer's charts as Vega-Lite specifications, written with altair.
 
-Every chart reads named data sets that the page's code (``explorer.js``) fills and replaces as
+Every chart reads named data sets that the page's code (``explorer_rows.js``) fills and replaces as
 the depth, the filter or the question changes (``view.data(name, rows)``); the specifications
 themselves hold no data but constants. Rows of each data set:
 
