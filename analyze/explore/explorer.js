@@ -28,8 +28,9 @@ function renderPanel(views_) {
     body.join('') + '</table>';
 }
 
-const TITLES = { accuracy: 'accuracy', ece: 'ECE', smece: 'smECE', mce: 'MCE', brier: 'Brier',
-  nll: 'NLL (nats)', mean_confidence: 'mean confidence', option_mass: 'option mass' };
+const TITLES = { accuracy: 'accuracy', ece: 'ECE', smece: 'smECE', smooth_ece: 'smECE', mce: 'MCE',
+  brier: 'Brier', nll: 'NLL (nats)', mean_confidence: 'mean confidence',
+  option_mass: 'option mass' };
 
 function esc(text) {
   return String(text).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;',

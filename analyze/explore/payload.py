@@ -28,17 +28,19 @@ from analyze.explore.sources import Source
 
 FORMAT_VERSION = 1
 # the metrics panel and the curves over depth, in this order, where the analysis has the column
+# (smECE under either name the endpoints work may give its column)
 PANEL_METRICS = (
     "accuracy",
     "ece",
     "smece",
+    "smooth_ece",
     "mce",
     "brier",
     "nll",
     "mean_confidence",
     "option_mass",
 )
-DEPTH_METRICS = ("accuracy", "ece", "smece", "mean_confidence", "nll", "option_mass")
+DEPTH_METRICS = ("accuracy", "ece", "smece", "smooth_ece", "mean_confidence", "nll", "option_mass")
 # metrics the page recomputes for a filtered selection (explorer_metrics.js: metricsOf); others are
 # shown for the whole store only
 PAGE_METRICS = ("accuracy", "ece", "mce", "brier", "nll", "mean_confidence", "option_mass")

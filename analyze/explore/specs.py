@@ -25,6 +25,7 @@ METRIC_TITLES = {
     "accuracy": "accuracy",
     "ece": "ECE",
     "smece": "smECE",
+    "smooth_ece": "smECE",
     "mce": "MCE",
     "brier": "Brier",
     "nll": "NLL (nats)",
