@@ -69,11 +69,12 @@ DEFAULT_VOCAB_EXAMPLES = 32
 CHECK_VOCAB_EXAMPLES = 8
 VocabExamples = int | None | Literal["auto"]
 CONF_HIST_BINS = 20
-CACHE_VERSION = 5  # bump when the computation changes, so old cache entries are not reused
+CACHE_VERSION = 6  # bump when the computation changes, so old cache entries are not reused
 # 4: chance = mean 1/K_i, interval-based rise, peak chosen and phase tested on separate halves,
 #    MCE over bins of >= MCE_MIN_COUNT by default, option mass from one computation
 # 5: issue 17's endpoints (ece_floor, smece + interval, gap, auroc, Brier decomposition),
 #    landmark intervals, the cross-fitted plateau-to-last contrast, ΔNLL/ΔBrier
+# 6: entries keep the per-example answer logits and option mass (examples.npz: the explorer)
 PASS_CHUNKS = {"example": 256, "layer": -1}  # one shard of a default store per task
 TEMPERATURE_COLUMNS = ("temperature", "ece_temperature_scaled", "nll_temperature_scaled")
 
@@ -228,7 +229,7 @@ def cache_key(ds: xr.Dataset, params: dict[str, Any]) -> str:
 def _save_atomic(res: AnalysisResult, entry: Path) -> None:
     tmp = entry.with_name(f".tmp-{entry.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    res.save(tmp)
+    res.save(tmp, examples=True)
     try:
         os.replace(tmp, entry)
     except OSError:  # another process stored the same entry meanwhile
@@ -391,7 +392,12 @@ def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str
         if "lens_entropy" in recorded
         else "recomputed for the sampled examples (the store records no lens_entropy)",
     }
-    return AnalysisResult(layers_df, by_group, marks, reliability, meta)
+    examples: dict[str, np.ndarray] = {  # per analysed example, for analyze.explore
+        "example": np.asarray(ds["example"].values, np.int64)[rows],
+        "answer_logits": z[rows].astype(np.float32),
+        "option_mass": mass.astype(np.float32),
+    }
+    return AnalysisResult(layers_df, by_group, marks, reliability, meta, examples)
 
 
 def _phase_floors(

@@ -118,6 +118,10 @@ class AnalysisResult:
     ``sum_correct`` (equal-width bins on [0, 1]); ``conf_hist`` (L, 20) histogram of confidence.
     ``meta``: store url, ``store_hash``, model, dataset, split, template name, n_examples,
     n_layers, and ``params`` (bins, bootstrap, seed, split used for temperature fitting...).
+    ``examples``: per analysed example (n of them, in store order): ``example`` (n,) its index
+    in the store, ``answer_logits`` (n, L, K) float32 the lens on the answer tokens,
+    ``option_mass`` (n, L) float32; kept in the cache (``examples.npz``), not in a report
+    folder; empty for a result loaded from elsewhere.
     """
 
     layers: pl.DataFrame
@@ -125,14 +129,16 @@ class AnalysisResult:
     landmarks: dict[str, Any]
     reliability: dict[str, np.ndarray]
     meta: dict[str, Any] = field(default_factory=dict)
+    examples: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
         """Short name for legends: the model and dataset."""
         return str(self.meta.get("label") or self.meta.get("model") or "store")
 
-    def save(self, folder: str | Path) -> None:
-        """Write layers.csv, by_group.csv, landmarks.json, reliability.npz and meta.json."""
+    def save(self, folder: str | Path, *, examples: bool = False) -> None:
+        """Write layers.csv, by_group.csv, landmarks.json, reliability.npz and meta.json (and
+        examples.npz when ``examples`` and the result has them: the analysis cache)."""
         d = Path(folder)
         d.mkdir(parents=True, exist_ok=True)
         h = pl.lit(str(self.meta.get("store_hash")))
@@ -143,6 +149,8 @@ class AnalysisResult:
         )
         np.savez(d / "reliability.npz", **self.reliability)  # type: ignore[arg-type]
         (d / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))
+        if examples and self.examples:
+            np.savez(d / "examples.npz", **self.examples)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, folder: str | Path) -> AnalysisResult:
@@ -151,10 +159,15 @@ class AnalysisResult:
         landmarks.pop("store_hash", None)
         with np.load(d / "reliability.npz", allow_pickle=False) as z:
             rel = {k: z[k] for k in z.files}
+        examples: dict[str, np.ndarray] = {}
+        if (d / "examples.npz").is_file():
+            with np.load(d / "examples.npz", allow_pickle=False) as z:
+                examples = {k: z[k] for k in z.files}
         return cls(
             layers=pl.read_csv(d / "layers.csv").drop("store_hash", strict=False),
             by_group=pl.read_csv(d / "by_group.csv").drop("store_hash", strict=False),
             landmarks=landmarks,
             reliability=rel,
             meta=json.loads((d / "meta.json").read_text()),
+            examples=examples,
         )

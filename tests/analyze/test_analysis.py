@@ -335,6 +335,26 @@ def test_cache_hit_reads_no_resid_and_changed_parameter_recomputes(store, tmp_pa
         analyze_store(local, n_boot=30, vocab_examples=16, cache_dir=cache, seed=1)
 
 
+def test_per_example_values_are_kept_in_the_cache_not_in_the_report(store, result, tmp_path):
+    """``examples`` (what ``layercal explore`` shows): the answer logits the table was computed
+    from, in store order, and the option mass; saved with a cache entry, not in a report."""
+    z, label = planted()
+    ex = result.examples
+    assert ex["example"].tolist() == list(range(N))
+    np.testing.assert_allclose(ex["answer_logits"], z, atol=1e-5)
+    acc = (ex["answer_logits"].argmax(-1) == label[:, None]).mean(0)
+    np.testing.assert_allclose(acc, result.layers["accuracy"].to_numpy())
+    np.testing.assert_allclose(ex["option_mass"].mean(0), result.layers["option_mass"], rtol=1e-6)
+    cached = analyze_store(store, n_boot=30, cache_dir=tmp_path / "cache")
+    again = analyze_store(store, n_boot=30, cache_dir=tmp_path / "cache")
+    assert again.meta["cache_hit"] and set(again.examples) == set(cached.examples)
+    for k, v in cached.examples.items():
+        np.testing.assert_array_equal(again.examples[k], v)
+    result.save(tmp_path / "report")
+    assert not (tmp_path / "report" / "examples.npz").exists()
+    assert AnalysisResult.load(tmp_path / "report").examples == {}
+
+
 def test_partial_store_is_an_error_unless_allowed(tmp_path):
     z, label = planted()
     path = make_store(tmp_path / "partial.zarr", z, label, blocks=[0, 2])
