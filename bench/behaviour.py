@@ -29,6 +29,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.harness import REPO, data_dir
+
 MODEL = "smollm2-135m"
 SELECT = ["--dataset", "mmlu", "--category", "humanities", "--limit", "64", "--seed", "0"]
 HELP = [
@@ -79,8 +81,7 @@ def commands(out: Path) -> list[tuple[str, list[str]]]:
 def run(out: Path, code: Path) -> int:
     out.mkdir(parents=True, exist_ok=False)
     env = {**os.environ, "PYTHONPATH": str(code.resolve()), "COLUMNS": "100"}
-    if "LAYERCAL_DATA_DIR" not in env:  # as the Makefile sets it
-        env["LAYERCAL_DATA_DIR"] = str(Path(__file__).resolve().parents[2] / "shared" / "data")
+    env["LAYERCAL_DATA_DIR"] = data_dir()
     (out / "logs").mkdir()
     for name, argv in commands(out):
         p = subprocess.run(
@@ -160,10 +161,12 @@ def compare_file(rel: str, a: Path, b: Path, ra: Path, rb: Path) -> list[str]:
             bad = [i for i, (u, v) in enumerate(zip(x, y)) if u != v][:3]
             out.append(f"{rel}: rows {bad} differ (of {len(x)} vs {len(y)})")
     elif a.suffix in (".md", ".html", ".txt", ".svg", ".log", ".tex"):
-        x, y = masked(a.read_text(), ra), masked(b.read_text(), rb)
-        if x != y:
+        ta, tb = masked(a.read_text(), ra), masked(b.read_text(), rb)
+        if ta != tb:
             diff = [
-                (i, u, v) for i, (u, v) in enumerate(zip(x.splitlines(), y.splitlines())) if u != v
+                (i, u, v)
+                for i, (u, v) in enumerate(zip(ta.splitlines(), tb.splitlines()))
+                if u != v
             ]
             first = diff[0] if diff else ("length", "", "")
             out.append(
@@ -181,16 +184,16 @@ def compare_stores(a: Path, b: Path, name: str) -> list[str]:
 
     ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
     out: list[str] = []
-    da, db = ga["block_sha256"][:], gb["block_sha256"][:]
+    arrays_a, arrays_b = dict(ga.arrays()), dict(gb.arrays())
+    da, db = np.asarray(arrays_a["block_sha256"][:]), np.asarray(arrays_b["block_sha256"][:])
     same = bool(np.array_equal(da, db))
     print(f"{name}: {len(da)} block digests {'equal' if same else 'DIFFER'}")
     if not same:
         out.append(f"{name}: block digests differ")
-    arrays_a, arrays_b = dict(ga.arrays()), dict(gb.arrays())
     if sorted(arrays_a) != sorted(arrays_b):
         out.append(f"{name}: arrays {sorted(arrays_a)} != {sorted(arrays_b)}")
     for k in sorted(arrays_a.keys() & arrays_b.keys()):
-        x, y = arrays_a[k][...], arrays_b[k][...]
+        x, y = np.asarray(arrays_a[k][...]), np.asarray(arrays_b[k][...])
         if x.dtype != y.dtype or not np.array_equal(x, y, equal_nan=x.dtype.kind == "f"):
             out.append(f"{name}/{k}: values differ")
     print(f"{name}: {len(arrays_a)} arrays compared")
@@ -238,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run every command into a new folder")
     r.add_argument("out", type=Path)
-    r.add_argument("--code", type=Path, default=Path(__file__).resolve().parents[1])
+    r.add_argument(
+        "--code", type=Path, default=REPO, help="the source tree to run (default this one)"
+    )
     c = sub.add_parser("compare", help="compare two run folders")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)

@@ -11,7 +11,7 @@ The vocabulary is smaller than Qwen's (--vocab, default 32,768, its 512 distinct
 so the store builds fast; the analysis' full-vocabulary sample costs less than on a real Qwen
 store, which makes ``explore <= analyze`` harder to meet here, not easier.
 
-    python bench/explore.py [--store PATH] [--keep] [--vocab 32768] [--n 3308]
+    python -m bench.explore [--store PATH] [--keep] [--vocab 32768] [--n 3308]
 """
 
 from __future__ import annotations

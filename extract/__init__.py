@@ -11,7 +11,8 @@ The parts, one subpackage each:
 - :mod:`extract.online`: steering with the model in the loop (``layercal steer --online``).
 
 :mod:`extract.config` is :class:`ExtractConfig` (the CLI flags and the run record come from it),
-:mod:`extract.run` the job, :mod:`extract.cli` ``layercal extract``. The main entry points are
+:mod:`extract.run` the job, :mod:`extract.cli` ``layercal extract`` (registered on the ``layercal``
+command through :func:`add_subcommand`). The main entry points are
 importable from here; they load on first use, so ``import extract`` stays cheap::
 
     import extract
@@ -25,10 +26,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from extract.cli import COMMANDS, add_subcommand
     from extract.config import ExtractConfig
     from extract.data.examples import MCDataset, MCExample
     from extract.data.load import load_dataset
     from extract.model.load import load_model
+    from extract.online.steer import model_sweeper
     from extract.run import extract
 
 # public name -> the module that defines it (imported on first access)
@@ -39,8 +42,22 @@ _API = {
     "load_dataset": "extract.data.load",
     "MCDataset": "extract.data.examples",
     "MCExample": "extract.data.examples",
+    # for the `layercal` command: this stage's subcommands, and `steer --online`'s model
+    "COMMANDS": "extract.cli",
+    "add_subcommand": "extract.cli",
+    "model_sweeper": "extract.online.steer",
 }
-__all__ = ["ExtractConfig", "MCDataset", "MCExample", "extract", "load_dataset", "load_model"]
+__all__ = [
+    "COMMANDS",
+    "ExtractConfig",
+    "MCDataset",
+    "MCExample",
+    "add_subcommand",
+    "extract",
+    "load_dataset",
+    "load_model",
+    "model_sweeper",
+]
 
 
 def __getattr__(name: str) -> Any:

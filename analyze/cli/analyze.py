@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from layercal.cliargs import add_remote_args
+from analyze.cli.options import add_remote_args
 
 if TYPE_CHECKING:  # analysis imports dask and xarray: only when a command runs
     from analyze.analysis import VocabExamples

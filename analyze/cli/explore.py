@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from layercal.cliargs import add_remote_args
+from analyze.cli.options import add_remote_args
 
 DESCRIPTION = """\
 One self-contained HTML page (data and JavaScript inline; it makes no network request) showing

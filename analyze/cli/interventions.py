@@ -2,8 +2,8 @@
 
 Each writes CSV tables, figures (``figures/*.png|svg``), ``meta.json`` and a Markdown report
 section ``section.md`` into its output folder. Nothing here imports torch or the extraction
-stage: ``steer --online`` gets its model-backed sweeper from an :data:`OnlineSweeper` that
-``layercal.cli`` passes in.
+stage: ``steer --online`` gets its model-backed sweeper from an :class:`OnlineSweeper` that
+the ``layercal`` command passes in (``extract.model_sweeper``).
 """
 
 from __future__ import annotations
@@ -11,16 +11,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from layercal.cliargs import add_remote_args, comma_floats, comma_ints
+from analyze.cli.options import add_remote_args
+from layercal.cliargs import comma_floats, comma_ints
 
 DOC = "docs/steering.md"
-# (parsed `steer` arguments, the opened store, the direction) -> (sweeper, its JSON record):
-# the model-backed sweeper of `steer --online` (built by the extraction stage)
-OnlineSweeper = Callable[[argparse.Namespace, Any, Any], tuple[Any, dict[str, Any]]]
+
+
+class OnlineSweeper(Protocol):
+    """Builds the model-backed sweeper of ``steer --online`` and its JSON record: the
+    extraction stage's ``extract.model_sweeper``, which the ``layercal`` command hands in."""
+
+    def __call__(
+        self,
+        store: str,
+        model: str,
+        *,
+        layer: int,
+        dtype: str,
+        device: str,
+        positions: str,
+        batch_size: int,
+        kv: bool,
+    ) -> tuple[Any, dict[str, Any]]: ...
 
 
 def _window(text: str) -> tuple[int, int]:
@@ -46,9 +61,8 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     add_remote_args(p)  # --storage-options (also for --compare/--transfer stores), --scheduler
 
 
-def add_parser(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None:
-    """Register the three commands on the ``layercal`` subparsers ``sub``; ``online_sweeper``
-    serves ``steer --online`` (None: refused, see :func:`run_steer`)."""
+def add_nullspace(sub: Any) -> None:
+    """Register ``nullspace`` on the ``layercal`` subparsers ``sub``."""
     p = sub.add_parser("nullspace", help="null-space ablations of stored residuals (CPU)")
     _store_args(p)
     p.add_argument("--out", required=True, help="output folder")
@@ -70,6 +84,9 @@ def add_parser(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None
     p.add_argument("--cache-dir", help="SVD cache folder (default: next to the store)")
     p.set_defaults(func=run_nullspace)
 
+
+def add_direction(sub: Any) -> None:
+    """Register ``direction fit`` on the ``layercal`` subparsers ``sub``."""
     d = sub.add_parser("direction", help="calibration direction from layer deltas (CPU)")
     dsub = d.add_subparsers(dest="direction_command", required=True)
     p = dsub.add_parser("fit", help="fit a direction on a store; writes an artifact folder")
@@ -97,6 +114,10 @@ def add_parser(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None
     p.add_argument("--no-svd", action="store_true", help="skip the null-space share")
     p.set_defaults(func=run_direction_fit)
 
+
+def add_steer(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None:
+    """Register ``steer`` on the ``layercal`` subparsers ``sub``; ``online_sweeper`` serves
+    ``steer --online`` (None: refused, see :func:`run_steer`)."""
     p = sub.add_parser("steer", help="steer with a direction; baselines, transfer")
     _store_args(p)
     p.add_argument("--direction", required=True, help="artifact folder from `direction fit`")
@@ -298,7 +319,7 @@ def run_steer(args: argparse.Namespace) -> int:
             direction = Direction.load(args.direction)
             sweeper, online = None, None
             if args.online:
-                sweeper, online = _online_sweeper(args, ds, direction)
+                sweeper, online = _online_sweeper(args, ds)
             res = run_steering(
                 ds,
                 direction,
@@ -336,10 +357,9 @@ def run_steer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _online_sweeper(
-    args: argparse.Namespace, ds: Any, direction: Any
-) -> tuple[Any, dict[str, Any]]:
-    """The model-backed sweeper from the factory ``layercal.cli`` registered."""
+def _online_sweeper(args: argparse.Namespace, ds: Any) -> tuple[Any, dict[str, Any]]:
+    """The model-backed sweeper from the factory the ``layercal`` command registered, for the
+    store ``ds`` was opened from and the depth ``--layer`` (default the last)."""
     if not args.model:
         raise ValueError("--online needs --model (the model the store was extracted with)")
     factory: OnlineSweeper | None = getattr(args, "online_sweeper", None)
@@ -348,4 +368,13 @@ def _online_sweeper(
             "--online runs the model, which this entry point does not load: run "
             "`layercal steer ... --online` (the layercal command)"
         )
-    return factory(args, ds, direction)
+    return factory(
+        str(ds.encoding.get("source") or args.store),
+        args.model,
+        layer=int(ds.sizes["layer"]) - 1 if args.layer is None else args.layer,
+        dtype=args.dtype,
+        device=args.device,
+        positions=args.positions,
+        batch_size=args.batch_size,
+        kv=not args.no_kv,
+    )

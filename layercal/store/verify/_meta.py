@@ -1,7 +1,7 @@
 """``store verify``, metadata half: every ``zarr.json``, the contract layout, the attributes.
 
-Each check appends :class:`Problem` records (what failed, where) to a :class:`Report`; nothing
-raises on a damaged store, so one run lists every problem it can see.
+Each check appends problems (what failed, where) to a :class:`~layercal.store.verify.Report`;
+nothing raises on a damaged store, so one run lists every problem it can see.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,44 +16,9 @@ import zarr
 
 from layercal import format as fmt
 from layercal.store._location import Location
+from layercal.store.verify.report import Report
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One failed check. ``where``: the array, block or object (e.g. ``resid block 1``)."""
-
-    where: str
-    what: str
-
-
-@dataclass
-class Report:
-    """The outcome of ``store verify``: problems (any -> exit 1) and notes on what passed."""
-
-    store: str
-    problems: list[Problem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def fail(self, where: str, what: str) -> None:
-        self.problems.append(Problem(where, what))
-
-    def lines(self) -> list[str]:
-        head = "OK" if self.ok else f"FAILED ({len(self.problems)} problems)"
-        out = [f"verify {self.store}: {head}"]
-        out += [f"  FAIL {p.where}: {p.what}" for p in self.problems]
-        out += [f"  ok   {n}" for n in self.notes]
-        if not self.ok:
-            out.append(
-                "The store differs from what was written. Fetch it again from its source (the "
-                "objects named above, or all of it), or re-extract it; do not analyse it as is."
-            )
-        return out
 
 
 def check_metadata_files(loc: Location, rep: Report) -> dict[str, Any] | None:

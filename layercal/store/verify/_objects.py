@@ -25,7 +25,7 @@ from numcodecs import Blosc
 from numcodecs.checksum32 import CRC32C
 
 from layercal.store._location import CARD, MANIFEST, Location
-from layercal.store._verify_meta import Report
+from layercal.store.verify.report import Report
 
 BLOSC_HEADER = 16
 EMPTY = 2**64 - 1  # shard index entry of an inner chunk that was never written

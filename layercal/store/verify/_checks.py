@@ -1,7 +1,7 @@
 """``layercal store verify``: recompute what the store recorded about itself.
 
 Checks, in order: every ``zarr.json`` (parses, equals its consolidated copy), the contract layout
-and attributes (:mod:`layercal.store._verify_meta`), the W_U sha256 (``identity.w_u_sha256``), each
+and attributes (:mod:`layercal.store.verify._meta`), the W_U sha256 (``identity.w_u_sha256``), each
 written block's sha256 (``block_sha256``, the same function as ``format.write_block``), the
 objects of each written block (present, decodable, no fill values), ``lens_entropy`` within
 [0, log vocab] where the store records it, the logit lens on the last layer vs the model's logits
@@ -21,9 +21,8 @@ import zarr
 from layercal import format as fmt
 from layercal.lens import NormSpec, lens_logits, recorded_dtype, self_check_tolerance
 from layercal.store._location import Location, chunk_key
-from layercal.store._verify_attr import attribute, entropy_outside
-from layercal.store._verify_bytes import Unchecked, check_manifest, check_object
-from layercal.store._verify_meta import (
+from layercal.store.verify._attrs import attribute, entropy_outside
+from layercal.store.verify._meta import (
     HEX64,
     Report,
     check_attrs,
@@ -31,7 +30,8 @@ from layercal.store._verify_meta import (
     check_metadata_files,
     open_arrays,
 )
-from layercal.store._verify_schema import check_root_schema
+from layercal.store.verify._objects import Unchecked, check_manifest, check_object
+from layercal.store.verify._schema import check_root_schema
 
 tolerance = self_check_tolerance  # the extraction self-check's bound (layercal.lens)
 
@@ -64,7 +64,7 @@ def can_reencode(info: dict[str, Any], rep: Report) -> bool:
 def check_bytes(
     loc: Location, key: str, coords: tuple[int, ...], rep: Report, where: str, canonical: bool
 ) -> bool:
-    """The compressed structure of object ``key`` (:mod:`layercal.store._verify_bytes`); False if bad."""
+    """The compressed structure of object ``key`` (:mod:`layercal.store.verify._objects`); False if bad."""
     try:
         meta = loc.read_json(key.split("/", 1)[0] + "/zarr.json")
         problem = check_object(meta, coords, loc.read(key), canonical=canonical)

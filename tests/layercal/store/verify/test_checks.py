@@ -88,7 +88,7 @@ def test_verify_names_the_changed_array_of_a_block(ref, tmp_path, name, index, c
 def test_verify_names_an_impossible_entropy_without_recomputing_it(ref, tmp_path, monkeypatch):
     """Above the recomputation budget lens_entropy is not recomputed, but an entropy outside
     [0, log V] still names it."""
-    import layercal.store._verify_attr as attr
+    import layercal.store.verify._attrs as attr
 
     monkeypatch.setattr(attr, "LSE_BUDGET", 0)
     store = copy(ref, tmp_path / "s.zarr")

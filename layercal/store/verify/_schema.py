@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from layercal.store._verify_meta import Report
+from layercal.store.verify.report import Report
 
 ROOT_KEYS = {"attributes", "zarr_format", "node_type"}
 CONSOLIDATED_KEYS = {"kind", "must_understand", "metadata"}
