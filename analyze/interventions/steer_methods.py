@@ -18,21 +18,35 @@ from numpy.typing import NDArray
 
 from analyze.calibration import PAIRED_METRICS, bin_sums, logit_metrics, logit_terms, paired_deltas
 from analyze.interventions.nullspace import ablate
-from analyze.interventions.steer_data import TABLE_METRICS, Splits, StoreData, choose
+from analyze.interventions.steer_data import TABLE_METRICS, Splits, StoreData
+from analyze.interventions.steer_power import mde
+from analyze.interventions.steer_select import Rule, choose
 
+TRANSFER_METRICS = ("accuracy", "ece", "mce", "brier", "nll")
+CHOICE_KEYS = ("objective", "d_accuracy", "d_accuracy_lo", "keeps_accuracy")
 # (store data, rows, values) -> answer logits (len(values), len(rows), K)
 Family = Callable[[StoreData, NDArray[np.intp], Sequence[float]], NDArray[Any]]
 
 
 @dataclass
 class Method:
-    """A steering method: a family of logits over one parameter (α, T or β), and its choice."""
+    """A steering method: a family of logits over one parameter (α, T or β), and its choice.
+
+    After the dev choice: ``z_dev``/``z_test`` (n, K) the logits at the chosen value;
+    ``z_power`` the test logits its MDE is measured at (the chosen value, or the nearest
+    non-neutral one when the neutral value was chosen; None: no such value) and ``power_param``
+    that value; ``ref_test``: the logits its changes are against (None: *none*)."""
 
     name: str
     layer: int
     param: float = 0.0
     offline: Family | None = None  # for transfer; None: not applicable offline
     sweep: list[dict[str, Any]] = field(default_factory=list)
+    z_dev: NDArray[Any] | None = None
+    z_test: NDArray[Any] | None = None
+    z_power: NDArray[Any] | None = None
+    power_param: float = float("nan")
+    ref_test: NDArray[Any] | None = None
 
 
 def along(vector: NDArray[np.float64], scale: float) -> Family:
@@ -63,6 +77,24 @@ def temperature(t: float) -> Family:
     return family
 
 
+def fixed(family: Family, value: float) -> Family:
+    """``family`` at one fixed value, whatever values it is asked for (one row)."""
+
+    def f(data: StoreData, rows: NDArray[np.intp], _: Sequence[float]) -> Any:
+        return family(data, rows, [value])
+
+    return f
+
+
+def scaled(family: Family, t: float) -> Family:
+    """``family`` followed by temperature scaling by a fixed T (direction+temperature)."""
+
+    def f(data: StoreData, rows: NDArray[np.intp], values: Sequence[float]) -> Any:
+        return np.asarray(family(data, rows, values)) / t
+
+    return f
+
+
 def sweep_rows(
     method: str,
     values: Sequence[float],
@@ -71,12 +103,16 @@ def sweep_rows(
     data: StoreData,
     rows: Any,
     n_bins: int = 10,
+    choice: Sequence[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per value: metrics of logits z (A, n, K) on ``rows`` (no intervals)."""
+    """One row per value: metrics of logits z (A, n, K) on ``rows`` (no intervals), and on dev
+    the rule's record of each value (``choice``: objective, Δaccuracy and the lower bound of
+    its interval, keeps_accuracy; null on test)."""
     m = logit_metrics(z, data.label[rows], data.mask[rows], n_bins)
     return [
         {"method": method, "param": float(v), "split": split, "n": int(rows.size)}
         | {k: float(m[k][i]) for k in PAIRED_METRICS}
+        | {k: None if choice is None else choice[i][k] for k in CHOICE_KEYS}
         for i, v in enumerate(values)
     ]
 
@@ -88,17 +124,28 @@ def choose_on_dev(
     family: Family,
     data: StoreData,
     splits: Splits,
-    max_drop: float,
+    rule: Rule,
     n_bins: int = 10,
-) -> NDArray[Any]:
-    """Sweep ``values`` on dev and test, set ``method.param`` from dev; returns test logits."""
+) -> None:
+    """Sweep ``values`` on dev and test and apply the rule on dev: sets ``method.param``, its
+    sweep rows, and its dev/test (and power) logits."""
     z_dev, z_test = family(data, splits.dev, values), family(data, splits.test, values)
-    method.sweep = sweep_rows(method.name, values, "dev", z_dev, data, splits.dev, n_bins)
+    d = splits.dev
+    i, choice = choose(values, neutral, z_dev, data.label[d], data.mask[d], rule, n_bins)
+    method.sweep = sweep_rows(method.name, values, "dev", z_dev, data, d, n_bins, choice)
     method.sweep += sweep_rows(method.name, values, "test", z_test, data, splits.test, n_bins)
-    dev = method.sweep[: len(values)]
-    i = choose(values, [r["accuracy"] for r in dev], [r["ece"] for r in dev], neutral, max_drop)
     method.param = float(values[i])
-    return np.asarray(z_test[i], np.float64)
+    method.z_dev, method.z_test = np.asarray(z_dev[i]), np.asarray(z_test[i])
+    vals = [float(v) for v in values]
+    power = i if vals[i] != neutral else _nearest_move(vals, neutral)
+    if power is not None:
+        method.z_power, method.power_param = np.asarray(z_test[power]), vals[power]
+
+
+def _nearest_move(values: list[float], neutral: float) -> int | None:
+    """The non-neutral value closest to ``neutral`` (ties: the larger), None when there is none."""
+    moves = [i for i, v in enumerate(values) if v != neutral]
+    return min(moves, key=lambda i: (abs(values[i] - neutral), -values[i])) if moves else None
 
 
 def _metric_columns(res: dict[str, dict[str, NDArray[np.float64]]], j: int = 0) -> dict[str, Any]:
@@ -114,8 +161,19 @@ def _metric_columns(res: dict[str, dict[str, NDArray[np.float64]]], j: int = 0) 
     return {k: float(v) for k, v in out.items()}
 
 
+def _mde_columns(res: dict[str, dict[str, NDArray[np.float64]]] | None, j: int) -> dict[str, Any]:
+    """d_<metric>_mde of every table metric from the j-th paired interval (nan: none)."""
+    nan = float("nan")
+    if res is None:
+        return {f"d_{k}_mde": nan for k in TABLE_METRICS}
+    return {
+        f"d_{k}_mde": mde(float(res[k]["delta_lo"][j]), float(res[k]["delta_hi"][j]))
+        for k in TABLE_METRICS
+    }
+
+
 def method_table(
-    methods: Sequence[tuple[Method, NDArray[Any]]],
+    methods: Sequence[Method],
     base: NDArray[Any],
     data: StoreData,
     rows: NDArray[np.intp],
@@ -124,19 +182,39 @@ def method_table(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> pl.DataFrame:
-    """Test-split table: "none" then each method; ``base`` and each logits (len(rows), K)."""
+    """Test-split table: "none" (logits ``base`` (len(rows), K)) then each method at its chosen
+    value, changes against its reference (*none* unless ``ref_test``), with paired intervals
+    and the MDE at 80% power (:mod:`~analyze.interventions.steer_power`) of each change."""
     label, mask = data.label[rows], data.mask[rows]
-    z = np.stack([base, *[np.asarray(x) for _, x in methods]])
-    b = np.broadcast_to(base, z.shape)
-    res = paired_deltas(b, z, label, mask, n_bins=n_bins, n_boot=n_boot, seed=seed)
-    info = [("none", data.layer, float("nan"))] + [(m.name, m.layer, m.param) for m, _ in methods]
-    return pl.DataFrame(
-        [
-            {"method": name, "layer": lay, "param": param, "n": int(rows.size)}
-            | _metric_columns(res, j)
-            for j, (name, lay, param) in enumerate(info)
-        ]
-    )
+    kw = {"n_bins": n_bins, "n_boot": n_boot, "seed": seed}
+
+    def ref(m: Method) -> NDArray[Any]:
+        return base if m.ref_test is None else np.asarray(m.ref_test)
+
+    z = np.stack([base, *[np.asarray(m.z_test) for m in methods]])
+    b = np.stack([base, *[ref(m) for m in methods]])
+    res = paired_deltas(b, z, label, mask, **kw)
+    powered = [j for j, m in enumerate(methods) if m.z_power is not None]
+    power = None
+    if powered and n_boot > 0:
+        zp = np.stack([np.asarray(methods[j].z_power) for j in powered])
+        power = paired_deltas(np.stack([ref(methods[j]) for j in powered]), zp, label, mask, **kw)
+    nan = float("nan")
+    out = [
+        {"method": "none", "layer": data.layer, "param": nan, "n": int(rows.size)}
+        | _metric_columns(res, 0)
+        | _mde_columns(None, 0)
+        | {"mde_param": nan}
+    ]
+    for j, m in enumerate(methods):
+        at = powered.index(j) if j in powered else None
+        out.append(
+            {"method": m.name, "layer": m.layer, "param": m.param, "n": int(rows.size)}
+            | _metric_columns(res, j + 1)
+            | _mde_columns(power if at is not None else None, at or 0)
+            | {"mde_param": m.power_param}
+        )
+    return pl.DataFrame(out)
 
 
 def reliability_table(
@@ -183,7 +261,7 @@ def transfer_table(
         res = paired_deltas(b, z, lab, mask, n_bins=n_bins, n_boot=n_boot, seed=seed)
         for j, m in enumerate(usable):
             row = {"target": label, "method": m.name, "param": m.param, "n": int(rows.size)}
-            for k in ("accuracy", "ece", "mce"):
+            for k in TRANSFER_METRICS:
                 r = res[k]
                 row[f"{k}_base"], row[f"d_{k}"] = float(r["base"][j]), float(r["delta"][j])
                 row[f"d_{k}_lo"], row[f"d_{k}_hi"] = (
