@@ -88,8 +88,11 @@ class DtypeChoice:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def choose_dtype(requested: str, device: str, info: CpuInfo | None = None) -> DtypeChoice:
-    """Resolve ``--dtype`` for ``device`` ("cpu", "cuda", "mps", or a device map's first)."""
+def choose_dtype(
+    requested: str, device: str, info: CpuInfo | None = None, cache: Path | None = None
+) -> DtypeChoice:
+    """Resolve ``--dtype`` for ``device`` ("cpu", "cuda", "mps", or a device map's first).
+    ``cache``: the folder where the bf16 probe's figure is kept (None: measured every time)."""
     cpu = None
     if device == "cpu":
         info = info if info is not None else cpu_info()
@@ -97,7 +100,7 @@ def choose_dtype(requested: str, device: str, info: CpuInfo | None = None) -> Dt
     if requested != "auto":
         warning = None
         if requested == "bfloat16" and info is not None and not info.bf16_native:
-            speed = probe_bf16_speed(info)
+            speed = probe_bf16_speed(info, cache)
             warning = (
                 f"warning: --dtype bfloat16 on a CPU without native bf16 ({info.describe()}): "
                 f"a matmul probe ran bfloat16 at {speed:.2f}x float32's speed here. "
@@ -117,19 +120,15 @@ def choose_dtype(requested: str, device: str, info: CpuInfo | None = None) -> Dt
     return DtypeChoice(requested, "float32", why, cpu)
 
 
-def _probe_cache() -> Path:
-    from extract.models import cache_dir
-
-    return cache_dir() / "dtype-probe.json"
-
-
-def probe_bf16_speed(info: CpuInfo, *, size: int = 768, repeats: int = 3) -> float:
+def probe_bf16_speed(
+    info: CpuInfo, cache: Path | None, *, size: int = 768, repeats: int = 3
+) -> float:
     """bfloat16 matmul throughput over float32's on this CPU (1.0: the same), measured once per
-    machine (CPU model, capability, torch version) and cached under the layercal cache dir."""
+    machine (CPU model, capability, torch version) and kept in ``cache/dtype-probe.json``."""
     key = f"{info.model}|{info.capability}|{torch.__version__}"
-    path = _probe_cache()
+    path = cache / "dtype-probe.json" if cache is not None else None
     try:
-        cached = json.loads(path.read_text())
+        cached = json.loads(path.read_text()) if path is not None else {}
     except (OSError, ValueError):
         cached = {}
     if key in cached:
@@ -143,12 +142,13 @@ def probe_bf16_speed(info: CpuInfo, *, size: int = 768, repeats: int = 3) -> flo
             torch.mm(a, a)
         seconds[name] = time.perf_counter() - t0
     ratio = seconds["float32"] / max(seconds["bfloat16"], 1e-9)
-    cached[key] = round(ratio, 3)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cached, indent=1))
-        tmp.replace(path)
-    except OSError:
-        pass  # an unwritable cache only costs the probe next time
+    if path is not None:
+        cached[key] = round(ratio, 3)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cached, indent=1))
+            tmp.replace(path)
+        except OSError:
+            pass  # an unwritable cache only costs the probe next time
     return ratio

@@ -125,7 +125,7 @@ def pick_device(device: Device) -> str:
 
 def pick_dtype(dtype: DType, device: str) -> torch.dtype:
     """The torch dtype ``--dtype`` resolves to on ``device`` (:func:`extract.hardware.choose_dtype`)."""
-    return choose_dtype(dtype, device).torch_dtype
+    return choose_dtype(dtype, device, cache=cache_dir()).torch_dtype
 
 
 def load_model(
@@ -143,7 +143,7 @@ def load_model(
 
     path, prov = resolve_model_path(model)
     dev = pick_device(device)
-    choice = choose_dtype(dtype, dev)
+    choice = choose_dtype(dtype, dev, cache=cache_dir())
     torch_dtype = choice.torch_dtype
     kw: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
     try:

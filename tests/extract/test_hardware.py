@@ -48,13 +48,13 @@ def test_auto_on_cpu_is_bf16_only_where_native(info, expected):
     }
 
 
-def test_an_explicit_dtype_is_kept_and_warned_only_for_emulated_bf16(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAYERCAL_CACHE_DIR", str(tmp_path))
+def test_an_explicit_dtype_is_kept_and_warned_only_for_emulated_bf16(tmp_path):
     for info in (AVX512_BF16, AMX):
-        assert choose_dtype("bfloat16", "cpu", info).warning is None
+        assert choose_dtype("bfloat16", "cpu", info, tmp_path).warning is None
     for dtype in ("float32", "float16"):
-        assert choose_dtype(dtype, "cpu", AVX2).warning is None
-    forced = choose_dtype("bfloat16", "cpu", AVX2)
+        assert choose_dtype(dtype, "cpu", AVX2, tmp_path).warning is None
+    assert not (tmp_path / "dtype-probe.json").exists()  # no probe where none is needed
+    forced = choose_dtype("bfloat16", "cpu", AVX2, tmp_path)
     assert forced.dtype == "bfloat16" and forced.reason == "asked for (--dtype)"
     assert forced.warning is not None
     assert "without native bf16" in forced.warning and "AVX2" in forced.warning
@@ -66,7 +66,7 @@ def test_an_explicit_dtype_is_kept_and_warned_only_for_emulated_bf16(tmp_path, m
     assert f"{cache[key]:.2f}x float32's speed" in forced.warning
     cache[key] = 0.29  # a cached figure is read back, not measured again
     (tmp_path / "dtype-probe.json").write_text(json.dumps(cache))
-    assert "0.29x float32's speed" in str(choose_dtype("bfloat16", "cpu", AVX2).warning)
+    assert "0.29x float32's speed" in str(choose_dtype("bfloat16", "cpu", AVX2, tmp_path).warning)
 
 
 def test_auto_off_the_cpu():
