@@ -41,18 +41,10 @@ from analyze.interventions.steer_controls import (
     temperature_method,
 )
 from analyze.interventions.steer_data import Splits, StoreData, Sweeper
-from analyze.interventions.steer_methods import (
-    Family,
-    Method,
-    along,
-    choose_on_dev,
-    method_table,
-    null_scaling,
-    reliability_table,
-    transfer_table,
-)
+from analyze.interventions.steer_methods import Family, Method, along, choose_on_dev, null_scaling
 from analyze.interventions.steer_select import RULE_BOOT, Rule, Select
 from analyze.interventions.steer_splits import steering_splits, transfer_targets
+from analyze.interventions.steer_tables import method_table, reliability_table, transfer_table
 from analyze.interventions.svd import default_k
 from analyze.lens.store import store_hash
 
