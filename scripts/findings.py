@@ -337,21 +337,30 @@ def issue17_steps(
 
     label = fs.slug(args.label or out.name)
     boot = ["--n-boot", str(args.n_boot)]
-    main = out / f"direction-{args.main_estimator}"
-    est = args.main_estimator
+    est, tqa = args.main_estimator, args.truthfulqa
+    main, tqa_dir = out / f"direction-{est}", out / f"direction-truthfulqa-{est}"
+    kw: dict[str, Any] = {"out": out, "label": label, "boot": boot}
     found: dict[str, Any] = {}
-    if args.truthfulqa:
+    if tqa:
         run = step if want("truthfulqa") else _skip
         found["truthfulqa"] = fs.truthfulqa_steps(
-            run, log, truthfulqa=args.truthfulqa, mmlu_direction=main, out=out, label=label,
-            estimator=est, fit_fraction=args.indomain_fit_fraction, boot=boot,
+            run, log, truthfulqa=tqa, mmlu_direction=main, estimator=est,
+            fit_fraction=args.indomain_fit_fraction, **kw,
         )  # fmt: skip
         run = step if want("truncated") else _skip
+        fits = {  # fit here when the steps that fit them did not run
+            "mmlu": fs.fit_argv(args.mmlu, main, est, "--category", args.source_category),
+            "truthfulqa": fs.fit_argv(
+                tqa, tqa_dir, est, "--fit-fraction", f"{args.indomain_fit_fraction:.6g}"
+            ),
+        }
+        directions = {
+            k: fs.ensure_direction(run, log, f"{k}-direction", v) for k, v in fits.items()
+        }
+        depths = fs.truncated_depths(args.truncated_layers, layers)
         found["truncated"] = fs.truncated_steps(
-            run, log, stores={"mmlu": args.mmlu, "truthfulqa": args.truthfulqa},
-            directions={"mmlu": main, "truthfulqa": out / f"direction-truthfulqa-{est}"},
-            depths=fs.truncated_depths(args.truncated_layers, layers), out=out, label=label,
-            boot=boot,
+            run, log, stores={"mmlu": args.mmlu, "truthfulqa": tqa}, directions=directions,
+            depths=depths, **kw,
         )  # fmt: skip
     if args.overconfident:
         run = step if want("overconfident") else _skip
@@ -360,8 +369,8 @@ def issue17_steps(
             online = {"model": args.model, "dtype": args.dtype, "limit": args.overconfident_limit,
                       "random": args.online_random, "layers": args.overconfident_layers}  # fmt: skip
         found["overconfident"] = fs.overconfident_steps(
-            run, log, store=args.overconfident, out=out, label=label, estimator=est,
-            category=args.source_category, boot=boot, online=online,
+            run, log, store=args.overconfident, estimator=est, category=args.source_category,
+            online=online, **kw,
         )  # fmt: skip
     if found:
         fs.write_summary(out, label, found)

@@ -101,6 +101,20 @@ def _steer(store: str, direction: Path, folder: Path, boot: list[str], *extra: s
     return ["steer", store, "--direction", str(direction), "--out", str(folder), *boot, *extra]
 
 
+def ensure_direction(step: Step, log: dict[str, Any], name: str, argv: list[str]) -> Path:
+    """The direction folder of ``layercal direction fit`` argv (its ``-o``), fit now unless a
+    finished one (``direction.json``) is there already."""
+    folder = Path(argv[argv.index("-o") + 1])
+    if not (folder / "direction.json").is_file():
+        step(name, argv, log)
+    return folder
+
+
+def fit_argv(store: str, folder: Path, estimator: str, *extra: str) -> list[str]:
+    """``layercal direction fit STORE -o FOLDER --estimator E ...``."""
+    return ["direction", "fit", store, "-o", str(folder), "--estimator", estimator, *extra]
+
+
 def truthfulqa_steps(
     step: Step,
     log: dict[str, Any],
@@ -122,9 +136,9 @@ def truthfulqa_steps(
     publish(transfer, out, f"steer-{label}-truthfulqa-transfer")
     found["transfer"] = steer_run(transfer)
     tqa_direction = out / f"direction-truthfulqa-{estimator}"
-    fit = ["direction", "fit", truthfulqa, "-o", str(tqa_direction), "--estimator", estimator]
+    fit = fit_argv(truthfulqa, tqa_direction, estimator, "--fit-fraction", f"{fit_fraction:.6g}")
     indomain = out / "steer-truthfulqa-indomain"
-    if step("truthfulqa-direction", [*fit, "--fit-fraction", f"{fit_fraction:.6g}"], log):
+    if step("truthfulqa-direction", fit, log):
         step("truthfulqa-indomain", _steer(truthfulqa, tqa_direction, indomain, boot), log)
     publish(indomain, out, f"steer-{label}-truthfulqa-indomain")
     found["indomain"] = steer_run(indomain)
@@ -203,8 +217,7 @@ def overconfident_steps(
     marks = _json(base / "analysis" / "landmarks.json") or {}
     found["landmarks"] = {k: marks.get(k) for k in ("correction_phase", "plateau_layer")}
     d = base / f"direction-{estimator}"
-    fit = ["direction", "fit", store, "-o", str(d), "--estimator", estimator]
-    if step("overconfident-direction", [*fit, "--category", category], log):
+    if step("overconfident-direction", fit_argv(store, d, estimator, "--category", category), log):
         step("overconfident-steer", _steer(store, d, base / "steer", boot), log)
     publish(base / "steer", out, f"steer-{label}-overconfident")
     found["offline"] = steer_run(base / "steer")
