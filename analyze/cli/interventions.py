@@ -118,7 +118,7 @@ def add_direction(sub: Any) -> None:
 def add_steer(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None:
     """Register ``steer`` on the ``layercal`` subparsers ``sub``; ``online_sweeper`` serves
     ``steer --online`` (None: refused, see :func:`run_steer`)."""
-    p = sub.add_parser("steer", help="steer with a direction; baselines, transfer")
+    p = sub.add_parser("steer", help="steer with a direction; controls, transfer")
     _store_args(p)
     p.add_argument("--direction", required=True, help="artifact folder from `direction fit`")
     p.add_argument("--out", required=True, help="output folder")
@@ -128,14 +128,50 @@ def add_steer(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None:
         help="α grid, comma-separated; write --alphas=-1,0.5 when it starts with a minus (0 is always added)",
     )
     p.add_argument(
-        "--layer", type=int, help="depth to steer (default the last; others need --online)"
+        "--layer",
+        type=int,
+        help="depth to steer (default the last; others need --online, or --truncated)",
+    )
+    p.add_argument(
+        "--truncated",
+        action="store_true",
+        help="read the lens at --layer itself (the model cut there): offline and exact from "
+        "the stored residuals at that depth; temperature and null-space controls there too",
     )
     p.add_argument("--dev-fraction", type=float, default=0.5)
-    p.add_argument("--random", type=int, default=3, help="random-direction baselines")
-    p.add_argument("--betas", type=comma_floats, help="β grid of the null-space baseline")
+    p.add_argument(
+        "--select",
+        choices=["nll", "ece"],
+        default="nll",
+        help="the dev objective every method's one scalar (α, T, β) minimises (default nll)",
+    )
+    p.add_argument(
+        "--accuracy-margin",
+        type=float,
+        default=0.02,
+        help="a value keeps accuracy when the lower bound of its paired Δaccuracy interval on "
+        "dev (against α = 0 / β = 1) is above -MARGIN (default 0.02)",
+    )
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=None,
+        help="deprecated: the old fixed rule (point Δaccuracy on dev at least -DROP) instead of "
+        "the interval rule of --accuracy-margin; with --select ece it is the old behaviour",
+    )
+    p.add_argument(
+        "--random",
+        type=int,
+        default=5,
+        help="random directions with the direction's null-space share (default 5)",
+    )
+    p.add_argument("--betas", type=comma_floats, help="β grid of the null-space control")
     p.add_argument("--k", type=int, help="null-space size (default round(0.01 d))")
-    p.add_argument("--no-nullspace", action="store_true", help="skip the null-space baseline")
-    p.add_argument("--max-accuracy-drop", type=float, default=0.005)
+    p.add_argument(
+        "--no-nullspace",
+        action="store_true",
+        help="skip the null-space control (random directions still match its share)",
+    )
     p.add_argument("--bins", type=int, default=10)
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument(
@@ -310,9 +346,24 @@ def run_steer(args: argparse.Namespace) -> int:
     from analyze.interventions.svd import unembed_svd
     from analyze.lens.scheduler import scheduler_of
     from analyze.report.intervention_figures import steer_figures
-    from analyze.report.intervention_sections import steer_blocks
+    from analyze.report.steer_section import steer_blocks
     from layercal.format import StoreError
 
+    if args.truncated and args.online:
+        return _fail(
+            ValueError(
+                "--truncated reads the lens at the steered depth from the stored residuals "
+                "(offline, exact): drop --online, or drop --truncated to read the last depth"
+            )
+        )
+    if args.max_accuracy_drop is not None:
+        print(
+            "warning: --max-accuracy-drop is deprecated: it applies a fixed tolerance to the "
+            "point estimate of Δaccuracy on dev, which at small n is below one answer. Use "
+            "--accuracy-margin (a value keeps accuracy when its paired interval's lower bound "
+            "is above -MARGIN); this run uses the fixed rule.",
+            file=sys.stderr,
+        )
     try:
         with scheduler_of(args):
             ds = _open(args)
@@ -327,10 +378,14 @@ def run_steer(args: argparse.Namespace) -> int:
                 layer=args.layer,
                 dev_fraction=args.dev_fraction,
                 seed=args.seed,
+                truncated=args.truncated,
                 n_random=args.random,
                 betas=args.betas or DEFAULT_BETAS,
                 k=args.k,
-                svd=None if args.no_nullspace else unembed_svd(ds),
+                svd=unembed_svd(ds) if args.random or not args.no_nullspace else None,
+                nullspace=not args.no_nullspace,
+                select=args.select,
+                accuracy_margin=args.accuracy_margin,
                 max_accuracy_drop=args.max_accuracy_drop,
                 n_bins=args.bins,
                 n_boot=args.n_boot,
@@ -348,12 +403,16 @@ def run_steer(args: argparse.Namespace) -> int:
         "sweep": res.sweep,
         "reliability": res.reliability,
         "transfer": res.transfer,
+        "contrasts": res.contrasts,
     }
     _write(out, tables, res.meta)
     figs = steer_figures(res.sweep, res.reliability, res.transfer, out / "figures")
-    _section(out, steer_blocks(res.table, res.transfer, res.meta, figs))
+    _section(out, steer_blocks(res.table, res.transfer, res.meta, figs, res.contrasts))
     chosen = res.meta["chosen"]["direction"]
-    print(f"wrote {out}/steering.csv, sweep.csv, reliability.csv, transfer.csv (α* = {chosen:g})")
+    print(
+        f"wrote {out}/steering.csv, sweep.csv, reliability.csv, transfer.csv, contrasts.csv "
+        f"(α* = {chosen:g}, chosen by {args.select} on dev)"
+    )
     return 0
 
 

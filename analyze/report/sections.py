@@ -3,7 +3,8 @@
 ``layercal analyze --out R`` includes every section folder ``R/<folder>/`` (one holding the
 ``section.md`` such a command wrote with ``--out R/<folder>``) in its report, so one HTML file
 carries the whole experiment. The section is built again as document blocks from the folder's
-tables and figures (:mod:`analyze.report.intervention_sections`, the builders the commands
+tables and figures (:mod:`analyze.report.intervention_sections` and
+:mod:`analyze.report.steer_section`, the builders the commands
 render ``section.md`` with), never parsed back from Markdown.
 """
 
@@ -16,13 +17,9 @@ from typing import Any
 
 import polars as pl
 
-from analyze.report.intervention_sections import (
-    Paths,
-    direction_blocks,
-    nullspace_blocks,
-    steer_blocks,
-)
+from analyze.report.intervention_sections import Paths, direction_blocks, nullspace_blocks
 from analyze.report.render import Block, Heading, Para
+from analyze.report.steer_section import steer_blocks
 
 SECTION = "section.md"
 
@@ -59,7 +56,9 @@ def _direction(folder: Path) -> list[Block]:
 def _steer(folder: Path) -> list[Block]:
     meta = _json(folder / "meta.json")
     table, transfer = _csv(folder / "steering.csv"), _csv(folder / "transfer.csv")
-    return steer_blocks(table, transfer, meta, figures_of(folder))
+    contrasts = folder / "contrasts.csv"
+    extra = _csv(contrasts) if contrasts.is_file() else None
+    return steer_blocks(table, transfer, meta, figures_of(folder), extra)
 
 
 # the report's order; a kind is recognised by the files its command writes

@@ -236,3 +236,66 @@ def test_online_baseline_off_the_store_is_refused_naming_the_depth(tiny_store):
         resolve(other.model).blocks[1].mlp.down_proj.weight.mul_(3.0)
     with pytest.raises(BaselineMismatchError, match=r"at depth 2.*stored lens logits at depth 4"):
         _steer_online(store, other, 2)
+
+
+def test_online_equals_offline_at_the_last_depth_for_nonzero_alpha_tiny_model(tiny_store):
+    """At the last depth the hooked model's output for α ≠ 0 is the stored lens of h + α·s·d:
+    through the sweeper (which checks it) and against the analysis's offline steering."""
+    from analyze.interventions.steer_data import StoreData
+    from analyze.lens.store import open_store
+
+    store, loaded = tiny_store
+    data = StoreData.of(open_store(store))
+    sweeper, record = make_sweeper(str(store), loaded, layer=data.layer)
+    v = np.random.default_rng(3).normal(size=data.h.shape[1])
+    v /= np.linalg.norm(v)
+    rows = np.arange(0, 24, 3)
+    scale = float(np.linalg.norm(data.h, axis=1).mean())
+    alphas = [-0.75, 0.25, 1.0]
+    z = sweeper(rows, v, scale, alphas)
+    assert record["max_abs_diff_vs_offline"] < 1e-3
+    off = data.sweep(rows, v, scale, alphas)
+    np.testing.assert_allclose(z, off, atol=1e-3)
+    assert np.abs(off[2] - data.lens.logits(data.h[rows])).max() > 0.1  # α moved the logits
+
+
+@pytest.mark.parametrize("layer", [4, 2])
+def test_online_run_with_the_rule_and_limit_tiny_model(tiny_store, tmp_path, layer):
+    """`layercal steer --online --limit N` at the last depth and inside the model: N dev and
+    N test examples, every method's scalar chosen by the dev rule (NLL, accuracy margin); at
+    the last depth the tables equal the offline run's on the same examples."""
+    import json
+
+    import polars as pl
+
+    from analyze.interventions.direction import fit_direction
+    from analyze.lens.store import open_store
+    from layercal.cli import main as layercal
+
+    store, loaded = tiny_store
+    ds = open_store(store)
+    d = fit_direction(ds, estimator="mean", n_boot=0, fit_fraction=0.3).save(tmp_path / "d")
+    common = ["--direction", str(d), "--alphas=-1,-0.5,0.5,1", "--random", "1", "--limit", "6"]
+    common += ["--n-boot", "50", "--layer", str(layer)]
+    on = tmp_path / "on"
+    argv = ["steer", str(store), *common, "--out", str(on), "--online", "--model"]
+    assert layercal([*argv, str(loaded.provenance["model"])]) == 0
+    meta = json.loads((on / "meta.json").read_text())
+    assert meta["mode"] == "online" and meta["layer"] == layer and meta["select"] == "nll"
+    assert meta["splits"]["n_dev"] == 6 and meta["splits"]["n_test"] == 6
+    sweep = pl.read_csv(on / "sweep.csv")
+    dev = sweep.filter((pl.col("method") == "direction") & (pl.col("split") == "dev"))
+    keeps = (dev["d_accuracy_lo"] > -0.02) | (dev["param"] == 0)
+    assert dev["keeps_accuracy"].to_list() == keeps.to_list()
+    allowed = dev.filter(keeps).with_columns(pl.col("param").abs().alias("away"))
+    assert meta["chosen"]["direction"] == allowed.sort(["nll", "away"])["param"][0]
+    tab = pl.read_csv(on / "steering.csv")
+    assert tab["n"].unique().to_list() == [6] and set(tab["baseline"]) == {"online_alpha0"}
+    if layer == 4:  # the last depth: online equals offline on the same examples
+        off = tmp_path / "off"
+        assert layercal(["steer", str(store), *common, "--out", str(off)]) == 0
+        ref = pl.read_csv(off / "steering.csv")
+        assert ref["method"].to_list() == tab["method"].to_list()
+        for col in ("accuracy", "nll", "brier", "ece"):
+            np.testing.assert_allclose(tab[col].to_numpy(), ref[col].to_numpy(), atol=1e-4)
+        assert meta["online"]["max_abs_diff_vs_offline"] < 1e-3
