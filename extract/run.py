@@ -20,7 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from extract.arch import resolve, unembedding_arrays
+from extract.arch import last_mlp, resolve, unembedding_arrays
 from extract.autobatch import auto_batch_size
 from extract.batching import default_max_tokens
 from extract.blocks import SelfCheckError, check_reuse, self_check, write_blocks
@@ -107,13 +107,17 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
     if cfg.max_batch_tokens == "auto":
         device_type = next(model.parameters()).device.type
         cfg = dataclasses.replace(cfg, max_batch_tokens=default_max_tokens(device_type))
+    mlp = last_mlp(model, res) if "mlp_last" in cfg.capture else None  # refused before writing
     w_u, bias = unembedding_arrays(res)
+    ident = identity(loaded, template, ds, ans_ids, w_u)
+    if cfg.capture:  # a store with a capture is another store: resume and merge check it
+        ident["capture"] = list(cfg.capture)
     layout = fmt.Layout(len(ds.examples), res.n_depth, w_u.shape[1], w_u.shape[0], K, cfg.block)
     g, created = create_or_join(
         out,
         layout,
         sharded=sharded,
-        identity=identity(loaded, template, ds, ans_ids, w_u),
+        identity=ident,
         new_store=lambda: {
             "meta": example_meta(ds, seqs),
             "provenance": provenance(loaded, ds, template, prompts, res, K),
@@ -122,6 +126,7 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
         bias=bias,
         norm=res.norm,
         answer_ids=ans_ids,
+        mlp_last=None if mlp is None else fmt.MlpLastCapture(mlp.w_out, mlp.info),
     )
     if not created and (done := already_complete(out, g, layout, t0)) is not None:
         return done
@@ -168,6 +173,7 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
             cfg=cfg,
             bar=bar,
             keys=keys,
+            mlp=mlp,
         )
     finally:
         bar.close()  # blocks already marked written stay; --resume continues from them

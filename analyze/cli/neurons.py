@@ -54,7 +54,7 @@ def add_parser(sub: Any) -> None:
 def _compute(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     from analyze.interventions.artifact import Direction, check_direction
     from analyze.interventions.blocks import run_blocks
-    from analyze.interventions.neurons import NO_CAPTURE, has_capture, run_neurons
+    from analyze.interventions.neurons import capture_problem, run_neurons
     from analyze.interventions.svd import unembed_svd
     from analyze.lens.store import open_store, store_hash
 
@@ -69,7 +69,8 @@ def _compute(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     meta: dict[str, Any] = {"store": args.store, "store_hash": store_hash(ds)}
     meta["blocks"], meta["neurons"] = blocks.meta, None
     neurons = None
-    if has_capture(ds):
+    problem = capture_problem(ds)
+    if problem is None:
         vector = None
         if args.direction:
             direction = Direction.load(args.direction)
@@ -84,7 +85,7 @@ def _compute(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
         if args.direction:
             meta["neurons"]["direction_folder"] = args.direction
     else:
-        meta["no_neurons"] = NO_CAPTURE
+        meta["no_neurons"] = problem
     return blocks, neurons, meta
 
 

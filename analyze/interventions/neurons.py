@@ -55,6 +55,20 @@ def has_capture(ds: xr.Dataset) -> bool:
     return "mlp_last" in ds and "w_out_last" in ds
 
 
+def capture_problem(ds: xr.Dataset) -> str | None:
+    """Why the store's capture cannot be analysed as a·w_out writes (None: it can)."""
+    if not has_capture(ds):
+        return NO_CAPTURE
+    post = ds.attrs.get("layercal", {}).get("capture", {}).get("mlp_last", {}).get("post_norm")
+    if post:
+        return (
+            f"the last block normalises its MLP output ({post}) before adding it to the "
+            "residual stream (Gemma 2/3, OLMo-2), so a neuron does not add a·w_out and the "
+            "closed-form ablation does not apply; blocks.csv is written, the neurons are not"
+        )
+    return None
+
+
 def _effects(stats: dict[str, Any], j: slice | int, prefix: str, ci: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, metric in EFFECTS:
@@ -194,8 +208,9 @@ def run_neurons(
     """Scan and ablate every neuron of the store's ``mlp_last`` (see the module docstring).
 
     ``direction``: a unit vector (d,) to take cosines with (None: no ``direction_cosine``)."""
-    if not has_capture(ds):
-        raise ValueError(NO_CAPTURE)
+    problem = capture_problem(ds)
+    if problem:
+        raise ValueError(problem)
     d, last = int(ds.sizes["hidden"]), int(ds.sizes["layer"]) - 1
     if svd.hidden != d:
         raise ValueError(f"the SVD has hidden size {svd.hidden}, the store {d}: not its model")

@@ -76,3 +76,67 @@ def test_joint_update_and_noop():
     assert still.delta([0])[0, 0] == 0.0
     with pytest.raises(ValueError, match="shapes disagree"):
         NeuronAblation.of(lens, h, acts[:, :3], w_out)
+
+
+POST_NORM = ("gemma2", "gemma3_text", "gemma3", "olmo2")  # the closed form does not apply
+
+
+def _tiny_case(name):
+    import torch
+
+    from extract.arch import last_mlp, resolve
+    from extract.capture import run_batch
+    from extract.tokens import pad_batch
+    from tests.extract.tiny_models import VOCAB, tiny_model
+
+    class Tok:
+        pad_token_id = 0
+
+    model = tiny_model(name)
+    res = resolve(model)
+    mlp = last_mlp(model, res)
+    g = torch.Generator().manual_seed(3)
+    seqs = [torch.randint(1, VOCAB, (k,), generator=g).tolist() for k in (6, 11, 4, 9)]
+    ids, mask = pad_batch(Tok(), seqs, "cpu", "left")
+    r = run_batch(model, res, ids, mask, [5, 17, 33, 60], mlp=mlp)
+    return model, res, mlp, seqs, r
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in __import__("tests.extract.tiny_models").extract.tiny_models.ARCH_NAMES
+             if n != "mixtral" and n not in POST_NORM]
+)  # fmt: skip
+def test_hooked_model_equals_the_closed_form_on_tiny_models(name):
+    """Setting a neuron inside the model (a pre-hook on the down projection, final token only)
+    gives the logits the closed form computes from the captured arrays: over the whole
+    vocabulary (the reference lens on h + δ·w) and on the answer tokens (NeuronAblation)."""
+    from extract.arch import unembedding_arrays
+    from tests.analyze.interventions.hooked import hooked_logits
+
+    model, res, mlp, seqs, r = _tiny_case(name)
+    answer = [5, 17, 33, 60]
+    w_u, bias = unembedding_arrays(res)
+    lens = AnswerLens.from_arrays(res.norm, w_u, bias, np.array(answer))
+    h, acts = r.resid[:, -1].double().numpy(), r.mlp_last.double().numpy()
+    # the tiny models' activations are ~0.1: set each neuron to 3 (the closed form takes any
+    # value, the mean by default) so that the change is far above the tolerance
+    ab = NeuronAblation.of(lens, h, acts, mlp.w_out, mean=np.full(mlp.neurons, 3.0))
+    norms = np.linalg.norm(mlp.w_out, axis=1)
+    for i in (0, int(np.argmax(norms)), mlp.neurons - 1):
+        mu = float(ab.mean[i])
+        closed = ab.each([i])[0]
+        for e, seq in enumerate(seqs):
+            ref = hooked_logits(model, mlp.module, seq, i, mu)
+            h2 = h[e] + (mu - acts[e, i]) * mlp.w_out[i]
+            full = lens_logits(h2, w_u, res.norm, bias)
+            np.testing.assert_allclose(full, ref, atol=1e-4, err_msg=f"{name} neuron {i}")
+            np.testing.assert_allclose(closed[e], ref[answer], atol=1e-4, err_msg=name)
+        assert np.abs(closed - lens.logits(h)).max() > 1e-2  # the ablation changed something
+
+
+@pytest.mark.parametrize("name", POST_NORM)
+def test_post_norm_models_record_it(name):
+    """Gemma 2/3 and OLMo-2 normalise the MLP output: the closed form would be wrong there, so
+    the capture records the norm (and `layercal neurons` declines the neurons)."""
+    _, _, mlp, _, _ = _tiny_case(name)
+    assert mlp.info["post_norm"].endswith("post_feedforward_layernorm")
