@@ -16,10 +16,9 @@ from tests import REPO
 SUBJECTS = ["formal_logic", "high_school_us_history"]
 
 
-@pytest.fixture(scope="module")
-def smol_store(tmp_path_factory, smollm2, data_dir):
-    out = tmp_path_factory.mktemp("smol") / "smol.zarr"
-    cfg = ExtractConfig(
+def _config(out, data_dir, **extra) -> ExtractConfig:
+    """36 questions of SUBJECTS, batches of 8, one block."""
+    return ExtractConfig(
         model="smollm2-135m",
         dataset="mmlu",
         out=str(out),
@@ -29,7 +28,14 @@ def smol_store(tmp_path_factory, smollm2, data_dir):
         batch_size=8,
         block=128,
         progress=False,
+        **extra,
     )
+
+
+@pytest.fixture(scope="module")
+def smol_store(tmp_path_factory, smollm2, data_dir):
+    out = tmp_path_factory.mktemp("smol") / "smol.zarr"
+    cfg = _config(out, data_dir)
     summary = extract(cfg, loaded=smollm2)
     assert summary.complete and summary.n_written == 36
     assert summary.self_check_max_abs_diff < 1e-3
@@ -174,18 +180,7 @@ def test_examples_frame_joins_on_example_id(smol_store):
 def smol_capture(tmp_path_factory, smollm2, data_dir, smol_store):
     """The store of ``smol_store`` again, extracted with ``--capture mlp_last``."""
     out = tmp_path_factory.mktemp("smolcap") / "cap.zarr"
-    cfg = ExtractConfig(
-        model="smollm2-135m",
-        dataset="mmlu",
-        out=str(out),
-        subjects=SUBJECTS,
-        data_dir=str(data_dir),
-        limit=36,
-        batch_size=8,
-        block=128,
-        progress=False,
-        capture=("mlp_last",),
-    )
+    cfg = _config(out, data_dir, capture=("mlp_last",))
     assert extract(cfg, loaded=smollm2).complete
     return out, cfg
 

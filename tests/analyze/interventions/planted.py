@@ -20,6 +20,17 @@ CATEGORY = {
 }
 
 
+def identity(model: str, w_u: np.ndarray) -> dict:
+    """The identity of a planted store of ``model`` (float32 MMLU test, W_U's sha256)."""
+    return {
+        "model": model,
+        "dataset": "mmlu",
+        "split": "test",
+        "dtype": "float32",
+        "w_u_sha256": fmt.sha256_bytes(w_u),
+    }
+
+
 def planted_direction(hidden: int, seed: int = 7) -> np.ndarray:
     u = np.random.default_rng(seed).normal(size=hidden)
     return u / np.linalg.norm(u)
@@ -157,13 +168,6 @@ def capture_store(path, *, n=160, depth=5, hidden=24, vocab=60, neurons=32, seed
         categories=[CATEGORY[s] for s in subject],
         example_ids=[f"mmlu/test/{s}/{i:04d}" for i, s in enumerate(subject)],
     )
-    ident = {
-        "model": f"synthetic-capture-{hidden}-{seed}",
-        "dataset": "mmlu",
-        "split": "test",
-        "dtype": "float32",
-        "w_u_sha256": fmt.sha256_bytes(w_u),
-    }
     return synthetic_store(
         path,
         meta=meta,
@@ -172,7 +176,7 @@ def capture_store(path, *, n=160, depth=5, hidden=24, vocab=60, neurons=32, seed
         norm=spec,
         answer_ids=ids,
         resid=h.astype(np.float32),
-        identity=ident,
+        identity=identity(f"synthetic-capture-{hidden}-{seed}", w_u),
         provenance={"template": {"name": "t"}},
         block=128,
         finalize={"finished": "test"},
