@@ -264,3 +264,25 @@ def test_a_mixture_of_experts_has_no_mlp_last():
     model = tiny_model("mixtral")
     with pytest.raises(ArchitectureError, match="not available for 'mixtral'.*mixture-of-experts"):
         last_mlp(model, resolve(model))
+
+
+def test_mlp_last_of_a_bf16_model_is_stored_exactly():
+    """In bfloat16 the activation is kept as the model computed it: float32 values whose low 16
+    bits are zero, equal to the bf16 down projection's input."""
+    from extract.arch import last_mlp
+    from extract.tokens import pad_batch
+
+    model = tiny_model("qwen2").to(torch.bfloat16)
+    res = resolve(model)
+    mlp = last_mlp(model, res)
+    assert mlp.info["dtype"] == "bfloat16"
+    ids, mask = pad_batch(_Tok(), _prompts(), "cpu", "left")
+    seen = {}
+    handle = mlp.module.register_forward_pre_hook(lambda _m, a: seen.update(x=a[0]))
+    try:
+        got = run_batch(model, res, ids, mask, ANSWER_IDS, mlp=mlp).mlp_last
+    finally:
+        handle.remove()
+    assert got.dtype == torch.float32 and seen["x"].dtype == torch.bfloat16
+    assert not (got.numpy().view(np.uint32) & 0xFFFF).any()
+    torch.testing.assert_close(got, seen["x"][:, -1].float(), rtol=0, atol=0)
