@@ -90,7 +90,7 @@ ARCHS: dict[str, ArchEntry] = {
         "layernorm",
         mlp_out="mlp.fc2",
         mlp_gated=False,
-    ),  # fmt: skip
+    ),
     "gpt2": ArchEntry(  # c_proj is a Conv1D: its weight is (neuron, hidden) already
         "transformer.h",
         "transformer.ln_f",
@@ -98,7 +98,7 @@ ARCHS: dict[str, ArchEntry] = {
         "layernorm",
         mlp_out="mlp.c_proj",
         mlp_gated=False,
-    ),  # fmt: skip
+    ),
     "gpt_neox": ArchEntry(
         "gpt_neox.layers",
         "gpt_neox.final_layer_norm",
@@ -106,7 +106,7 @@ ARCHS: dict[str, ArchEntry] = {
         "layernorm",
         mlp_out="mlp.dense_4h_to_h",
         mlp_gated=False,
-    ),  # fmt: skip
+    ),
 }
 
 

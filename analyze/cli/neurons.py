@@ -63,9 +63,14 @@ def _compute(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     )
     svd = unembed_svd(ds, method=args.svd_method, cache_dir=args.cache_dir)
     blocks = run_blocks(
-        ds, svd, k=args.k, n_random=args.random, seed=args.seed, n_bins=args.bins,
+        ds,
+        svd,
+        k=args.k,
+        n_random=args.random,
+        seed=args.seed,
+        n_bins=args.bins,
         n_boot=args.n_boot,
-    )  # fmt: skip
+    )
     meta: dict[str, Any] = {"store": args.store, "store_hash": store_hash(ds)}
     meta["blocks"], meta["neurons"] = blocks.meta, None
     neurons = None
@@ -77,10 +82,18 @@ def _compute(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
             check_direction(direction, ds)
             vector = direction.vector
         neurons = run_neurons(
-            ds, svd, k=args.k, n_candidates=args.candidates, norm_quantile=args.norm_quantile,
-            n_controls=args.controls, top_n=args.top_n, direction=vector, n_bins=args.bins,
-            n_boot=args.n_boot, seed=args.seed,
-        )  # fmt: skip
+            ds,
+            svd,
+            k=args.k,
+            n_candidates=args.candidates,
+            norm_quantile=args.norm_quantile,
+            n_controls=args.controls,
+            top_n=args.top_n,
+            direction=vector,
+            n_bins=args.bins,
+            n_boot=args.n_boot,
+            seed=args.seed,
+        )
         meta["neurons"] = neurons.meta
         if args.direction:
             meta["neurons"]["direction_folder"] = args.direction

@@ -135,9 +135,14 @@ def run_blocks(
             controls[i, depth] = lens.logits(without_write(h_last, delta, rb))
         h = nxt
     stats = paired_deltas(
-        np.broadcast_to(base, ablated.shape), ablated, label, mask,
-        n_bins=n_bins, n_boot=n_boot, seed=seed,
-    )  # fmt: skip
+        np.broadcast_to(base, ablated.shape),
+        ablated,
+        label,
+        mask,
+        n_bins=n_bins,
+        n_boot=n_boot,
+        seed=seed,
+    )
     rand = [
         paired_deltas(np.broadcast_to(base, ablated.shape), c, label, mask, n_bins=n_bins, n_boot=0)
         for c in controls

@@ -83,9 +83,14 @@ def _effects(stats: dict[str, Any], j: slice | int, prefix: str, ci: bool) -> di
 
 
 def _per_neuron(
-    ab: NeuronAblation, base: NDArray[np.float64], label: Any, mask: Any, n_bins: int,
-    n_boot: int, seed: int,
-) -> dict[str, NDArray[np.float64]]:  # fmt: skip
+    ab: NeuronAblation,
+    base: NDArray[np.float64],
+    label: Any,
+    mask: Any,
+    n_bins: int,
+    n_boot: int,
+    seed: int,
+) -> dict[str, NDArray[np.float64]]:
     """Total (with intervals) and direct effects of every neuron, CHUNK neurons at a time."""
     n_neurons = ab.w_out.shape[0]
     cols: dict[str, list[NDArray[np.float64]]] = {}
@@ -138,9 +143,17 @@ def _sets(
 
 
 def _set_rows(
-    ab: NeuronAblation, lens: AnswerLens, base: Any, prev: Any, label: Any, mask: Any,
-    sets: list[tuple[str, list[int]]], n_bins: int, n_boot: int, seed: int,
-) -> list[dict[str, Any]]:  # fmt: skip
+    ab: NeuronAblation,
+    lens: AnswerLens,
+    base: Any,
+    prev: Any,
+    label: Any,
+    mask: Any,
+    sets: list[tuple[str, list[int]]],
+    n_bins: int,
+    n_boot: int,
+    seed: int,
+) -> list[dict[str, Any]]:
     updates = [ab.update(idx) for _, idx in sets]
     z = np.stack([ablated_answer_logits(lens, ab.h, u) for u in updates])
     zd = np.stack([ablated_answer_logits(lens, ab.h, u, frozen=True) for u in updates])

@@ -30,10 +30,22 @@ def blocks_figure(blocks: pl.DataFrame, meta: dict[str, Any], out: Path) -> Path
     with P.style():
         fig = P.new_figure(9.0, 3.2)
         ax = fig.add_subplot(1, 2, 1)
-        ax.plot(x, blocks["null_share"].to_numpy(), color=P.PALETTE[1], marker="o", ms=2.5,
-                label="‖BᵀΔ‖/‖Δ‖ (share of the write)")  # fmt: skip
-        ax.plot(x, blocks["null_contribution"].to_numpy(), color=P.PALETTE[0], marker="s", ms=2.5,
-                label="part of the last residual's N_k content")  # fmt: skip
+        ax.plot(
+            x,
+            blocks["null_share"].to_numpy(),
+            color=P.PALETTE[1],
+            marker="o",
+            ms=2.5,
+            label="‖BᵀΔ‖/‖Δ‖ (share of the write)",
+        )
+        ax.plot(
+            x,
+            blocks["null_contribution"].to_numpy(),
+            color=P.PALETTE[0],
+            marker="s",
+            ms=2.5,
+            label="part of the last residual's N_k content",
+        )
         ax.axhline(float(np.sqrt(k / meta["hidden"])), color=P.GREY, ls="--", label="random")
         ax.axhline(0, color="black", lw=0.6)
         ax.set(xlabel="block (layer it writes)", title=f"Null-space writes (N_{k})")
@@ -43,11 +55,18 @@ def blocks_figure(blocks: pl.DataFrame, meta: dict[str, Any], out: Path) -> Path
         _band(ax, x, blocks, "d_ece", P.PALETTE[1], "ΔECE")
         _band(ax, x, blocks, "d_confidence", P.PALETTE[0], "Δconfidence")
         if np.isfinite(blocks["random_d_ece"].to_numpy()).any():
-            ax.plot(x, blocks["random_d_ece"].to_numpy(), color=P.GREY, ls=":",
-                    label="ΔECE, random subspace")  # fmt: skip
+            ax.plot(
+                x,
+                blocks["random_d_ece"].to_numpy(),
+                color=P.GREY,
+                ls=":",
+                label="ΔECE, random subspace",
+            )
         ax.axhline(0, color="black", lw=0.6)
-        ax.set(xlabel="block (layer it writes)",
-               title=f"Last layer (L{meta['last_layer']}) without the block's N_k write")  # fmt: skip
+        ax.set(
+            xlabel="block (layer it writes)",
+            title=f"Last layer (L{meta['last_layer']}) without the block's N_k write",
+        )
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(loc="best", fontsize=7)
         return {"block_writes": P.save(fig, out, "block_writes")}
@@ -57,8 +76,10 @@ def effect_order(neurons: pl.DataFrame) -> pl.DataFrame:
     """The candidates by rank, each followed by its matched controls."""
     sel = neurons.filter(pl.col("role").is_in(["candidate", "control"]))
     rank = dict(zip(sel["neuron"].to_list(), sel["candidate_rank"].to_list()))
-    group = [r if r is not None else rank.get(c) for r, c in
-             zip(sel["candidate_rank"].to_list(), sel["control_of"].to_list())]  # fmt: skip
+    group = [
+        r if r is not None else rank.get(c)
+        for r, c in zip(sel["candidate_rank"].to_list(), sel["control_of"].to_list())
+    ]
     first = [0 if role == "candidate" else 1 for role in sel["role"].to_list()]
     return (
         sel.with_columns(pl.Series("_g", group), pl.Series("_f", first))
@@ -75,17 +96,36 @@ def neuron_figures(neurons: pl.DataFrame, meta: dict[str, Any], out: Path) -> Pa
         fig = P.new_figure(5.6, 4.0)
         ax = fig.add_subplot()
         y = np.maximum(neurons["logit_var_unit"].to_numpy(), 1e-12)
-        pts = ax.scatter(neurons["norm"].to_numpy(), y, c=neurons["null_share"].to_numpy(),
-                         cmap="viridis", s=6, lw=0, vmin=0, vmax=1)  # fmt: skip
+        pts = ax.scatter(
+            neurons["norm"].to_numpy(),
+            y,
+            c=neurons["null_share"].to_numpy(),
+            cmap="viridis",
+            s=6,
+            lw=0,
+            vmin=0,
+            vmax=1,
+        )
         fig.colorbar(pts, ax=ax, label=f"share of ‖w_out‖ in N_{meta['k']}")
         cand = neurons.filter(pl.col("role") == "candidate")
         cy = np.maximum(cand["logit_var_unit"].to_numpy(), 1e-12)
-        ax.scatter(cand["norm"].to_numpy(), cy, s=40, facecolors="none",
-                   edgecolors=P.PALETTE[1], lw=1.2, label="candidates")  # fmt: skip
+        ax.scatter(
+            cand["norm"].to_numpy(),
+            cy,
+            s=40,
+            facecolors="none",
+            edgecolors=P.PALETTE[1],
+            lw=1.2,
+            label="candidates",
+        )
         for nid, xx, yy in zip(cand["neuron"].to_list(), cand["norm"].to_list(), cy):
             ax.annotate(str(nid), (xx, yy), xytext=(3, 3), textcoords="offset points", fontsize=7)
-        ax.set(yscale="log", xlabel="‖w_out‖", ylabel="Var over vocab of W̃·w_out / ‖w_out‖²",
-               title=f"Last-block neurons ({meta['neurons']})")  # fmt: skip
+        ax.set(
+            yscale="log",
+            xlabel="‖w_out‖",
+            ylabel="Var over vocab of W̃·w_out / ‖w_out‖²",
+            title=f"Last-block neurons ({meta['neurons']})",
+        )
         ax.legend(loc="upper right", fontsize=7)
         figs["neuron_scan"] = P.save(fig, out, "neuron_scan")
 
@@ -98,12 +138,21 @@ def neuron_figures(neurons: pl.DataFrame, meta: dict[str, Any], out: Path) -> Pa
             d, lo, hi = (sel[c].to_numpy() for c in ("d_ece", "d_ece_lo", "d_ece_hi"))
             ax.vlines(x, lo, hi, colors=colors, lw=1)
             ax.scatter(x, d, c=colors, s=14, label="total (norm recomputed)")
-            ax.scatter(x, sel["direct_d_ece"].to_numpy(), marker="x", c=colors, s=14,
-                       label="direct (scale frozen)")  # fmt: skip
+            ax.scatter(
+                x,
+                sel["direct_d_ece"].to_numpy(),
+                marker="x",
+                c=colors,
+                s=14,
+                label="direct (scale frozen)",
+            )
             ax.axhline(0, color="black", lw=0.6)
             ax.set_xticks(x, [str(v) for v in sel["neuron"].to_list()], rotation=90, fontsize=6)
-            ax.set(xlabel="neuron (orange: candidate; grey: its matched controls after it)",
-                   ylabel="ΔECE at the last layer", title="Mean-ablating one neuron")  # fmt: skip
+            ax.set(
+                xlabel="neuron (orange: candidate; grey: its matched controls after it)",
+                ylabel="ΔECE at the last layer",
+                title="Mean-ablating one neuron",
+            )
             ax.legend(loc="best", fontsize=7)
             figs["neuron_effects"] = P.save(fig, out, "neuron_effects")
     return figs

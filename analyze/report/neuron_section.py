@@ -139,7 +139,7 @@ def neurons_blocks(neurons: pl.DataFrame, sets: pl.DataFrame, meta: dict[str, An
         Table(
             ["set", "neurons", "ΔECE", "Δconfidence", "Δaccuracy", "direct ΔECE", "carried"],
             set_rows,
-        ),  # fmt: skip
+        ),
     ]
     cos = meta.get("direction")
     if cos:

@@ -103,9 +103,13 @@ def _tiny_case(name):
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in __import__("tests.extract.tiny_models").extract.tiny_models.ARCH_NAMES
-             if n != "mixtral" and n not in POST_NORM]
-)  # fmt: skip
+    "name",
+    [
+        n
+        for n in __import__("tests.extract.tiny_models").extract.tiny_models.ARCH_NAMES
+        if n != "mixtral" and n not in POST_NORM
+    ],
+)
 def test_hooked_model_equals_the_closed_form_on_tiny_models(name):
     """Setting a neuron inside the model (a pre-hook on the down projection, final token only)
     gives the logits the closed form computes from the captured arrays: over the whole

@@ -19,8 +19,12 @@ def _metrics(h, w, spec, label):
     p /= p.sum(-1, keepdims=True)
     conf, correct = p.max(-1), (p.argmax(-1) == label).astype(float)
     nll = -np.log(p[np.arange(label.size), label])
-    return {"ece": ece(conf, correct, 10), "confidence": conf.mean(), "nll": nll.mean(),
-            "accuracy": correct.mean()}  # fmt: skip
+    return {
+        "ece": ece(conf, correct, 10),
+        "confidence": conf.mean(),
+        "nll": nll.mean(),
+        "accuracy": correct.mean(),
+    }
 
 
 @pytest.mark.parametrize("kind", ["rmsnorm", "layernorm"])
@@ -29,9 +33,16 @@ def test_run_neurons_against_materialised_residuals(tmp_path, kind):
     svd = S.unembed_svd(ds, cache=False)
     direction = np.random.default_rng(1).normal(size=24)
     res = run_neurons(
-        ds, svd, n_candidates=4, norm_quantile=0.5, n_controls=2, top_n=(1, 3),
-        direction=direction, n_boot=40, seed=2,
-    )  # fmt: skip
+        ds,
+        svd,
+        n_candidates=4,
+        norm_quantile=0.5,
+        n_controls=2,
+        top_n=(1, 3),
+        direction=direction,
+        n_boot=40,
+        seed=2,
+    )
     t = res.neurons
     assert t.height == 32 and t["neuron"].to_list() == list(range(32))
     resid = np.asarray(ds["resid"].values, np.float64)

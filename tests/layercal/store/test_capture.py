@@ -74,8 +74,9 @@ def test_plain_store_bytes_are_those_of_before_the_capture(cap, plain):
 def test_verify_and_info(cap, plain, capsys):
     rep = verify_store(str(cap))
     assert rep.ok, problems_text(rep)
-    assert any("capture mlp_last: 48 neurons of block 3; w_out_last sha256 matches" in n
-               for n in rep.notes), rep.notes  # fmt: skip
+    assert any(
+        "capture mlp_last: 48 neurons of block 3; w_out_last sha256 matches" in n for n in rep.notes
+    ), rep.notes
     assert any("3/3 written blocks match" in n for n in rep.notes)
     assert verify_store(str(plain)).ok
     d = store_info(str(cap))
