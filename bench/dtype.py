@@ -41,7 +41,7 @@ def _peak_rss() -> int:
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """One extraction in this process: load (untimed), reset the peak, extract, report."""
-    from extract.models import load_model
+    from extract.model.load import load_model
     from extract.run import ExtractConfig, extract
 
     loaded = load_model(args.model, dtype=args.child, device="cpu")

@@ -12,7 +12,7 @@ never timed. Variants:
 
 - ``bare``: the decoder only (``model.base_model``: no capture, no unembedding, no writing) on
   exactly the batches extract uses (longest first, cut by batch size and token budget,
-  ``extract.batching``), tokenised beforehand — the floor for this approach; ``bare-sorted``: the
+  ``extract.forward.batching``), tokenised beforehand — the floor for this approach; ``bare-sorted``: the
   same on plain length-sorted batches of ``--batch-size`` (what the peers' ``-sorted`` variants
   get); ``bare-unsorted`` (opt-in): on batches in dataset order;
 - ``layercal``: :func:`extract.run.extract` end to end into a fresh store (dataset, tokenise,
@@ -146,7 +146,7 @@ def random_model(name: str, dtype: str, device: str) -> Any:
     import torch
     import transformers as tf
 
-    from extract.models import LoadedModel, pick_device, resolve_model_path
+    from extract.model.load import LoadedModel, pick_device, resolve_model_path
 
     if name not in RANDOM_SHAPES:
         raise SystemExit(f"unknown random shape {name!r}; use one of {', '.join(RANDOM_SHAPES)}")
@@ -171,7 +171,7 @@ def random_model(name: str, dtype: str, device: str) -> Any:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from extract.models import load_model
+    from extract.model.load import load_model
 
     if args.model.startswith("random:"):
         dtype = "bfloat16" if args.dtype == "auto" else args.dtype
@@ -210,10 +210,10 @@ def _config(args: argparse.Namespace, out: str, variant: str = "layercal") -> An
 def sorted_batches(
     lengths: Sequence[int], batch_size: int, block: int, max_tokens: int | None = None
 ) -> list[list[int]]:
-    """Per write block, longest first (ties by index), cut by ``extract.batching.plan_batches``:
+    """Per write block, longest first (ties by index), cut by ``extract.forward.batching.plan_batches``:
     with the run's token budget these are exactly extract's batches; without (None), plain
     length-sorted batches of ``batch_size``, what a researcher who sorts would write."""
-    from extract.batching import plan_batches
+    from extract.forward.batching import plan_batches
 
     out = []
     for start in range(0, len(lengths), block):
@@ -236,9 +236,9 @@ class _Inputs:
     def __init__(
         self, args: argparse.Namespace, tok: Any, device: Any, variant: str = "layercal"
     ) -> None:
-        from extract.batching import default_max_tokens
+        from extract.forward.batching import default_max_tokens
+        from extract.forward.tokens import answer_token_ids, tokenize
         from extract.run import prepare
-        from extract.tokens import answer_token_ids, tokenize
         from layercal.format import DEFAULT_BLOCK
 
         ds, _, self.prompts = prepare(_config(args, "", variant))
@@ -303,8 +303,8 @@ def _loop_variant(
 def run_bare(args: argparse.Namespace, work: Path, batching: str) -> dict[str, Any]:
     import torch
 
-    from extract.capture import position_ids
-    from extract.tokens import pad_batch
+    from extract.forward.capture import position_ids
+    from extract.forward.tokens import pad_batch
 
     lm = _load(args)
     inp = _Inputs(args, lm.tokenizer, lm.device)
@@ -347,7 +347,7 @@ def _peer_source(args: argparse.Namespace) -> tuple[str, Any, Any]:
     """(path or config folder, model object or None, torch dtype) for a peer to load."""
     import torch
 
-    from extract.models import pick_device, pick_dtype, resolve_model_path
+    from extract.model.load import pick_device, pick_dtype, resolve_model_path
 
     if args.model.startswith("random:"):
         lm = _load(args)
@@ -364,8 +364,8 @@ def run_transformerlens(args: argparse.Namespace, work: Path, sort: bool) -> dic
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoTokenizer
 
-    from extract.models import pick_device
-    from extract.tokens import pad_batch
+    from extract.forward.tokens import pad_batch
+    from extract.model.load import pick_device
 
     path, lm, dtype = _peer_source(args)
     dev = pick_device(args.device)
@@ -398,8 +398,8 @@ def run_nnsight(args: argparse.Namespace, work: Path, sort: bool) -> dict[str, A
     import torch
     from nnsight.modeling.transformers import TransformersModel
 
-    from extract.arch import ARCHS
-    from extract.models import pick_device
+    from extract.model.arch import ARCHS
+    from extract.model.load import pick_device
 
     path, lm, dtype = _peer_source(args)
     dev = pick_device(args.device)
@@ -443,10 +443,10 @@ def run_nnsight(args: argparse.Namespace, work: Path, sort: bool) -> dict[str, A
 def run_layercal(args: argparse.Namespace, work: Path, variant: str = "layercal") -> dict[str, Any]:
     import torch
 
-    from extract.arch import resolve
-    from extract.capture import run_batch
+    from extract.forward.capture import run_batch
+    from extract.forward.tokens import pad_batch
+    from extract.model.arch import resolve
     from extract.run import extract
-    from extract.tokens import pad_batch
     from layercal.format import ACTIVATION_ARRAYS
 
     lm = _load(args)

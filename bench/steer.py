@@ -120,10 +120,10 @@ def online(
     batches, and per batch the median of its ``alphas`` timed steps, summed over batches."""
     import torch
 
-    from extract.arch import resolve
-    from extract.models import load_model
-    from extract.steer_online import SteeringHook, forward_logits, kv_sweep
-    from extract.tokens import pad_batch, tokenize
+    from extract.forward.tokens import pad_batch, tokenize
+    from extract.model.arch import resolve
+    from extract.model.load import load_model
+    from extract.online.steer import SteeringHook, forward_logits, kv_sweep
 
     torch.manual_seed(0)
     lm = load_model(model_name, dtype="float32", device="cpu")

@@ -169,7 +169,7 @@ class ExtractConfig:
             "--limit", "a seeded random sample of N examples, kept in dataset order", type=int
         ),
     )
-    # e.g. "40,humanities=120" (extract/_sampling.py)
+    # e.g. "40,humanities=120" (extract/data/sampling.py)
     per_subject: str | None = field(
         default=None,
         metadata=option(
@@ -193,7 +193,7 @@ class ExtractConfig:
         metadata=option("--template", "prompt template file (JSON/TOML); default: lm-eval MMLU"),
     )
     out: str = field(metadata=option("--out", "store path, e.g. stores/NAME.zarr"))
-    # "auto": the largest that fits (extract.autobatch)
+    # "auto": the largest that fits (extract.forward.autobatch)
     batch_size: int | Literal["auto"] = field(
         default=16,
         metadata=option(
@@ -203,7 +203,7 @@ class ExtractConfig:
             recorded=True,
         ),
     )
-    # padded tokens per forward pass (extract.batching); "auto": a cap on CPU, none on GPUs
+    # padded tokens per forward pass (extract.forward.batching); "auto": a cap on CPU, none on GPUs
     max_batch_tokens: int | Literal["auto"] | None = field(
         default="auto",
         metadata=option(

@@ -2,9 +2,9 @@
 
 Work is done block by block (see layercal.format): the examples of a block are sorted by token
 length and cut into batches (less padding), captured, self-checked, then handed to a writer thread
-so compression and writing overlap the next block's forward passes (:mod:`extract.blocks`).
+so compression and writing overlap the next block's forward passes (:mod:`extract.write.blocks`).
 Blocks are assigned to shards by ``block % n == i`` and skipped when already marked written, which
-is all that resume and multi-process extraction need (:mod:`extract.join`). Batches never span
+is all that resume and multi-process extraction need (:mod:`extract.write.join`). Batches never span
 blocks, so a block's bytes do not depend on which process or which run computed it.
 """
 
@@ -20,18 +20,18 @@ from typing import Any
 
 from tqdm import tqdm
 
-from extract.arch import last_mlp, resolve, unembedding_arrays
-from extract.autobatch import auto_batch_size
-from extract.batching import default_max_tokens
-from extract.blocks import SelfCheckError, check_reuse, self_check, write_blocks
 from extract.config import ExtractConfig, ExtractSummary, parse_shard, run_settings
-from extract.datasets import MCDataset, load_dataset
-from extract.join import check_target, create_or_join
-from extract.models import load_model
-from extract.prompts import PromptTemplate
-from extract.provenance import example_meta, identity, provenance
-from extract.storeio import already_complete, record_run, store_bytes, store_io_error
-from extract.tokens import answer_token_ids, tokenize
+from extract.data import MCDataset, load_dataset
+from extract.data.prompts import PromptTemplate
+from extract.forward.autobatch import auto_batch_size
+from extract.forward.batching import default_max_tokens
+from extract.forward.tokens import answer_token_ids, tokenize
+from extract.model.arch import last_mlp, resolve, unembedding_arrays
+from extract.model.load import load_model
+from extract.write.blocks import SelfCheckError, check_reuse, self_check, write_blocks
+from extract.write.join import check_target, create_or_join
+from extract.write.provenance import example_meta, identity, provenance
+from extract.write.storeio import already_complete, record_run, store_bytes, store_io_error
 from layercal import format as fmt
 
 __all__ = [

@@ -18,8 +18,8 @@ from typing import Any
 
 def online_sweeper(args: argparse.Namespace, ds: Any, direction: Any) -> tuple[Any, dict[str, Any]]:
     """``layercal steer --online``: the store's model loaded, as a sweeper of that store
-    (:func:`extract.steer_online.model_sweeper`); imports torch only now."""
-    from extract.steer_online import model_sweeper
+    (:func:`extract.online.steer.model_sweeper`); imports torch only now."""
+    from extract.online.steer import model_sweeper
 
     source = str(ds.encoding.get("source") or args.store)
     layer = int(ds.sizes["layer"]) - 1 if args.layer is None else args.layer

@@ -1,6 +1,7 @@
 """The structural rules of the code base, checked on the source with ``ast`` so they cannot
 regress: no import cycles, the analysis stage never imports the extraction stage or torch, a
-small top level of ``analyze/``, and no private name used outside the module that defines it.
+small top level of each stage (``analyze/``, ``extract/``), and no private name used outside the
+module that defines it.
 
 Imports are counted wherever they are written (inside functions too) and however (``import``,
 ``from ... import``, ``__import__("...")``, ``importlib.import_module("...")``); only those
@@ -22,7 +23,7 @@ PACKAGES = ("layercal", "extract", "analyze")
 # the one module that sees both stages (it hands `steer --online` the model-backed sweeper)
 BOTH_STAGES = {"layercal.cli"}
 HEAVY = ("torch", "transformers", "accelerate")
-MAX_TOP_LEVEL_ANALYZE = 8
+MAX_TOP_LEVEL = 8  # modules at the top of a stage's package; the rest lives in subpackages
 
 
 def module_name(path: Path) -> str:
@@ -245,9 +246,27 @@ def test_only_layercal_cli_sees_both_stages():
             assert stages <= {top}, f"{name} imports the other stage: {stages}"
 
 
-def test_analyze_top_level_is_small():
-    top = sorted(p.name for p in (REPO / "analyze").glob("*.py"))
-    assert len(top) <= MAX_TOP_LEVEL_ANALYZE, top
+@pytest.mark.parametrize("stage", ["analyze", "extract"])
+def test_stage_top_level_is_small(stage):
+    top = sorted(p.name for p in (REPO / stage).glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL, top
+
+
+@pytest.mark.parametrize("stage", ["analyze", "extract"])
+def test_stage_api_is_lazy(stage):
+    """``import analyze`` / ``import extract`` imports none of its modules until a name of its
+    API is used (so ``layercal summary`` never pays for torch), and every name exists."""
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys, {stage}; "
+        f"loaded = sorted(m for m in sys.modules if m.startswith('{stage}.')); "
+        f"assert not loaded, loaded; "
+        f"missing = [n for n in {stage}.__all__ if not hasattr({stage}, n)]; "
+        f"assert not missing, missing"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 def test_no_private_name_is_used_outside_its_module():
@@ -284,7 +303,19 @@ def test_private_modules_are_imported_only_inside_their_package():
     assert not bad, "\n".join(bad)
 
 
-@pytest.mark.parametrize("package", ["analyze.calibration", "analyze.lens", "layercal.store"])
+@pytest.mark.parametrize(
+    "package",
+    [
+        "analyze.calibration",
+        "analyze.lens",
+        "layercal.store",
+        "extract.data",
+        "extract.model",
+        "extract.forward",
+        "extract.write",
+        "extract.online",
+    ],
+)
 def test_package_exports_exist(package):
     import importlib
 

@@ -7,6 +7,11 @@ bool with False = option absent, ``label`` (n,) int; a leading axis is typically
   layer, flip rate, every layer at once; the implementation lives in private modules:
   ``_probs`` (softmax and per-example scores), ``_binning`` (ECE/MCE, mergeable BinStats),
   ``_bootstrap`` (percentile bootstrap), ``_checks`` (input validation).
+- :mod:`~analyze.calibration.smooth`: smooth ECE (smECE, relplot's definition and bandwidth).
+- :mod:`~analyze.calibration.floor`: the noise floor of binned ECE (a calibrated predictor's ECE
+  at this sample, by seeded simulation).
+- :mod:`~analyze.calibration.discrimination`: signed gap, AUROC, Brier decomposition (what
+  tells a correction from a rescaling).
 - :mod:`~analyze.calibration.paired`: paired bootstrap intervals of metric changes.
 - :mod:`~analyze.calibration.temperature`: temperature scaling.
 - :mod:`~analyze.calibration.splits`: the seeded per-subject split of examples.
@@ -46,6 +51,19 @@ from analyze.calibration._probs import (
     log_softmax,
     per_example_terms,
 )
+from analyze.calibration.discrimination import (
+    DECOMPOSITION,
+    auroc,
+    average_ranks,
+    brier_decomposition,
+    signed_gap,
+)
+from analyze.calibration.floor import (
+    FLOOR_SIMULATIONS,
+    ece_floor,
+    ece_floor_from_uniforms,
+    floor_uniforms,
+)
 from analyze.calibration.landmarks import (
     DEFINITIONS,
     accuracy_lower_bound,
@@ -55,6 +73,7 @@ from analyze.calibration.landmarks import (
     window_change,
 )
 from analyze.calibration.metrics import (
+    best_constant_chance,
     brier,
     chance_accuracy,
     flip_rate,
@@ -72,6 +91,13 @@ from analyze.calibration.paired import (
     paired_deltas,
     paired_term_deltas,
 )
+from analyze.calibration.smooth import (
+    relplot_bandwidth,
+    smece,
+    smece_and_bandwidth,
+    smooth_ece,
+    smooth_ece_from_coefficients,
+)
 from analyze.calibration.splits import (
     DIRECTION_STREAM,
     LANDMARK_STREAM,
@@ -88,18 +114,23 @@ from analyze.calibration.temperature import (
 )
 
 __all__ = [
+    "BinStats",
+    "DECOMPOSITION",
     "DEFINITIONS",
     "DIRECTION_STREAM",
+    "FLOOR_SIMULATIONS",
     "LANDMARK_STREAM",
     "MCE_MIN_COUNT",
     "PAIRED_METRICS",
     "TEMPERATURE_BOUNDS",
     "TEMPERATURE_STREAM",
     "TERMS",
-    "BinStats",
     "accuracy_lower_bound",
     "answer_probs",
     "as_str",
+    "auroc",
+    "average_ranks",
+    "best_constant_chance",
     "bin_index",
     "bin_stats",
     "bin_sums",
@@ -107,12 +138,15 @@ __all__ = [
     "bootstrap_intervals",
     "bootstrap_sums",
     "brier",
+    "brier_decomposition",
     "chance_accuracy",
     "confidence_and_correct",
     "depth_landmarks",
     "draw_weights",
     "ece",
     "ece_equal_mass",
+    "ece_floor",
+    "ece_floor_from_uniforms",
     "ece_from_bins",
     "ece_from_sums",
     "ece_nll",
@@ -120,6 +154,7 @@ __all__ = [
     "fit_temperature",
     "fit_temperatures",
     "flip_rate",
+    "floor_uniforms",
     "kl_divergence",
     "layer_deltas",
     "log_softmax",
@@ -136,7 +171,13 @@ __all__ = [
     "per_example_terms",
     "per_layer_bootstrap",
     "per_layer_metrics",
+    "relplot_bandwidth",
     "selection_half",
+    "signed_gap",
+    "smece",
+    "smece_and_bandwidth",
+    "smooth_ece",
+    "smooth_ece_from_coefficients",
     "stratified_split",
     "temperature_columns",
     "window_change",

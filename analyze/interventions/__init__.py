@@ -8,7 +8,7 @@
 - :mod:`~analyze.interventions.steer`: steering with a direction and its baselines
   (:mod:`~analyze.interventions.steer_data`: the data types, :mod:`~analyze.interventions.
   steer_methods`: the methods and their tables). Steering inside the model (``--online``) is the
-  extraction stage's (``extract.steer_online``), handed in as a ``Sweeper``.
+  extraction stage's (``extract.online.steer``), handed in as a ``Sweeper``.
 
 Their figures and report sections are in :mod:`analyze.report`.
 """

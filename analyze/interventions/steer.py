@@ -2,7 +2,7 @@
 
 At depth l, ``h ← h + α·s·d``: d the direction's unit vector for l, s its recorded mean residual
 norm at l (so α is relative), α on a grid. At the last depth this is exact offline on the stored
-residuals; at other depths the logits come from the model (``extract.steer_online``), passed in
+residuals; at other depths the logits come from the model (``extract.online.steer``), passed in
 as a :data:`Sweeper`. α is chosen on a dev split — the smallest ECE among the α whose accuracy is
 at most ``max_accuracy_drop`` below α = 0's — and everything is reported on a disjoint test split.
 Every change is against the unsteered baseline *none*: the stored lens offline, the online α = 0

@@ -120,7 +120,7 @@ def _curves(
     labels += [str(h.get_label()) for h in extra]
     # below the panels: a legend at the side would squeeze the narrow one-column figure
     fig.legend(handles, labels, loc="outside lower center", frameon=False, ncol=ncols + 1)
-    fig.suptitle(_title(rs), x=0.01, ha="left", fontsize=11)
+    P.title(fig, _title(rs))
     return fig
 
 
@@ -215,7 +215,7 @@ def plot_by_group(result: AnalysisResult, group_by: str = "category") -> Figure 
             ax.set_ylim(bottom=0)
         ncol = 1 if len(groups) <= 20 else 2
         fig.legend(loc="outside right upper", frameon=False, ncol=ncol, fontsize=7 if many else 8)
-        fig.suptitle(f"{result.label}: by {group_by}", x=0.01, ha="left", fontsize=11)
+        P.title(fig, f"{result.label}: by {group_by}")
     return fig
 
 

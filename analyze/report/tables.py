@@ -35,9 +35,6 @@ LAYER_TABLE = (
     ("ece_eval", "ECE held-out", False),
     ("ece_temperature_scaled", "ECE held-out, T-scaled", False),
 )
-# meta keys shown in their own rows of the store table (the rest of the scalars follow them)
-SHOWN = {"url", "store", "store_hash", "model", "dataset", "split", "n_examples", "n_layers"}
-SHOWN |= {"template", "template_name", "params", "label", "layers", "cache_dir", "cache_hit"}
 
 
 def _f3(x: Any) -> str:
@@ -67,30 +64,55 @@ def _text(v: Any) -> str:
 
 
 def store_table(r: AnalysisResult) -> Table:
-    """What was analysed: store, hash, model, data, template, parameters, checks."""
+    """What was analysed, as a reader needs it: the store, the model and data, the sample, and
+    the choices that change the numbers (bins, MCE's minimum count, bootstrap, the split, the
+    temperature fit). Cache keys, timings and other bookkeeping stay in meta.json."""
     m, params = r.meta, dict(r.meta.get("params") or {})
     data = "/".join(str(m[k]) for k in ("dataset", "split") if m.get(k)) or "—"
+    if m.get("category"):
+        data += f" ({m['category']})"
+    n = _text(m.get("n_examples"))
+    if m.get("partial"):
+        n += f" of {_text(m.get('n_examples_store'))} (a partial store: --allow-partial)"
+    boot = params.get("bootstrap")
+    if isinstance(boot, dict):
+        intervals = (
+            f"bootstrap 95 %, {_text(boot.get('n_boot'))} resamples, seed {_text(boot.get('seed'))}"
+        )
+    else:  # an older result records the number of resamples only
+        intervals = f"bootstrap 95 %, {_text(boot)} resamples" if boot else "—"
+    temp = m.get("temperature") or {}
     rows = [
         ["store", str(m.get("store") or m.get("url") or "—")],
         ["store hash", str(m.get("store_hash") or "—")],
         ["model", str(m.get("model") or "—")],
         ["dataset / split", data],
-        ["examples (n)", _text(m.get("n_examples"))],
+        ["examples (n)", n],
         ["layers analysed", _text(m.get("layers") or P.layer_values(r).tolist())],
         ["template", _template(m)],
-        ["ECE bins", _text(params.pop("bins", None))],
-        ["bootstrap", _text(params.pop("bootstrap", None))],
+        ["ECE bins", _text(params.get("bins"))],
+        ["MCE: bins of at least", f"{_text(params.get('mce_min_count'))} examples"],
+        ["intervals", intervals],
+        ["examples used", _SPLITS.get(str(params.get("split")), str(params.get("split")))],
     ]
-    params.pop("layers", None)
-    rows += [[f"parameter: {k}", _text(v)] for k, v in sorted(params.items())]
-    for key in ("checks", "temperature"):
-        if isinstance(m.get(key), dict):
-            rows.append([key, _text(m[key])])
-    scalars = (str, int, float, bool)
-    rows += [
-        [k, _text(v)] for k, v in sorted(m.items()) if k not in SHOWN and isinstance(v, scalars)
-    ]
+    if temp:
+        rows.append(
+            [
+                "temperature scaling",
+                f"fitted on the {temp.get('fit_on')} half, measured on the "
+                f"{temp.get('measured_on')} half",
+            ]
+        )
+    if params.get("vocab_examples") is not None:
+        rows.append(["full-vocabulary lens recomputed for", f"{params['vocab_examples']} examples"])
     return Table(["", ""], rows)
+
+
+_SPLITS = {
+    "all": "all",
+    "fit": "the fit half only (--split fit)",
+    "eval": "the evaluation half only (--split eval)",
+}
 
 
 def _landmark_interval(lm: dict[str, Any], key: str) -> str | None:

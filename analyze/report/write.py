@@ -68,6 +68,11 @@ def _store_section(
         *([Bullets([f"warning: {w}" for w in warnings])] if warnings else []),
         Heading(h, "What was analysed"),
         store_table(r),
+        Para(
+            "Everything else the analysis recorded (its checks, timings, cache key and the "
+            "temperature fit's details) is in meta.json beside layers.csv.",
+            css="muted",
+        ),
     ]
     if len(rs) == 1:
         curves = _images(figs, ["metrics_over_depth", "confidence_over_depth"])

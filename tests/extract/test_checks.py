@@ -108,7 +108,7 @@ def test_self_check_failure_stops_and_writes_no_block(
 ):
     """A wrong architecture entry (Gemma's 1 + weight on a Llama) fails the self-check: exit 1,
     a message naming the block, and no block marked written."""
-    from extract import arch
+    from extract.model import arch
 
     wrong = arch.ArchEntry("model.layers", "model.norm", "lm_head", "rmsnorm", norm_offset=1.0)
     monkeypatch.setitem(arch.ARCHS, "llama", wrong)
@@ -137,7 +137,7 @@ def test_provenance_names_tokenizer_and_revision(store, tiny_llama_dir):
 
 
 def test_revision_record_keeps_request_and_commit_apart():
-    from extract.models import revision_record
+    from extract.model.load import revision_record
 
     sha = "0123456789abcdef0123456789abcdef01234567"
     rec = revision_record("main", SimpleNamespace(_commit_hash=sha))

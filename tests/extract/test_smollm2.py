@@ -90,7 +90,7 @@ def test_model_logits_match_a_plain_forward(smol_store, smollm2):
     """Independent of hooks and batching: one prompt, one forward, no padding."""
     import torch
 
-    from extract.prompts import PromptTemplate
+    from extract.data.prompts import PromptTemplate
 
     ds = xr.open_zarr(smol_store)
     prompt = ds.attrs["layercal"]["provenance"]["template"]["first_prompt"]
@@ -102,7 +102,7 @@ def test_model_logits_match_a_plain_forward(smol_store, smollm2):
 
 
 def _example(ds, i):
-    from extract.datasets import MCExample
+    from extract.data.examples import MCExample
 
     mask = ds["choice_mask"].values[i]
     return MCExample(
@@ -222,9 +222,9 @@ def test_hooked_smollm2_equals_the_closed_form(smol_capture, smollm2):
     from analyze.interventions.neuron_ablation import NeuronAblation
     from analyze.lens import AnswerLens
     from analyze.lens.store import open_store
-    from extract.arch import last_mlp, resolve
+    from extract.forward.tokens import tokenize
+    from extract.model.arch import last_mlp, resolve
     from extract.run import prepare
-    from extract.tokens import tokenize
     from layercal.lens import self_check_tolerance
     from tests.analyze.interventions.hooked import hooked_logits
 

@@ -84,9 +84,9 @@ POST_NORM = ("gemma2", "gemma3_text", "gemma3", "olmo2")  # the closed form does
 def _tiny_case(name):
     import torch
 
-    from extract.arch import last_mlp, resolve
-    from extract.capture import run_batch
-    from extract.tokens import pad_batch
+    from extract.forward.capture import run_batch
+    from extract.forward.tokens import pad_batch
+    from extract.model.arch import last_mlp, resolve
     from tests.extract.tiny_models import VOCAB, tiny_model
 
     class Tok:
@@ -114,7 +114,7 @@ def test_hooked_model_equals_the_closed_form_on_tiny_models(name):
     """Setting a neuron inside the model (a pre-hook on the down projection, final token only)
     gives the logits the closed form computes from the captured arrays: over the whole
     vocabulary (the reference lens on h + δ·w) and on the answer tokens (NeuronAblation)."""
-    from extract.arch import unembedding_arrays
+    from extract.model.arch import unembedding_arrays
     from tests.analyze.interventions.hooked import hooked_logits
 
     model, res, mlp, seqs, r = _tiny_case(name)
