@@ -55,6 +55,20 @@ def parse_batch_size(text: str) -> int | str:
     return n
 
 
+CAPTURES = ("mlp_last",)  # extra activations a store can record (docs/store-format.md)
+
+
+def parse_capture(text: str) -> tuple[str, ...]:
+    """``--capture mlp_last``: comma-separated names of CAPTURES."""
+    names = tuple(dict.fromkeys(parse_csv(text)))
+    unknown = [n for n in names if n not in CAPTURES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown capture {', '.join(unknown)}; available: {', '.join(CAPTURES)}"
+        )
+    return names
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``--shard i/n`` -> (i, n); ValueError naming the option otherwise."""
     try:
@@ -236,6 +250,16 @@ class ExtractConfig:
             flag_default="0/1",
             parse=parse_shard,
             recorded=True,
+        ),
+    )
+    capture: tuple[str, ...] = field(
+        default=(),
+        metadata=option(
+            "--capture",
+            "also store mlp_last: the last block's MLP hidden activation at the final token "
+            "(the down projection's input) and its output weights, for `layercal neurons`",
+            type=parse_capture,
+            metavar="mlp_last",
         ),
     )
     block: int = field(

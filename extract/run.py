@@ -26,7 +26,7 @@ from extract.data.prompts import PromptTemplate
 from extract.forward.autobatch import auto_batch_size
 from extract.forward.batching import default_max_tokens
 from extract.forward.tokens import answer_token_ids, tokenize
-from extract.model.arch import resolve, unembedding_arrays
+from extract.model.arch import last_mlp, resolve, unembedding_arrays
 from extract.model.load import load_model
 from extract.write.blocks import SelfCheckError, check_reuse, self_check, write_blocks
 from extract.write.join import check_target, create_or_join
@@ -95,13 +95,17 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
     ans_ids = _answer_ids(tok, prompts, seqs, K, template)
     requested = cfg.batch_size
     cfg = _batching(cfg, model, res, tok, seqs, ans_ids)
+    mlp = last_mlp(model, res) if "mlp_last" in cfg.capture else None  # refused before writing
     w_u, bias = unembedding_arrays(res)
+    ident = identity(loaded, template, ds, ans_ids, w_u)
+    if cfg.capture:  # a store with a capture is another store: resume and merge check it
+        ident["capture"] = list(cfg.capture)
     layout = fmt.Layout(len(ds.examples), res.n_depth, w_u.shape[1], w_u.shape[0], K, cfg.block)
     g, created = create_or_join(
         out,
         layout,
         sharded=sharded,
-        identity=identity(loaded, template, ds, ans_ids, w_u),
+        identity=ident,
         new_store=lambda: {
             "meta": example_meta(ds, seqs),
             "provenance": provenance(loaded, ds, template, prompts, res, K),
@@ -110,6 +114,7 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
         bias=bias,
         norm=res.norm,
         answer_ids=ans_ids,
+        mlp_last=None if mlp is None else fmt.MlpLastCapture(mlp.w_out, mlp.info),
     )
     if not created and (done := already_complete(out, g, layout, t0)) is not None:
         return done
@@ -149,6 +154,7 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
             cfg=cfg,
             bar=bar,
             keys=keys,
+            mlp=mlp,
         )
     finally:
         bar.close()  # blocks already marked written stay; --resume continues from them

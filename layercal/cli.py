@@ -17,7 +17,17 @@ from collections.abc import Sequence
 from typing import Any
 
 # `layercal --help` lists the commands in this order; the package of each registers it
-ORDER = ("extract", "summary", "store", "analyze", "nullspace", "direction", "steer", "explore")
+ORDER = (
+    "extract",
+    "summary",
+    "store",
+    "analyze",
+    "nullspace",
+    "direction",
+    "steer",
+    "explore",
+    "neurons",
+)
 
 
 def model_sweeper(store: str, model: str, **options: Any) -> tuple[Any, dict[str, Any]]:

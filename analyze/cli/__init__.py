@@ -2,7 +2,7 @@
 
 One module per command group: :mod:`~analyze.cli.summary`, :mod:`~analyze.cli.analyze`,
 :mod:`~analyze.cli.interventions` (``nullspace``, ``direction fit``, ``steer``),
-:mod:`~analyze.cli.explore`; their shared
+:mod:`~analyze.cli.explore`, :mod:`~analyze.cli.neurons`; their shared
 options (``--storage-options``, ``--scheduler``) are in :mod:`~analyze.cli.options`. Each
 package registers its own commands: :func:`add_subcommand` is how the ``layercal`` command
 asks for one of :data:`COMMANDS`. ``steer --online`` runs the model: ``layercal`` passes the
@@ -16,13 +16,13 @@ from typing import Any
 
 from analyze.cli import analyze as analyze_command
 from analyze.cli import explore as explore_command
-from analyze.cli import interventions, summary
+from analyze.cli import interventions, neurons, summary
 from analyze.cli.interventions import OnlineSweeper
 
 __all__ = ["COMMANDS", "OnlineSweeper", "add_subcommand", "add_subcommands", "main"]
 
 # the commands of this stage, in `layercal --help` order
-COMMANDS = ("summary", "analyze", "nullspace", "direction", "steer", "explore")
+COMMANDS = ("summary", "analyze", "nullspace", "direction", "steer", "explore", "neurons")
 
 
 def add_subcommand(sub: Any, name: str, *, online_sweeper: OnlineSweeper | None = None) -> None:
@@ -39,6 +39,7 @@ def add_subcommand(sub: Any, name: str, *, online_sweeper: OnlineSweeper | None 
         "nullspace": interventions.add_nullspace,
         "direction": interventions.add_direction,
         "explore": explore_command.add_parser,
+        "neurons": neurons.add_parser,
     }
     if name not in register:
         raise ValueError(f"analyze has no command {name!r}; its commands: {', '.join(COMMANDS)}")

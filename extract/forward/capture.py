@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from extract.forward.prefix import SharedPrefix
-from extract.model.arch import Resolved
+from extract.model.arch import LastMlp, Resolved
 
 
 @dataclass
@@ -29,6 +29,7 @@ class BatchResult:
     lens_logits: torch.Tensor  # (B, L, K)
     lens_lse: torch.Tensor  # (B, L)
     lens_entropy: torch.Tensor  # (B, L) nats
+    mlp_last: torch.Tensor | None = None  # (B, neurons): the capture mlp_last, when asked for
 
 
 def hidden_of(output: Any) -> torch.Tensor:
@@ -45,16 +46,27 @@ class LastTokenCapture:
     fragments the host heap: +250 MB peak RSS for SmolLM2-135M at batch 16 (docs/benchmarks.md).
     """
 
-    def __init__(self, res: Resolved, last_index: torch.Tensor, resid: torch.Tensor) -> None:
+    def __init__(
+        self,
+        res: Resolved,
+        last_index: torch.Tensor,
+        resid: torch.Tensor,
+        mlp: tuple[LastMlp, torch.Tensor] | None = None,
+    ) -> None:
         self.res = res
         self.last_index = last_index
         self.resid = resid
-        self.filled = [False] * res.n_depth
+        self.mlp = mlp  # the capture mlp_last and its (B, neurons) buffer
+        self.filled = [False] * (res.n_depth + (mlp is not None))
         self._handles: list[Any] = []
 
-    def _take(self, depth: int, hs: torch.Tensor) -> None:
+    def _rows(self, hs: torch.Tensor) -> torch.Tensor:
+        """``hs[b, last_index[b]]`` for every prompt b: (B, ...)."""
         idx = self.last_index.to(hs.device)
-        self.resid[:, depth].copy_(hs[torch.arange(hs.shape[0], device=hs.device), idx])
+        return hs[torch.arange(hs.shape[0], device=hs.device), idx]
+
+    def _take(self, depth: int, hs: torch.Tensor) -> None:
+        self.resid[:, depth].copy_(self._rows(hs))
         self.filled[depth] = True
 
     def __enter__(self) -> LastTokenCapture:
@@ -70,6 +82,14 @@ class LastTokenCapture:
                 self._take(depth, hidden_of(output))
 
             self._handles.append(block.register_forward_hook(post))
+        if self.mlp is not None:
+            mlp, buffer = self.mlp
+
+            def mlp_in(_mod: Any, args: tuple[Any, ...]) -> None:
+                buffer.copy_(self._rows(args[0]))  # the projection's input at the final token
+                self.filled[-1] = True
+
+            self._handles.append(mlp.module.register_forward_pre_hook(mlp_in))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -78,9 +98,11 @@ class LastTokenCapture:
         self._handles.clear()
 
     def result(self) -> torch.Tensor:
-        missing = [i for i, done in enumerate(self.filled) if not done]
+        missing = [i for i, done in enumerate(self.filled[: self.res.n_depth]) if not done]
         if missing:
             raise RuntimeError(f"capture hooks did not fire for depths {missing}")
+        if not all(self.filled):
+            raise RuntimeError("the mlp_last hook did not fire (the last block's MLP never ran)")
         return self.resid
 
 
@@ -131,6 +153,7 @@ def run_batch(
     answer_ids: Sequence[int],
     lens_rows: int = 128,
     prefix: SharedPrefix | None = None,
+    mlp: LastMlp | None = None,
 ) -> BatchResult:
     """One forward pass with capture; lens extras (answer logits, full-vocabulary log-sum-exp
     and entropy, in float32) computed on the device in layer chunks.
@@ -141,7 +164,10 @@ def run_batch(
     than once per 8 depths; 8 depths at a time at batch 16.
 
     ``prefix``: the prompts' shared prefix, already run (:mod:`extract.forward.prefix`); ``input_ids``
-    and ``attention_mask`` then hold only the right-padded suffixes."""
+    and ``attention_mask`` then hold only the right-padded suffixes.
+
+    ``mlp``: the capture ``mlp_last`` (:func:`extract.model.arch.last_mlp`): its input at the final
+    token, kept in float32 (exact for bf16/fp16 activations)."""
     lengths = attention_mask.long().sum(-1)
     left = bool((attention_mask[:, -1] == 1).all())
     last = torch.full_like(lengths, input_ids.shape[1] - 1) if left else lengths - 1
@@ -153,7 +179,10 @@ def run_batch(
     lens_logits = torch.empty((B, L, K), dtype=torch.float32, device=head)
     lens_lse = torch.empty((B, L), dtype=torch.float32, device=head)
     lens_entropy = torch.empty((B, L), dtype=torch.float32, device=head)
-    cap = LastTokenCapture(res, last, resid)
+    mlp_cap: tuple[LastMlp, torch.Tensor] | None = None
+    if mlp is not None:
+        mlp_cap = (mlp, torch.empty((B, mlp.neurons), dtype=torch.float32, device=head))
+    cap = LastTokenCapture(res, last, resid, mlp_cap)
     kw: dict[str, Any] = (
         {
             "attention_mask": attention_mask,
@@ -181,4 +210,5 @@ def run_batch(
         lens_logits=lens_logits.cpu(),
         lens_lse=lens_lse.cpu(),
         lens_entropy=lens_entropy.cpu(),
+        mlp_last=None if mlp_cap is None else mlp_cap[1].cpu(),
     )

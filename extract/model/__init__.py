@@ -8,12 +8,21 @@
 - :mod:`~extract.model.hardware`: ``--dtype auto``, chosen by what the CPU or GPU computes
   natively.
 - :mod:`~extract.model.arch`: the architecture table, the one place that knows where the final
-  norm, the unembedding and the decoder blocks live (:func:`resolve`).
+  norm, the unembedding and the decoder blocks live (:func:`resolve`), and where the last
+  block's MLP hidden activation is read for ``--capture mlp_last`` (:func:`last_mlp`).
 """
 
 from __future__ import annotations
 
-from extract.model.arch import ARCHS, ArchitectureError, Resolved, resolve, unembedding_arrays
+from extract.model.arch import (
+    ARCHS,
+    ArchitectureError,
+    LastMlp,
+    Resolved,
+    last_mlp,
+    resolve,
+    unembedding_arrays,
+)
 from extract.model.builtins import BUILTIN, BuiltinError
 from extract.model.hardware import DtypeChoice, choose_dtype
 from extract.model.load import LoadedModel, ModelError, cache_dir, load_model, resolve_model_path
@@ -24,11 +33,13 @@ __all__ = [
     "ArchitectureError",
     "BuiltinError",
     "DtypeChoice",
+    "LastMlp",
     "LoadedModel",
     "ModelError",
     "Resolved",
     "cache_dir",
     "choose_dtype",
+    "last_mlp",
     "load_model",
     "resolve",
     "resolve_model_path",

@@ -10,7 +10,7 @@ a guess, because a wrong guess (the last layer's scale applied to every layer, a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,15 @@ class ArchEntry:
     norm_offset: float = 0.0  # Gemma: weight is stored as (gain - 1)
     embed_scale: bool = False  # Gemma: embeddings multiplied by sqrt(hidden)
     softcap_attr: str | None = None  # config attribute holding the final logit soft-cap
+    # the capture mlp_last: in a decoder block, the MLP's output projection, whose input is the
+    # MLP's hidden activation (gated: act(gate(x)) * up(x); else act(fc_in(x))); None: the block
+    # has no single set of neurons, and ``mlp_none`` says why
+    mlp_out: str | None = "mlp.down_proj"
+    mlp_gated: bool = True
+    mlp_none: str | None = None
+    # a norm the block applies to the MLP's output before adding it to the residual stream
+    # (Gemma 2/3, OLMo-2): a neuron then does not add a·w_out, recorded with the capture
+    mlp_post_norm: str | None = None
 
 
 _LLAMA = ArchEntry("model.layers", "model.norm", "lm_head", "rmsnorm")
@@ -57,22 +66,46 @@ _GEMMA3_MM = ArchEntry(
     norm_offset=1.0,
     embed_scale=True,
 )
+_POST = "post_feedforward_layernorm"
+_MOE = (
+    "a mixture-of-experts block routes each token to a few of its experts' MLPs, so it has no "
+    "single set of neurons to store"
+)
 ARCHS: dict[str, ArchEntry] = {
     "llama": _LLAMA,
     "mistral": _LLAMA,
-    "mixtral": _LLAMA,
+    "mixtral": replace(_LLAMA, mlp_out=None, mlp_none=_MOE),
     "qwen2": _LLAMA,
     "qwen3": _LLAMA,
-    "olmo2": _LLAMA,
+    "olmo2": replace(_LLAMA, mlp_post_norm=_POST),
     "phi3": _LLAMA,
     "gemma": _GEMMA,
-    "gemma2": _GEMMA,
-    "gemma3_text": _GEMMA,
-    "gemma3": _GEMMA3_MM,
-    "phi": ArchEntry("model.layers", "model.final_layernorm", "lm_head", "layernorm"),
-    "gpt2": ArchEntry("transformer.h", "transformer.ln_f", "lm_head", "layernorm"),
+    "gemma2": replace(_GEMMA, mlp_post_norm=_POST),
+    "gemma3_text": replace(_GEMMA, mlp_post_norm=_POST),
+    "gemma3": replace(_GEMMA3_MM, mlp_post_norm=_POST),
+    "phi": ArchEntry(
+        "model.layers",
+        "model.final_layernorm",
+        "lm_head",
+        "layernorm",
+        mlp_out="mlp.fc2",
+        mlp_gated=False,
+    ),
+    "gpt2": ArchEntry(  # c_proj is a Conv1D: its weight is (neuron, hidden) already
+        "transformer.h",
+        "transformer.ln_f",
+        "lm_head",
+        "layernorm",
+        mlp_out="mlp.c_proj",
+        mlp_gated=False,
+    ),
     "gpt_neox": ArchEntry(
-        "gpt_neox.layers", "gpt_neox.final_layer_norm", "embed_out|lm_head", "layernorm"
+        "gpt_neox.layers",
+        "gpt_neox.final_layer_norm",
+        "embed_out|lm_head",
+        "layernorm",
+        mlp_out="mlp.dense_4h_to_h",
+        mlp_gated=False,
     ),
 }
 
@@ -184,3 +217,69 @@ def unembedding_arrays(res: Resolved) -> tuple[np.ndarray, np.ndarray | None]:
     w = res.unembed.weight.detach().float().cpu().numpy()
     b = res.unembed.bias
     return w, (None if b is None else b.detach().float().cpu().numpy())
+
+
+@dataclass
+class LastMlp:
+    """The capture ``mlp_last``: where the last block's MLP hidden activation is read.
+
+    ``module``: the MLP's output (down) projection of the last block; its input at the final
+    token is ``mlp_last``. ``w_out``: (neurons, hidden) float32, row i what neuron i adds to the
+    residual stream per unit of activation. ``info``: recorded as ``attrs.capture.mlp_last``."""
+
+    module: nn.Module
+    w_out: np.ndarray
+    info: dict[str, Any]
+
+    @property
+    def neurons(self) -> int:
+        return int(self.w_out.shape[0])
+
+
+def _out_weight(module: nn.Module, hidden: int, where: str) -> torch.Tensor:
+    """(neurons, hidden) of an output projection: ``nn.Linear`` stores (out, in), GPT-2's
+    ``Conv1D`` (in, out)."""
+    weight = getattr(module, "weight", None)
+    if isinstance(module, nn.Linear) and weight is not None:
+        w = weight.detach().T
+    elif type(module).__name__ == "Conv1D" and weight is not None:
+        w = weight.detach()
+    else:
+        raise ArchitectureError(f"{where} is {type(module).__name__}, not a Linear or Conv1D")
+    if w.ndim != 2 or w.shape[1] != hidden:
+        raise ArchitectureError(
+            f"{where} maps to {tuple(w.shape)}, not to the hidden size {hidden}"
+        )
+    return w
+
+
+def last_mlp(model: nn.Module, res: Resolved) -> LastMlp:
+    """Locate the capture ``mlp_last`` of a resolved model; ArchitectureError when its last
+    block has no single MLP (a mixture of experts) or does not look like its entry says."""
+    entry = ARCHS[res.model_type]
+    if entry.mlp_out is None:
+        raise ArchitectureError(
+            f"--capture mlp_last is not available for {res.model_type!r}: {entry.mlp_none}."
+        )
+    block = res.blocks[-1]
+    module = _get(block, entry.mlp_out, "MLP output projection (last block)", res.model_type)
+    where = next((n for n, m in model.named_modules() if m is module), entry.mlp_out)
+    hidden = int(res.norm.weight.shape[0])
+    w = _out_weight(module, hidden, where)
+    config: Any = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    act = getattr(text, "hidden_act", None) or getattr(text, "activation_function", None)
+    post = None
+    if entry.mlp_post_norm is not None:
+        norm = _get(block, entry.mlp_post_norm, "post-MLP norm", res.model_type)
+        post = next((n for n, m in model.named_modules() if m is norm), entry.mlp_post_norm)
+    info = {
+        "block": len(res.blocks) - 1,
+        "where": where,
+        "value": "act(gate(x)) * up(x)" if entry.mlp_gated else "act(fc_in(x))",
+        "gated": entry.mlp_gated,
+        "activation": None if act is None else str(act),
+        "dtype": str(w.dtype).removeprefix("torch."),
+        "post_norm": post,  # not None: the MLP output is normalised before the residual add
+    }
+    return LastMlp(module, w.float().cpu().numpy(), info)

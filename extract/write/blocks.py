@@ -20,7 +20,7 @@ from extract.forward.batching import plan_batches
 from extract.forward.capture import run_batch
 from extract.forward.prefix import MIN_PREFIX, SharedPrefix, prefix_groups
 from extract.forward.tokens import pad_batch
-from extract.model.arch import Resolved
+from extract.model.arch import LastMlp, Resolved
 from extract.write.storeio import store_io_error
 from layercal import format as fmt
 from layercal.lens import lens_logits, self_check_tolerance
@@ -88,10 +88,12 @@ def compute_block(
     cfg: ExtractConfig,
     bar: tqdm,
     keys: Sequence[str] | None = None,
+    mlp: LastMlp | None = None,
 ) -> dict[str, np.ndarray]:
     """The activation arrays of one block. ``keys`` (one per prompt, e.g. its subject): prompts
     of one key that share a long token prefix run as suffixes against that prefix, computed once
-    (:mod:`extract.forward.prefix`) and freed when the key is done; None: every prompt in full."""
+    (:mod:`extract.forward.prefix`) and freed when the key is done; None: every prompt in full.
+    ``mlp``: the capture mlp_last, recorded as the array ``mlp_last`` (None: not captured)."""
     n = len(seqs)
     out: dict[str, np.ndarray] = {}
     device = next(model.parameters()).device
@@ -106,10 +108,12 @@ def compute_block(
             # longest first (an out-of-memory shows early), cut by batch size and token budget
             for sub in plan_batches([len(t) for t in tails], bs, budget):
                 ids, mask = pad_batch(tok, [tails[j] for j in sub], device, side)
-                r = run_batch(model, res, ids, mask, ans_ids, prefix=shared)
+                r = run_batch(model, res, ids, mask, ans_ids, prefix=shared, mlp=mlp)
                 idx = [members[j] for j in sub]
-                for name in fmt.ACTIVATION_ARRAYS:  # write_block keeps those the store has
-                    t = getattr(r, name)
+                for name in (*fmt.ACTIVATION_ARRAYS, *fmt.CAPTURE_ARRAYS):
+                    t = getattr(r, name)  # write_block keeps those the store has
+                    if t is None:
+                        continue  # a capture not asked for
                     if name not in out:
                         out[name] = np.empty((n, *t.shape[1:]), dtype=np.float32)
                     out[name][idx] = t.numpy()
@@ -181,10 +185,11 @@ def write_blocks(
     cfg: ExtractConfig,
     bar: tqdm,
     keys: Sequence[str] | None = None,
+    mlp: LastMlp | None = None,
 ) -> float:
     """Compute, self-check and write blocks ``todo`` of the store ``g`` at ``out``; at most one
     block waits for the writer thread. ``lens``: the answer rows of W_U (K, d) and of the bias.
-    ``keys``: see :func:`compute_block` (None: no prefix reuse).
+    ``keys``, ``mlp``: see :func:`compute_block` (None: no prefix reuse, no capture).
     Returns the largest self-check difference. On any failure the claim of the block in hand is
     released; blocks already marked written stay (``--resume`` continues from them)."""
     layout = fmt.layout_of(g)
@@ -201,7 +206,9 @@ def write_blocks(
                     bar.update(sl.stop - sl.start)
                     continue
                 block_keys = None if keys is None else keys[sl]
-                arrays = compute_block(model, res, tok, seqs[sl], ans_ids, cfg, bar, block_keys)
+                arrays = compute_block(
+                    model, res, tok, seqs[sl], ans_ids, cfg, bar, block_keys, mlp
+                )
                 where = f"block {b} (examples {sl.start}-{sl.stop - 1})"
                 last, logits = arrays["resid"][:, -1], arrays["model_logits"]
                 diff = self_check(last, logits, w_ans, b_ans, res, dtype, where)

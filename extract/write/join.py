@@ -37,6 +37,7 @@ def create_or_join(
     bias: np.ndarray | None,
     norm: NormSpec,
     answer_ids: list[int],
+    mlp_last: fmt.MlpLastCapture | None = None,
 ) -> tuple[zarr.Group, bool]:
     """The store to fill, and whether this run created it.
 
@@ -55,6 +56,7 @@ def create_or_join(
                 norm=norm,
                 answer_token_ids=np.array(answer_ids),
                 attrs={"identity": identity, "provenance": extra["provenance"], "runs": []},
+                mlp_last=mlp_last,
             )
             return g, True
         except FileExistsError:  # a sibling shard created it first: join it below
@@ -67,6 +69,13 @@ def create_or_join(
     diffs = fmt.identity_diff(stored, fmt.jsonable(identity))
     if diffs:
         hint = "\nUse the same model, template and dataset, or write to a new --out."
+        if stored.get("capture") != identity.get("capture"):
+            want = ",".join(stored.get("capture") or [])
+            hint += (
+                f"\nThe store was started with --capture {want}: pass it again."
+                if want
+                else "\nThe store was started without --capture: drop it to resume."
+            )
         if stored.get("dtype") != identity.get("dtype"):
             hint += (
                 f"\n--dtype auto picks by the hardware: pass --dtype {stored.get('dtype')} to "

@@ -133,5 +133,6 @@ def attribute(
         f"{checked} agree within the lens tolerance, so the change is too small to show in the "
         "lens"
         + (f", or in {' or '.join(full)} (too costly to recompute here)" if vocab is None else "")
+        + (", or in mlp_last (nothing in the store recomputes it)" if "mlp_last" in blk else "")
         + ", or in this block's block_sha256 entry"
     )

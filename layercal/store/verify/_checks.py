@@ -22,6 +22,7 @@ from layercal import format as fmt
 from layercal.lens import NormSpec, lens_logits, recorded_dtype, self_check_tolerance
 from layercal.store._location import Location, chunk_key
 from layercal.store.verify._attrs import attribute, entropy_outside
+from layercal.store.verify._capture import check_captures
 from layercal.store.verify._meta import (
     HEX64,
     Report,
@@ -284,7 +285,8 @@ def check_blocks(
 
 def check_other_arrays(arrays: dict[str, zarr.Array], rep: Report) -> None:
     """Decode every remaining array (labels, questions, norms): damage shows as a decode error."""
-    skip = set(fmt.ACTIVATION_ARRAYS) | {"W_U", "written", "block_sha256", "answer_token_ids"}
+    skip = {*fmt.ACTIVATION_ARRAYS, *fmt.CAPTURE_ARRAYS, *fmt.CAPTURE_WEIGHTS}
+    skip |= {"W_U", "written", "block_sha256", "answer_token_ids"}
     for name in sorted(set(arrays) - skip):
         _read(arrays[name], None, rep, name)
 
@@ -322,5 +324,6 @@ def _check_contents(loc: Location, rep: Report, sample: int, seed: int) -> None:
     if check_layout(arrays, info, layout, rep):
         canonical = can_reencode(info, rep)
         check_w_u(arrays["W_U"], loc, info, rep, canonical)
+        check_captures(arrays, info, rep)
         check_blocks(group, arrays, loc, info, layout, sample, rep, seed, canonical)
     check_other_arrays(arrays, rep)

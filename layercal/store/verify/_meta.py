@@ -70,14 +70,25 @@ def expected_arrays(
 ) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
     """Contract array name -> (shape, dimension names) for ``layout`` (format.create_store).
 
-    ``present``: the arrays the store has; optional activation arrays are expected only then."""
+    ``present``: the arrays the store has; optional activation arrays are expected only then,
+    and captured ones (``mlp_last`` and ``w_out_last``) then or when ``info["capture"]`` names
+    them (their neuron count comes from there: -1 when it does not say)."""
     n, L, d, V, K = layout.n_examples, layout.n_depth, layout.hidden, layout.vocab, layout.n_choices
     ex = ("example",)
+    raw = info.get("capture")
+    capture: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    neurons = (capture.get("mlp_last") or {}).get("neurons") if capture else None
     sizes = {"example": n, "layer": L, "hidden": d, "choice": K}
+    sizes["neuron"] = neurons if isinstance(neurons, int) else -1
+    declared = [c for c in capture if c in fmt.CAPTURE_ARRAYS]
     out: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {}
-    for name in fmt.activation_arrays(present):
-        dims = fmt.ACTIVATION_ARRAYS[name]
+    for name in fmt.activation_arrays([*present, *declared]):
+        dims = fmt.activation_dims(name)
         out[name] = (tuple(sizes[dim] for dim in dims), dims)
+        if name in fmt.CAPTURE_OF:
+            weights = fmt.CAPTURE_OF[name][1]
+            wdims = fmt.CAPTURE_WEIGHTS[weights]
+            out[weights] = (tuple(sizes[dim] for dim in wdims), wdims)
     out |= {
         "written": ((n,), ex),
         "block_sha256": ((layout.n_blocks,), ("block",)),
@@ -127,7 +138,8 @@ def check_layout(
 
     Returns False when an array the checksums need (activations, ``written``, ``block_sha256``,
     the lens) is missing or misshapen: the W_U and block checks are then skipped."""
-    core = {*fmt.ACTIVATION_ARRAYS, "written", "block_sha256", "W_U", "answer_token_ids"}
+    core = {*fmt.ACTIVATION_ARRAYS, *fmt.CAPTURE_ARRAYS, "written", "block_sha256", "W_U"}
+    core.add("answer_token_ids")
     core |= {"final_norm_weight", "final_norm_bias", "lm_head_bias"}
     fine = True
     for name, (shape, dims) in expected_arrays(info, layout, arrays).items():
@@ -154,6 +166,8 @@ def check_layout(
         "written": ((blk,), None, "bool"),
         "block_sha256": ((1,), None, None),
     }
+    if "mlp_last" in arrays:  # one chunk per block, every neuron (the shape is checked above)
+        want["mlp_last"] = ((blk, *arrays["mlp_last"].shape[1:]), None, "float32")
     want = {k: v for k, v in want.items() if k in arrays}  # optional ones: when present
     for name, (chunks, shards, dtype) in want.items():
         a = arrays[name]

@@ -21,6 +21,17 @@ CATEGORY = {
 }
 
 
+def identity(model: str, w_u: np.ndarray) -> dict:
+    """The identity of a planted store of ``model`` (float32 MMLU test, W_U's sha256)."""
+    return {
+        "model": model,
+        "dataset": "mmlu",
+        "split": "test",
+        "dtype": "float32",
+        "w_u_sha256": fmt.sha256_bytes(w_u),
+    }
+
+
 def planted_direction(hidden: int, seed: int = 7) -> np.ndarray:
     u = np.random.default_rng(seed).normal(size=hidden)
     return u / np.linalg.norm(u)
@@ -189,4 +200,63 @@ def confidence_store(
         identity=ident,
         provenance={"template": {"name": "t"}},
         finalize={"finished": "test"},
+    )
+
+
+ENTROPY_NEURON = 7
+
+
+def capture_store(path, *, n=160, depth=5, hidden=24, vocab=60, neurons=32, seed=0, kind="rmsnorm"):
+    """A store with the capture ``mlp_last``: the last block adds ``acts @ w_out``; neuron
+    ENTROPY_NEURON writes a large norm along the effective unembedding's most-null direction
+    (an "entropy neuron"), the others small random vectors."""
+    from analyze.interventions.svd import effective_unembedding, exact_null, svd_of
+
+    rng = np.random.default_rng(seed)
+    ids = np.array([3, 4, 5, 6])
+    gain = (1 + 0.2 * rng.random(hidden)).astype(np.float32)
+    u = planted_direction(hidden, seed=seed + 11)
+    if kind == "layernorm":  # a null direction orthogonal to 1 (the norm removes 1 anyway)
+        u = u - u.mean()
+        u /= np.linalg.norm(u)
+    # W_U diag(gain) = W0 (I - u uᵀ) up to 1e-3: u is (nearly) null through the folded gain
+    w0 = rng.normal(size=(vocab, hidden))
+    w_u = ((w0 - np.outer(w0 @ u, u) * (1 - 1e-3)) / gain).astype(np.float32)
+    bias = (0.1 * rng.normal(size=hidden)).astype(np.float32) if kind == "layernorm" else None
+    spec = NormSpec(kind, gain, bias, 1e-5)
+    _, r = svd_of(effective_unembedding(w_u, spec), null=exact_null(kind, hidden))
+    null_dir = r[:, -2] if kind == "layernorm" else r[:, -1]
+    w_out = 0.3 * rng.normal(size=(neurons, hidden)) / np.sqrt(hidden)
+    w_out[ENTROPY_NEURON] = 6.0 * null_dir
+    label = rng.integers(0, 4, n)
+    answer = w_u[ids] - w_u[ids].mean(axis=0)
+    h = np.empty((n, depth, hidden))
+    h[:, 0] = rng.normal(size=(n, hidden))
+    for layer in range(1, depth):
+        h[:, layer] = h[:, layer - 1] + 0.5 * rng.normal(size=(n, hidden)) + 0.4 * answer[label]
+    acts = np.maximum(rng.normal(size=(n, neurons)), 0) * 2
+    acts[:, ENTROPY_NEURON] = 1.0 + rng.random(n) * 3
+    h[:, -1] += acts @ w_out
+    w_out = w_out.astype(np.float32)
+    subject = [SUBJECTS[i % len(SUBJECTS)] for i in range(n)]
+    meta = example_meta(
+        label,
+        subject,
+        categories=[CATEGORY[s] for s in subject],
+        example_ids=[f"mmlu/test/{s}/{i:04d}" for i, s in enumerate(subject)],
+    )
+    return synthetic_store(
+        path,
+        meta=meta,
+        n_depth=depth,
+        w_u=w_u,
+        norm=spec,
+        answer_ids=ids,
+        resid=h.astype(np.float32),
+        identity=identity(f"synthetic-capture-{hidden}-{seed}", w_u),
+        provenance={"template": {"name": "t"}},
+        block=128,
+        finalize={"finished": "test"},
+        mlp_last=fmt.MlpLastCapture(w_out, {"block": depth - 2, "where": "synthetic"}),
+        mlp_acts=acts.astype(np.float32),
     )

@@ -180,3 +180,111 @@ def test_entry_that_does_not_match_names_the_missing_part(monkeypatch):
         ArchitectureError, match=r"no final norm at 'model.final_ln'.*extract/model/arch.py"
     ):
         resolve(model)
+
+
+def _mlp_hidden(mlp, x):
+    """The MLP's hidden activation recomputed from its input ``x``, per family (written here
+    independently of extract/arch.py)."""
+    if hasattr(mlp, "gate_up_proj"):  # phi3: one fused projection
+        gate, up = mlp.gate_up_proj(x).chunk(2, dim=-1)
+        return up * mlp.activation_fn(gate)
+    if hasattr(mlp, "gate_proj"):  # llama, mistral, qwen2/3, olmo2, gemma 1/2/3
+        return mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x)
+    if hasattr(mlp, "fc1"):  # phi
+        return mlp.activation_fn(mlp.fc1(x))
+    if hasattr(mlp, "c_fc"):  # gpt2
+        return mlp.act(mlp.c_fc(x))
+    return mlp.act(mlp.dense_h_to_4h(x))  # gpt_neox
+
+
+DENSE = [n for n in ARCH_NAMES if n != "mixtral"]
+
+
+@pytest.mark.parametrize("name", DENSE)
+def test_mlp_last_is_the_down_projection_input_recomputed(name):
+    """mlp_last equals the last block's MLP hidden activation recomputed from the MLP's input
+    (an unpadded single-prompt forward), and mlp_last @ w_out (+ bias) is the MLP's output."""
+    from extract.forward.tokens import pad_batch
+    from extract.model.arch import last_mlp
+
+    model = tiny_model(name)
+    res = resolve(model)
+    mlp = last_mlp(model, res)
+    seqs = _prompts()
+    ids, mask = pad_batch(_Tok(), seqs, "cpu", "left")
+    got = run_batch(model, res, ids, mask, ANSWER_IDS, mlp=mlp).mlp_last.numpy()
+    assert got.shape == (len(seqs), mlp.neurons) and mlp.w_out.shape == (mlp.neurons, 64)
+    block_mlp = res.blocks[-1].mlp
+    seen = {}
+    handles = [
+        block_mlp.register_forward_pre_hook(lambda _m, a: seen.update(x=a[0])),
+        block_mlp.register_forward_hook(lambda _m, _a, o: seen.update(y=o)),
+    ]
+    try:
+        for i, s in enumerate(seqs):
+            with torch.no_grad():
+                model(torch.tensor([s]))
+                hidden = _mlp_hidden(block_mlp, seen["x"])[0, -1].numpy()
+            np.testing.assert_allclose(got[i], hidden, atol=1e-5, rtol=1e-5, err_msg=name)
+            bias = getattr(mlp.module, "bias", None)
+            out = got[i] @ mlp.w_out + (0 if bias is None else bias.detach().numpy())
+            np.testing.assert_allclose(out, seen["y"][0, -1].numpy(), atol=1e-5, err_msg=name)
+    finally:
+        for h in handles:
+            h.remove()
+    post = name in ("gemma2", "gemma3_text", "gemma3", "olmo2")
+    assert (mlp.info["post_norm"] is not None) == post, name
+    assert mlp.info["block"] == res.n_depth - 2 and mlp.info["where"].endswith(
+        ("down_proj", "fc2", "c_proj", "dense_4h_to_h")
+    )
+
+
+def test_mlp_last_does_not_depend_on_padding_or_batch():
+    from extract.forward.tokens import pad_batch
+    from extract.model.arch import last_mlp
+
+    model = tiny_model("qwen2")
+    res = resolve(model)
+    mlp = last_mlp(model, res)
+    seqs = _prompts()
+    outs = []
+    for side, bs in (("left", 5), ("right", 5), ("left", 1)):
+        parts = []
+        for s in range(0, len(seqs), bs):
+            ids, mask = pad_batch(_Tok(), seqs[s : s + bs], "cpu", side)
+            parts.append(run_batch(model, res, ids, mask, ANSWER_IDS, mlp=mlp).mlp_last)
+        outs.append(torch.cat(parts).numpy())
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(outs[0], outs[2], atol=1e-5, rtol=1e-4)
+    ids, mask = pad_batch(_Tok(), seqs, "cpu", "left")
+    assert run_batch(model, res, ids, mask, ANSWER_IDS).mlp_last is None  # not asked for
+
+
+def test_a_mixture_of_experts_has_no_mlp_last():
+    from extract.model.arch import last_mlp
+
+    model = tiny_model("mixtral")
+    with pytest.raises(ArchitectureError, match="not available for 'mixtral'.*mixture-of-experts"):
+        last_mlp(model, resolve(model))
+
+
+def test_mlp_last_of_a_bf16_model_is_stored_exactly():
+    """In bfloat16 the activation is kept as the model computed it: float32 values whose low 16
+    bits are zero, equal to the bf16 down projection's input."""
+    from extract.forward.tokens import pad_batch
+    from extract.model.arch import last_mlp
+
+    model = tiny_model("qwen2").to(torch.bfloat16)
+    res = resolve(model)
+    mlp = last_mlp(model, res)
+    assert mlp.info["dtype"] == "bfloat16"
+    ids, mask = pad_batch(_Tok(), _prompts(), "cpu", "left")
+    seen = {}
+    handle = mlp.module.register_forward_pre_hook(lambda _m, a: seen.update(x=a[0]))
+    try:
+        got = run_batch(model, res, ids, mask, ANSWER_IDS, mlp=mlp).mlp_last
+    finally:
+        handle.remove()
+    assert got.dtype == torch.float32 and seen["x"].dtype == torch.bfloat16
+    assert not (got.numpy().view(np.uint32) & 0xFFFF).any()
+    torch.testing.assert_close(got, seen["x"][:, -1].float(), rtol=0, atol=0)
