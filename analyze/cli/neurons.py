@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from layercal.cliargs import add_remote_args, comma_ints
+from analyze.cli.options import add_remote_args
+from layercal.cliargs import comma_ints
 
 
 def add_parser(sub: Any) -> None:
