@@ -9,9 +9,23 @@ DEMO_N ?=
 DEMO_ARGS := $(if $(DEMO_N),--n $(DEMO_N),)
 export LAYERCAL_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: test demo demo-smollm2 lint typecheck pytest venv clean-venv
+.PHONY: test demo demo-smollm2 lint typecheck pytest venv clean-venv browser
 
-venv: $(STAMP)
+venv: $(STAMP) browser
+
+# The explorer's browser tests (tests/analyze/explore/test_page.py) drive Debian's Chromium through
+# Playwright (never a downloaded browser). Installed here where missing: as root, or with sudo;
+# elsewhere a warning, and those tests fail saying how to install it.
+CHROMIUM ?= /usr/bin/chromium
+APT_BROWSER := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && $(APT_BROWSER); \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	    sudo apt-get update -qq && sudo $(APT_BROWSER); \
+	  else false; fi \
+	  || echo "warning: could not install Chromium: run as root 'apt-get install -y chromium \
+	chromium-driver'; the explorer's browser tests fail without it" >&2; }
 
 # torch is pinned to the CPU build that is already on disk; an unpinned torch pulls CUDA wheels.
 $(STAMP): pyproject.toml
@@ -30,7 +44,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy layercal extract analyze
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(PY) -m pytest -q
 
 test: lint typecheck pytest

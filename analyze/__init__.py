@@ -28,11 +28,13 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import sys
+import warnings
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from analyze.analysis import analyze_store
+    from analyze.cli import COMMANDS, add_subcommand
     from analyze.interventions.artifact import Direction
     from analyze.interventions.direction import fit_direction
     from analyze.interventions.nullspace import run_nullspace
@@ -57,10 +59,15 @@ _API = {
     "run_steering": "analyze.interventions.steer",
     "fit_lens": "analyze.lens.fitted.fit",
     "load_lens": "analyze.lens.fitted.apply",
+    # for the `layercal` command: this stage's subcommands
+    "COMMANDS": "analyze.cli",
+    "add_subcommand": "analyze.cli",
 }
 __all__ = [
+    "COMMANDS",
     "AnalysisResult",
     "Direction",
+    "add_subcommand",
     "analyze_store",
     "fit_direction",
     "fit_lens",
@@ -72,8 +79,9 @@ __all__ = [
     "write_report",
 ]
 
-# module paths of earlier layercal versions that the docs and notebooks showed -> their home now;
-# ``import analyze.store`` still works (the same module object as ``analyze.lens.store``)
+# module paths of earlier layercal versions that the docs, notebooks and dataset cards showed ->
+# their home now; ``import analyze.store`` still works (the same module object as
+# ``analyze.lens.store``) but warns: these aliases go in a coming release (README, "Deprecated")
 MOVED = {
     "analyze.store": "analyze.lens.store",
     "analyze.landmarks": "analyze.calibration.landmarks",
@@ -108,7 +116,14 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.machinery.ModuleSpec(fullname, self)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        module = importlib.import_module(MOVED[spec.name])
+        new = MOVED[spec.name]
+        warnings.warn(
+            f"{spec.name} is deprecated and will be removed in a coming release: import {new} "
+            "instead (or the package API, e.g. `from analyze import open_store`)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        module = importlib.import_module(new)
         spec.loader_state = module.__spec__  # the import system is about to replace it
         return module
 

@@ -32,19 +32,20 @@ def read_once(
     small: xr.Dataset,
     frame: pl.DataFrame,
     mask: NDArray[np.bool_],
-    extra: tuple[da.Array, Delayed],
-) -> tuple[xr.Dataset, xr.Dataset, tuple[NDArray[np.float64], NDArray[np.float64]]]:
+    extra: tuple[da.Array, Delayed, Delayed],
+) -> tuple[xr.Dataset, xr.Dataset, tuple[NDArray[np.float64], NDArray[np.float64], NDArray[Any]]]:
     """The one read of resid, with the recorded lens values, the per-example terms and the
     bootstrap sums, as one dask computation (of the arrays: computing the xarray Datasets
     themselves costs ~0.4 s more).
 
-    ``lazy``: the ``lens_pass`` of the store; ``extra``: the per-example terms and bootstrap
-    sums built on its answer logits (the same graph, so resid is read once)."""
+    ``lazy``: the ``lens_pass`` of the store; ``extra``: the per-example terms, the bootstrap
+    sums built on its answer logits (the same graph, so resid is read once) and the draw counts
+    (n_store, n_boot) they used."""
     wanted = ["lens_logits", "lens_lse", "model_logits", "choice_mask"]
     recorded = small[wanted + (["lens_entropy"] if "lens_entropy" in small else [])]
     names = [(d, k) for d in (lazy, recorded) for k in d.data_vars]
     with _one_blas_thread_per_dask_thread():
-        *values, terms, sums = dask.compute(*(d[k].data for d, k in names), *extra)
+        *values, terms, sums, w_t = dask.compute(*(d[k].data for d, k in names), *extra)
     got = {(id(d), k): v for (d, k), v in zip(names, values)}
     out, recorded = (d.copy(data={k: got[id(d), k] for k in d.data_vars}) for d in (lazy, recorded))
     z = out["answer_logits"].values
@@ -55,7 +56,7 @@ def read_once(
             f"resid of {int((~finite).sum())} examples marked written (first: {first}) holds "
             "nan or inf: the store is damaged. Run `layercal store verify` on it, or re-extract."
         )
-    return out, recorded, (terms, sums[0])
+    return out, recorded, (terms, sums[0], w_t)
 
 
 _BLAS_LOCK = threading.Lock()
@@ -118,11 +119,12 @@ def _chunk_terms(
 
 def bootstrap_graph(
     terms: da.Array, rows: NDArray[np.intp], boot: dict[str, Any], bins: int
-) -> Delayed:
+) -> tuple[Delayed, Delayed]:
     """Lazy ``bootstrap_sums`` of the analysed rows, chunk by chunk of ``terms`` (T, L, n), so
-    the bootstrap runs while resid is being read: (1, n_boot, C) once computed. The draw counts,
-    (n, n_boot) with 0 for the examples outside ``rows`` (they add nothing to any sum), are drawn
-    in a task of the same graph, beside the first reads."""
+    the bootstrap runs while resid is being read: (1, n_boot, C) once computed; and the draw
+    counts, (n, n_boot) with 0 for the examples outside ``rows`` (they add nothing to any sum),
+    drawn in a task of the same graph, beside the first reads (the smECE and landmark
+    bootstraps reuse them after the pass)."""
     n_boot, n_store = boot["n_boot"], terms.shape[2]
     w_t = dask.delayed(_store_weights, pure=True)(n_store, rows, n_boot, boot["seed"])
     w_arr = da.from_delayed(w_t, shape=(n_store, n_boot), dtype=np.uint8)
@@ -146,7 +148,7 @@ def bootstrap_graph(
     while len(level) > 1:
         pairs = [level[i : i + 2] for i in range(0, len(level), 2)]
         level = [dask.delayed(_add)(*p) if len(p) == 2 else p[0] for p in pairs]
-    return level[0]
+    return level[0], w_t
 
 
 def _add(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -15,7 +15,16 @@ import polars as pl
 import xarray as xr
 from numpy.typing import NDArray
 
-from analyze.calibration import TEMPERATURE_STREAM, bin_index, stratified_split
+from analyze.calibration import (
+    TEMPERATURE_STREAM,
+    bin_sums,
+    ece_from_sums,
+    endpoint_rows,
+    floor_of_cells,
+    mce_from_sums,
+    smece_of_groups,
+    stratified_split,
+)
 from analyze.lens import store_hash
 from analyze.results import GROUP_COLUMNS
 
@@ -60,47 +69,59 @@ def group_metrics(
     group_by: Sequence[str],
     bins: int,
     min_count: int,
+    *,
+    floor: tuple[NDArray[np.int32], NDArray[np.float64], NDArray[np.intp]],
+    weights_t: NDArray[np.float32] | None = None,
+    alpha: float = 0.05,
 ) -> pl.DataFrame:
-    """by_group table (GROUP_COLUMNS) with polars group-bys.
+    """by_group table (GROUP_COLUMNS): one row per (group_by, group, layer), groups sorted.
 
     ``frame``: the n analysed examples (columns named in ``group_by``); ``conf``, ``correct``,
-    ``brier``, ``nll``: (L, n) per-example values at each of ``layers``.
+    ``brier``, ``nll``: (L, n) per-example values at each of ``layers``; ``floor``: the ECE
+    floor's simulated sums per cell and the cell of each example (``cell_floor_sums``, cells
+    that every group is a union of); ``weights_t`` (n, B): the bootstrap's draw counts
+    (float32), given when the groups' smECE intervals are wanted (else smece_lo/hi are nan).
     """
-    n_layers, n = conf.shape
-    long = pl.DataFrame(
-        {
-            "layer": np.repeat(np.asarray(layers, np.int64), n),
-            "conf": conf.ravel(),
-            "correct": correct.ravel(),
-            "brier": brier.ravel(),
-            "nll": nll.ravel(),
-            "bin": bin_index(conf, bins).ravel(),
-            **{g: np.tile(frame[g].to_numpy(), n_layers) for g in group_by},
-        }
-    )
-    parts = []
+    n_layers = conf.shape[0]
+    lay = np.asarray(layers, np.int64)
+    parts: dict[str, list[Any]] = {c: [] for c in GROUP_COLUMNS}
     for g in group_by:
-        keys = [g, "layer"]
-        per_bin = long.group_by([*keys, "bin"]).agg(
-            count=pl.len(), gap=(pl.col("correct").sum() - pl.col("conf").sum()).abs()
-        )
-        cal = per_bin.group_by(keys).agg(
-            ece=pl.col("gap").sum() / pl.col("count").sum(),
-            mce=(pl.col("gap") / pl.col("count")).filter(pl.col("count") >= min_count).max(),
-        )
-        means = long.group_by(keys).agg(
-            n=pl.len(),
-            accuracy=pl.col("correct").mean(),
-            mean_confidence=pl.col("conf").mean(),
-            brier=pl.col("brier").mean(),
-            nll=pl.col("nll").mean(),
-        )
-        part = means.join(cal, on=keys).rename({g: "group"}).with_columns(group_by=pl.lit(g))
-        parts.append(part.select(GROUP_COLUMNS))
-    if not parts:
+        names, codes = np.unique(frame[g].to_numpy().astype(str), return_inverse=True)
+        members = [np.flatnonzero(codes == j) for j in range(names.size)]
+        sm_value, sm_sigma = smece_of_groups(conf, correct, members)
+        for j, name in enumerate(names):
+            idx = members[j]
+            c, y = conf[:, idx], correct[:, idx]
+            count, s_conf, s_corr = bin_sums(c, y, bins)
+            w_t = None if weights_t is None else np.ascontiguousarray(weights_t[idx])
+            ends = endpoint_rows(
+                c,
+                y,
+                n_bins=bins,
+                ece_floor=floor_of_cells(floor[0], floor[1], np.unique(floor[2][idx]), idx.size),
+                weights=None if w_t is None else w_t.T,
+                weights_t=w_t,
+                alpha=alpha,
+                smece_point=(sm_value[j], sm_sigma[j]),
+            )
+            cols = {
+                "group_by": [g] * n_layers,
+                "group": [str(name)] * n_layers,
+                "layer": lay,
+                "n": np.full(n_layers, idx.size, np.int64),
+                "accuracy": y.mean(axis=1),
+                "ece": ece_from_sums(count, s_conf, s_corr),
+                "mce": mce_from_sums(count, s_conf, s_corr, min_count),
+                "mean_confidence": c.mean(axis=1),
+                "brier": brier[:, idx].mean(axis=1),
+                "nll": nll[:, idx].mean(axis=1),
+                **ends,
+            }
+            for k in GROUP_COLUMNS:
+                parts[k].append(cols[k])
+    if not parts["layer"]:
         return pl.DataFrame(schema={c: pl.Float64 for c in GROUP_COLUMNS})
-    out = pl.concat(parts).with_columns(pl.col("mce").fill_null(float("nan")))
-    return out.sort("group_by", "group", "layer")
+    return pl.DataFrame({k: np.concatenate(v) for k, v in parts.items()}).select(GROUP_COLUMNS)
 
 
 def select_examples(

@@ -28,11 +28,20 @@ import xarray as xr
 from analyze._pass import bootstrap_graph, read_once, terms_graph
 from analyze._tables import group_metrics, nanmean0, select_examples, store_meta
 from analyze.calibration import (
+    FLOOR_SIMULATIONS,
+    LANDMARK_EXTRA_DEFINITIONS,
     MCE_MIN_COUNT,
+    best_constant_chance,
     bin_sums,
     bootstrap_intervals,
+    cell_floor_sums,
     chance_accuracy,
     depth_landmarks,
+    ece_floor_from_uniforms,
+    endpoint_rows,
+    floor_of_cells,
+    floor_uniforms,
+    landmark_extras,
     metrics_from_terms,
     selection_half,
     temperature_columns,
@@ -62,9 +71,12 @@ DEFAULT_VOCAB_EXAMPLES = 32
 CHECK_VOCAB_EXAMPLES = 8
 VocabExamples = int | None | Literal["auto"]
 CONF_HIST_BINS = 20
-CACHE_VERSION = 4  # bump when the computation changes, so old cache entries are not reused
+CACHE_VERSION = 6  # bump when the computation changes, so old cache entries are not reused
 # 4: chance = mean 1/K_i, interval-based rise, peak chosen and phase tested on separate halves,
 #    MCE over bins of >= MCE_MIN_COUNT by default, option mass from one computation
+# 5: issue 17's endpoints (ece_floor, smece + interval, gap, auroc, Brier decomposition),
+#    landmark intervals, the cross-fitted plateau-to-last contrast, ΔNLL/ΔBrier
+# 6: entries keep the per-example answer logits and option mass (examples.npz: the explorer)
 PASS_CHUNKS = {"example": 256, "layer": -1}  # one shard of a default store per task
 TEMPERATURE_COLUMNS = ("temperature", "ece_temperature_scaled", "nll_temperature_scaled")
 
@@ -84,6 +96,7 @@ def analyze_store(
     storage_options: dict[str, Any] | None = None,
     allow_partial: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    group_intervals: bool = False,
     lens: str | os.PathLike[str] | FittedLens | None = None,
     transfer: bool = False,
 ) -> AnalysisResult:
@@ -98,6 +111,9 @@ def analyze_store(
     ``temperature_split``: fraction of each subject in the fit half. ``mce_min_count``: MCE
     counts only bins holding at least this many examples (default MCE_MIN_COUNT = 10: with 1, a
     bin of one example sets MCE). ``cache_dir``: where results are cached (None: no cache).
+    ``group_intervals``: also bootstrap every group's smECE (by_group's smece_lo/smece_hi; nan
+    otherwise): a bandwidth search per resample, group and layer, about 50 us each on 2 cores,
+    so off by default (57 subjects x 31 layers x 1,000 resamples is over a minute).
     ``lens``: None (the logit lens), ``"logit"`` (the same, named: a ``lens`` column and the
     contrasts of :mod:`analyze.lens.fitted.compare`), or a folder from ``layercal lens fit`` (or
     a :class:`~analyze.lens.fitted.FittedLens`) to read every number through, named the same
@@ -130,6 +146,8 @@ def analyze_store(
         "group_by": list(group_by),
         "temperature_split": float(temperature_split),
         "vocab_examples": vocab_examples,
+        "floor_simulations": FLOOR_SIMULATIONS,
+        "group_intervals": bool(group_intervals),
         "cache_version": CACHE_VERSION,
     }
     bound = None
@@ -155,11 +173,6 @@ def analyze_store(
     return res
 
 
-def named_lens(lens: str | os.PathLike[str]) -> FittedLens | str:
-    """``"logit"``, or the lens folder at ``lens`` loaded."""
-    return "logit" if os.fspath(lens) == "logit" else load_lens(lens)
-
-
 def resolve_vocab_examples(value: VocabExamples, recorded_entropy: bool) -> int | None:
     """The number of examples given the full-vocabulary lens (None = all) for ``value``."""
     if value == "auto":
@@ -169,6 +182,11 @@ def resolve_vocab_examples(value: VocabExamples, recorded_entropy: bool) -> int 
             f"vocab_examples must be 'auto', None (all) or an integer >= 0, got {value!r}"
         )
     return value
+
+
+def named_lens(lens: str | os.PathLike[str]) -> FittedLens | str:
+    """``"logit"``, or the lens folder at ``lens`` loaded."""
+    return "logit" if os.fspath(lens) == "logit" else load_lens(lens)
 
 
 def _open(
@@ -232,7 +250,7 @@ def cache_key(ds: xr.Dataset, params: dict[str, Any]) -> str:
 def _save_atomic(res: AnalysisResult, entry: Path) -> None:
     tmp = entry.with_name(f".tmp-{entry.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    res.save(tmp)
+    res.save(tmp, examples=True)
     try:
         os.replace(tmp, entry)
     except OSError:  # another process stored the same entry meanwhile
@@ -265,9 +283,9 @@ def _compute(
     lensed, scale = (ds, None) if bound is None else bound.lensed(ds)
     lazy = lens_pass(lensed, in_vocab, scale=scale)
     terms_lazy = terms_graph(lazy["answer_logits"].data, label, mask)
-    extra = (terms_lazy, bootstrap_graph(terms_lazy, rows, boot, bins))
+    extra = (terms_lazy, *bootstrap_graph(terms_lazy, rows, boot, bins))
     t = _lap(timing, "prepare", t)
-    out, recorded, (terms, sums) = read_once(lazy, small, frame, mask, extra)
+    out, recorded, (terms, sums, w_store) = read_once(lazy, small, frame, mask, extra)
     z = out["answer_logits"].values  # (n, L, K)
     lse, vent = full_vocab_arrays(out)  # (n, L), nan where not sampled
     t = _lap(timing, "lens_pass", t)
@@ -280,14 +298,38 @@ def _compute(
     rec_lse = np.asarray(recorded["lens_lse"].values, np.float64)
     mass = option_mass_one_source(z, lse, rec_z, rec_lse, mask)[rows]
     lay = [int(x) for x in ds["layer"].values]
-    # temperature scaling (numpy, GIL mostly released) runs in a thread beside the rest; every
-    # other per-layer metric comes from the terms computed in the pass
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis")
-    temp_future = pool.submit(temperature_columns, np.moveaxis(z, 1, 0), label, mask, is_fit, bins)
+    # temperature scaling and the per-layer endpoints (numpy, GIL mostly released) run in
+    # threads beside the rest; every other per-layer metric comes from the terms of the pass
     terms = terms[..., rows]  # (T, L, n)
-    m = metrics_from_terms(terms, bins, min_count)
     correct, conf = terms[0], terms[1]
+    weights_t = np.ascontiguousarray(w_store[rows], np.float32)  # (n, n_boot) draw counts
+    uniforms = floor_uniforms(rows.size, params["floor_simulations"], boot["seed"])
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="analysis")
+    temp_future = pool.submit(temperature_columns, np.moveaxis(z, 1, 0), label, mask, is_fit, bins)
     analysed = frame[rows.tolist()]
+    # the floor's draws summed per cell of the group-bys, so every table's floor comes from one
+    # simulation (cells: the combinations of the group-by columns among the analysed examples)
+    keys = (
+        analysed.select(params["group_by"]).to_numpy().astype(str) if params["group_by"] else None
+    )
+    cells = (
+        np.unique(keys, axis=0, return_inverse=True)[1].ravel()
+        if keys is not None
+        else np.zeros(rows.size, np.intp)
+    )
+    floor_sums = cell_floor_sums(conf, uniforms, cells, int(cells.max()) + 1, bins)
+    floor = (*floor_sums, cells)
+    ends_future = pool.submit(
+        endpoint_rows,
+        conf,
+        correct,
+        n_bins=bins,
+        ece_floor=floor_of_cells(*floor_sums, np.arange(int(cells.max()) + 1), rows.size),
+        weights=weights_t.T,
+        weights_t=weights_t,
+        alpha=boot["alpha"],
+    )
+    m = metrics_from_terms(terms, bins, min_count)
     by_group = group_metrics(
         analysed,
         conf,
@@ -298,6 +340,9 @@ def _compute(
         params["group_by"],
         bins,
         min_count,
+        floor=floor,
+        weights_t=weights_t if params["group_intervals"] else None,
+        alpha=boot["alpha"],
     )
     ci = bootstrap_intervals(sums, rows.size, len(lay), bins, boot["alpha"], min_count)
     t = _lap(timing, "metrics_groups", t)
@@ -305,20 +350,42 @@ def _compute(
     selection = selection_half(
         analysed["subject"].to_numpy(), analysed["example_id"].to_numpy(), boot["seed"]
     )
+    chance = chance_accuracy(mask[rows])
+    scores = {"nll": terms[3], "brier": terms[2]}
     marks = depth_landmarks(
         lay,
         conf,
         correct,
-        chance=chance_accuracy(mask[rows]),
+        chance=chance,
         selection=selection,
         accuracy_lo=ci["accuracy"][0],
         n_bins=bins,
         n_boot=boot["n_boot"],
         seed=boot["seed"],
         alpha=boot["alpha"],
+        scores=scores,
     )
+    marks.update(
+        landmark_extras(
+            lay,
+            conf,
+            correct,
+            terms[3],
+            terms[2],
+            selection,
+            weights_t.T,
+            chance=chance,
+            chance_best_constant=best_constant_chance(label[rows], mask[rows]),
+            accuracy_lo=ci["accuracy"][0],
+            n_bins=bins,
+            alpha=boot["alpha"],
+        )
+    )
+    _phase_floors(marks, conf, uniforms, selection, lay, bins)
+    marks["definitions"].update(LANDMARK_EXTRA_DEFINITIONS)
     marks["definitions"].update(metric_definitions(bins, min_count))
     temp, temp_info = temp_future.result()
+    ends = ends_future.result()
     pool.shutdown()
     _lap(timing, "landmarks_temperature", t)
 
@@ -329,18 +396,19 @@ def _compute(
     option_mass = mass.mean(axis=0) if bound is None else nanmean0(mass)  # fitted: the sample
     cols.update(option_mass=option_mass, vocab_entropy=nanmean0(vent[rows]))
     cols.update({k: temp[k] for k in (*TEMPERATURE_COLUMNS, "ece_eval", "nll_eval")})
+    cols.update(ends)
     for k in INTERVAL_METRICS:
         cols[f"{k}_lo"], cols[f"{k}_hi"] = ci[k]
     intervals = [f"{k}_{s}" for k in INTERVAL_METRICS for s in ("lo", "hi")]
     layers_df = pl.DataFrame(cols).select([*LAYER_COLUMNS, *intervals, "ece_eval", "nll_eval"])
-    count, s_conf, s_corr = bin_sums(conf, correct, bins)
-    reliability = {"count": count, "sum_conf": s_conf, "sum_correct": s_corr}
-    reliability["conf_hist"] = bin_sums(conf, correct, CONF_HIST_BINS)[0]
     if "lens" in params:  # a named lens: the lens column and the fixed-depth contrasts
         contrasts = lens_contrasts(lay, terms, selection, marks, bins, boot)
         layers_df = with_lens(
             layers_df, marks, bound.record() if bound else params["lens"], contrasts
         )
+    count, s_conf, s_corr = bin_sums(conf, correct, bins)
+    reliability = {"count": count, "sum_conf": s_conf, "sum_correct": s_corr}
+    reliability["conf_hist"] = bin_sums(conf, correct, CONF_HIST_BINS)[0]
     meta = store_meta(ds, url, params, rows.size, lay)
     meta.update(checks=checks, warnings=warnings + temp_info.pop("warnings"), timing=timing)
     at_bound = [lay[i] for i in temp_info.pop("at_bound", [])]
@@ -363,4 +431,28 @@ def _compute(
     }
     if bound is not None:
         bound.annotate(meta)
-    return AnalysisResult(layers_df, by_group, marks, reliability, meta)
+    examples: dict[str, np.ndarray] = {  # per analysed example, for analyze.explore
+        "example": np.asarray(ds["example"].values, np.int64)[rows],
+        "answer_logits": z[rows].astype(np.float32),
+        "option_mass": mass.astype(np.float32),
+    }
+    return AnalysisResult(layers_df, by_group, marks, reliability, meta, examples)
+
+
+def _phase_floors(
+    marks: dict[str, Any],
+    conf: np.ndarray,
+    uniforms: np.ndarray,
+    selection: np.ndarray,
+    layers: list[int],
+    bins: int,
+) -> None:
+    """ece_floor_start/ece_floor_end of the correction phase: the floor of its test half at
+    both ends (the same draws as every other floor, restricted to those examples)."""
+    cp = marks.get("correction_phase")
+    if not cp:
+        return
+    test = ~selection
+    at = [layers.index(cp["start"]), layers.index(cp["end"])]
+    floors = ece_floor_from_uniforms(conf[at][:, test], uniforms[:, test], bins)
+    cp["ece_floor_start"], cp["ece_floor_end"] = float(floors[0]), float(floors[1])

@@ -13,41 +13,48 @@ The synthetic W_U repeats 512 distinct rows 96 times, so the log-sum-exp and ent
 build time are exact and cheap (log 96 + those over the distinct rows); the analysis does not
 know and computes over all 49,152 rows. The residuals carry a planted answer signal that rises with depth.
 
-    python bench/analyze.py [--store PATH] [--keep] [--n-boot 1000] [--vocab-examples N|all|auto]
+    python -m bench.analyze [--store PATH] [--keep] [--n-boot 1000] [--vocab-examples N|all|auto]
                             [--repeats 3]
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# First of all: this file is named analyze.py, and running it puts its folder first on sys.path,
-# where `import analyze` would find this script instead of the package. Drop the folder, put the
-# repository first.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent), *(p for p in sys.path if Path(p or ".").resolve() != _HERE)]
-
 import argparse
-import json
 import os
-import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 
-N, L, D, V, K, R = 14042, 31, 576, 49152, 4, 512
+from bench.harness import (
+    MMLU_N,
+    REPO,
+    SMOLLM2_DEPTHS,
+    SMOLLM2_HIDDEN,
+    SMOLLM2_VOCAB,
+    peak_rss,
+    report,
+    timed,
+)
+
+N, L, D, V = MMLU_N, SMOLLM2_DEPTHS, SMOLLM2_HIDDEN, SMOLLM2_VOCAB
+K, R = 4, 512  # answer options; distinct rows of the synthetic W_U
 
 
-def build(path: Path, n: int = N, seed: int = 0) -> None:
-    """Write the synthetic store at ``path``: planted signal, exact recorded lens values."""
+def build(
+    path: Path, n: int = N, seed: int = 0, depths: int = L, hidden: int = D, vocab: int = V
+) -> None:
+    """Write the synthetic store at ``path``: planted signal, exact recorded lens values.
+    ``depths``, ``hidden``, ``vocab``: the shape (SmolLM2's by default; ``vocab`` a multiple of
+    512)."""
     from layercal.lens import NormSpec, lens_logits
     from layercal.testing import mmlu_shaped_meta, synthetic_store
 
+    L, D, V = depths, hidden, vocab  # noqa: N806 (the shape's usual names)
     rng = np.random.default_rng(seed)
     base = rng.normal(size=(R, D)).astype(np.float32) / np.sqrt(D) * 1.5
     w_u = base[np.arange(V) % R]
@@ -77,7 +84,7 @@ def build(path: Path, n: int = N, seed: int = 0) -> None:
         arrays["lens_entropy"] = np.log(V // R) + ent_r  # H over 96 equal copies: H_R + log 96
         return arrays
 
-    ident = {"model": "synthetic-smollm2-shape", "dataset": "synthetic", "split": "test"}
+    ident = {"model": f"synthetic-{L}x{D}", "dataset": "synthetic", "split": "test"}
     synthetic_store(
         path,
         meta=meta,
@@ -111,25 +118,15 @@ def read_once(path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def _cpu() -> float:
-    """CPU seconds of this process so far (user + system, all threads)."""
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
-def _timed(fn: Any) -> tuple[Any, float, float]:
-    """(result, wall seconds, CPU seconds) of fn()."""
-    w, c = time.perf_counter(), _cpu()
-    out = fn()
-    return out, time.perf_counter() - w, _cpu() - c
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--store", type=Path, help="use this store (built there if it does not exist)")
     p.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--keep", action="store_true", help="keep the temporary store")
     p.add_argument("--n", type=int, default=N, help="examples (default: MMLU test, 14042)")
+    p.add_argument("--depths", type=int, default=L, help=f"depths of a built store (default {L})")
+    p.add_argument("--hidden", type=int, default=D, help=f"hidden size of a built store ({D})")
+    p.add_argument("--vocab", type=int, default=V, help=f"vocabulary, a multiple of {R} ({V})")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument(
         "--vocab-examples", default="auto", help="N, 'all' or 'auto' (default: the library's)"
@@ -137,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="reads and analyses, alternating")
     args = p.parse_args(argv)
     if args.build_only:
-        build(args.store, args.n)
+        build(args.store, args.n, depths=args.depths, hidden=args.hidden, vocab=args.vocab)
         return 0
 
     tmp = None
@@ -148,8 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     if not store.exists():
         t0 = time.perf_counter()
         # built in a child process so that its memory does not count in this one's peak RSS
-        cmd = [sys.executable, __file__, "--build-only", "--store", str(store), "--n", str(args.n)]
-        subprocess.run(cmd, check=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.analyze",
+            "--build-only",
+            "--store",
+            str(store.resolve()),
+        ]
+        cmd += ["--n", str(args.n), "--depths", str(args.depths), "--hidden", str(args.hidden)]
+        cmd += ["--vocab", str(args.vocab)]
+        subprocess.run(cmd, check=True, cwd=REPO)
         print(f"built {store} in {time.perf_counter() - t0:.1f} s", flush=True)
     try:
         return _measure(store, args)
@@ -173,11 +179,9 @@ def _measure(store: Path, args: argparse.Namespace) -> int:
     load = os.getloadavg()[0]
     reads, runs = [], []
     for _ in range(args.repeats):  # alternate, so that a drift of the machine hits both alike
-        reads.append(_timed(lambda: read_once(store)))
-        runs.append(
-            _timed(lambda: analyze_store(store, n_boot=args.n_boot, vocab_examples=vocab_n))
-        )
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        reads.append(timed(lambda: read_once(store)))
+        runs.append(timed(lambda: analyze_store(store, n_boot=args.n_boot, vocab_examples=vocab_n)))
+    rss_mb = peak_rss() / 2**20
     best = min(range(len(runs)), key=lambda i: runs[i][1])
     res, analysis_s, analysis_cpu = runs[best]
     read_s, read_cpu = min(r[1] for r in reads), min(r[2] for r in reads)
@@ -220,7 +224,7 @@ def _measure(store: Path, args: argparse.Namespace) -> int:
     )
     print(f"stages: {out['stages_s']}")
     print(f"peak RSS: {rss_mb:.0f} MiB; load average at start: {load:.1f} on {os.cpu_count()} CPUs")
-    print(json.dumps(out))
+    report(out)
     return 0
 
 

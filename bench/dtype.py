@@ -2,8 +2,8 @@
 per-layer accuracy and ECE of the two stores differ (issue 10: the CPU default comes from these
 figures).
 
-    .venv/bin/python bench/dtype.py --model qwen2.5-coder-1.5b --n 200
-    .venv/bin/python bench/dtype.py --model smollm2-135m --n 200 --dtypes float32,bfloat16
+    .venv/bin/python -m bench.dtype --model qwen2.5-coder-1.5b --n 200
+    .venv/bin/python -m bench.dtype --model smollm2-135m --n 200 --dtypes float32,bfloat16
 
 The same N MMLU test questions (a seeded sample of all subjects, or ``--subjects``) are
 extracted once per dtype, each in its own process (model loading not timed; peak RSS counted
@@ -16,11 +16,7 @@ fp32, over all depths) and the per-layer rows.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,25 +24,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+from bench.harness import child_report, data_dir, peak_rss, report, reset_peak_rss, spawn
+
 TAG = "DTYPE_RESULT "
-
-
-def _peak_rss() -> int:
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+)", text).group(1)) * 1024  # type: ignore[union-attr]
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """One extraction in this process: load (untimed), reset the peak, extract, report."""
-    from extract.models import load_model
+    from extract.model.load import load_model
     from extract.run import ExtractConfig, extract
 
     loaded = load_model(args.model, dtype=args.child, device="cpu")
-    with contextlib.suppress(OSError):  # 5 resets VmHWM: loading is not in the peak
-        Path("/proc/self/clear_refs").write_text("5")
+    reset_peak_rss()  # loading is not in the peak
     cfg = ExtractConfig(
         model=args.model,
         dataset="mmlu",
@@ -62,7 +51,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     summary = extract(cfg, loaded=loaded)
     seconds = time.perf_counter() - t0
-    return {"n": summary.n_written, "seconds": seconds, "peak_rss_bytes": _peak_rss()}
+    return {"n": summary.n_written, "seconds": seconds, "peak_rss_bytes": peak_rss()}
 
 
 def per_layer(store: str) -> Any:
@@ -111,28 +100,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.data_dir is None:
-        args.data_dir = os.environ.get("LAYERCAL_DATA_DIR") or str(_HERE.parents[1] / "shared/data")
+    args.data_dir = data_dir(args.data_dir)
     if args.child:
-        print(TAG + json.dumps(child(args)), flush=True)
+        child_report(TAG, child(args))
         return 0
     dtypes = [d for d in args.dtypes.split(",") if d]
     with tempfile.TemporaryDirectory(prefix="layercal-dtype-") as tmp:
         stores, runs = {}, {}
         for d in dtypes:
             stores[d] = str(Path(tmp) / f"{d}.zarr")
-            cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:])]
-            proc = subprocess.run(
-                [*cmd, "--child", d, "--out", stores[d], "--data-dir", args.data_dir],
-                capture_output=True,
-                text=True,
-            )
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(TAG)), None)
-            if proc.returncode != 0 or line is None:
+            given = list(argv if argv is not None else sys.argv[1:])
+            extra = ["--child", d, "--out", stores[d], "--data-dir", args.data_dir]
+            r, proc = spawn("bench.dtype", [*given, *extra], TAG)
+            if r is None:
                 sys.stderr.write(proc.stderr[-3000:])
                 raise SystemExit(f"the {d} extraction failed (exit {proc.returncode})")
-            runs[d] = json.loads(line.removeprefix(TAG))
-            r = runs[d]
+            runs[d] = r
             print(
                 f"{d:<9} {r['n']} prompts in {r['seconds']:.1f} s = {r['n'] / r['seconds']:.2f}/s, "
                 f"peak RSS after loading {r['peak_rss_bytes'] / 2**30:.2f} GiB",
@@ -151,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"bf16 / fp32 speed {result['bf16_speedup']:.2f}x; largest per-layer |ΔECE| "
             f"{result['max_abs_delta_ece']:.4f}, |Δaccuracy| {result['max_abs_delta_accuracy']:.4f}"
         )
-    print(json.dumps(result), flush=True)
+    report(result)
     return 0
 
 

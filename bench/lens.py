@@ -14,30 +14,30 @@ have). ``tuned`` runs ``--tuned-max-iter`` L-BFGS iterations per depth and fold 
 enough for L-BFGS's memory to reach its full size); the time of a full fit is extrapolated from
 the time per iteration and printed as such.
 
-    python bench/lens.py [--store PATH] [--keep] [--kinds temperature,shortcut,tuned]
+    python -m bench.lens [--store PATH] [--keep] [--kinds temperature,shortcut,tuned]
                          [--folds 5] [--tuned-max-iter 6]
+
+Every kind is measured in the same run, one after the other, so that the ratios between them
+(and to the residual array) are measured under the same load: the machine is shared.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-_HERE = Path(__file__).resolve().parent  # run as a script: the repository first on sys.path
-sys.path[:] = [str(_HERE.parent), *(p for p in sys.path if Path(p or ".").resolve() != _HERE)]
-
 import argparse
-import json
 import os
-import resource
 import shutil
-import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from bench.harness import child_report, peak_rss, report, spawn, timed
+
 N, L, D, V, K, R = 3308, 29, 1536, 151936, 4, 1187
+TAG = "LENS_RESULT "
 
 
 def build(path: Path, n: int = N, seed: int = 0, shape: tuple[int, int, int] = (L, D, V)) -> None:
@@ -92,23 +92,20 @@ def build(path: Path, n: int = N, seed: int = 0, shape: tuple[int, int, int] = (
     )
 
 
-def _cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
 def fit_only(store: Path, kind: str, out: Path, folds: int, max_iter: int) -> int:
-    """Child process: fit one kind, print one JSON line (wall, CPU, peak RSS of this process)."""
-    from analyze.lens.fitted import fit_lens
+    """Child process: fit one kind, report wall, CPU seconds and the peak RSS of this process
+    on the harness's result line."""
+    import analyze
 
-    w, c = time.perf_counter(), _cpu()
-    lens = fit_lens(store, kind, out, folds=folds, max_iter=max_iter, overwrite=True)
-    rec = {"kind": kind, "fit_s": time.perf_counter() - w, "cpu_s": _cpu() - c}
-    rec["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    lens, wall, cpu = timed(
+        lambda: analyze.fit_lens(store, kind, out, folds=folds, max_iter=max_iter, overwrite=True)
+    )
+    rec: dict[str, Any] = {"kind": kind, "fit_s": wall, "cpu_s": cpu}
+    rec["peak_rss_mb"] = peak_rss() / 2**20
     if kind == "tuned":
         per_fold = lens.info["penalties"]["per_fold"]
         rec["iterations"] = sum(r.get("iterations", 0) for f in per_fold for r in f)
-    print(json.dumps(rec))
+    child_report(TAG, rec)
     return 0
 
 
@@ -129,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.build_only:
         build(args.store, args.n, shape=(args.depths, args.hidden, args.vocab))
+        child_report(TAG, {"built": str(args.store)})
         return 0
     if args.fit_only:
         return fit_only(args.store, args.fit_only, args.out, args.folds, args.tuned_max_iter)
@@ -138,20 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         if not store.exists():
             t0 = time.perf_counter()
             # built in a child process so that its memory does not count in the fits' peaks
-            subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--build-only",
-                    "--store",
-                    str(store),
-                    "--n",
-                    str(args.n),
-                    *("--depths", str(args.depths), "--hidden", str(args.hidden)),
-                    *("--vocab", str(args.vocab)),
-                ],
-                check=True,
-            )
+            argv = ["--build-only", "--store", str(store), "--n", str(args.n)]
+            argv += ["--depths", str(args.depths), "--hidden", str(args.hidden)]
+            done, proc = spawn("bench.lens", [*argv, "--vocab", str(args.vocab)], TAG)
+            if done is None:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                return 1
             print(f"built {store} in {time.perf_counter() - t0:.1f} s", flush=True)
         return _measure(store, tmp, args)
     finally:
@@ -165,24 +155,14 @@ def _measure(store: Path, tmp: Path, args: argparse.Namespace) -> int:
     shape = zarr.open_group(str(store), mode="r")["resid"].shape
     resid_mb = float(np.prod(shape)) * 4 / 2**20
     load = os.getloadavg()[0]
-    kinds: dict[str, dict[str, float]] = {}
+    kinds: dict[str, dict[str, Any]] = {}
     for kind in args.kinds.split(","):
-        cmd = [
-            sys.executable,
-            __file__,
-            "--fit-only",
-            kind,
-            "--store",
-            str(store),
-            "--out",
-            str(tmp / f"lens-{kind}"),
-            "--folds",
-            str(args.folds),
-            "--tuned-max-iter",
-            str(args.tuned_max_iter),
-        ]
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        rec = json.loads(done.stdout.strip().splitlines()[-1])
+        argv = ["--fit-only", kind, "--store", str(store), "--out", str(tmp / f"lens-{kind}")]
+        argv += ["--folds", str(args.folds), "--tuned-max-iter", str(args.tuned_max_iter)]
+        rec, proc = spawn("bench.lens", argv, TAG)
+        if rec is None:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            return 1
         rec["rss_vs_resid"] = rec["peak_rss_mb"] / resid_mb
         kinds[kind] = rec
         line = (
@@ -216,7 +196,7 @@ def _measure(store: Path, tmp: Path, args: argparse.Namespace) -> int:
         f"residual array {resid_mb:.0f} MiB; load average at start {load:.1f} on "
         f"{os.cpu_count()} CPUs"
     )
-    print(json.dumps(out))
+    report(out)
     return 0
 
 

@@ -7,7 +7,7 @@
    examples x 31 depths x 576 hidden, vocabulary 49,152, written through ``layercal.format`` —
    steered at the last depth: answer logits plus every metric, per α.
 
-    python bench/steer.py [--model smollm2-135m] [--prompts 32] [--threads 1] [--store PATH] [--keep]
+    python -m bench.steer [--model smollm2-135m] [--prompts 32] [--threads 1] [--store PATH] [--keep]
 
 On a shared machine pass ``--threads 1``: with two OpenMP threads and a busy core every small
 torch op waits ~6 ms for the descheduled thread, which swamps one-token steps.
@@ -20,7 +20,6 @@ last line of the output is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -29,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.harness import MMLU_N, SMOLLM2_DEPTHS, SMOLLM2_HIDDEN, SMOLLM2_VOCAB, data_dir, report
 
-N, L, D, V, K = 14042, 31, 576, 49152, 4
+N, L, D, V = MMLU_N, SMOLLM2_DEPTHS, SMOLLM2_HIDDEN, SMOLLM2_VOCAB
+K = 4  # answer options
 
 
 def build_store(path: Path, n: int = N, seed: int = 0) -> None:
@@ -95,11 +95,7 @@ def offline(store: Path, alphas: list[float]) -> dict[str, float]:
 
 def prompts_for(n: int, tokenizer: object) -> list[str]:
     """n MMLU prompts from the benchmark data folder, else filler text of similar length."""
-    import os
-
-    data = os.environ.get("LAYERCAL_DATA_DIR") or str(
-        Path(__file__).resolve().parents[2] / "shared" / "data"
-    )
+    data = data_dir()
     if (Path(data) / "mmlu" / "test").is_dir():
         from extract.config import ExtractConfig
         from extract.run import prepare
@@ -120,10 +116,10 @@ def online(
     batches, and per batch the median of its ``alphas`` timed steps, summed over batches."""
     import torch
 
-    from extract.arch import resolve
-    from extract.models import load_model
-    from extract.steer_online import SteeringHook, forward_logits, kv_sweep
-    from extract.tokens import pad_batch, tokenize
+    from extract.forward.tokens import pad_batch, tokenize
+    from extract.model.arch import resolve
+    from extract.model.load import load_model
+    from extract.online.steer import SteeringHook, forward_logits, kv_sweep
 
     torch.manual_seed(0)
     lm = load_model(model_name, dtype="float32", device="cpu")
@@ -189,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     if args.skip_offline:
-        print(json.dumps(out))
+        report(out)
         return 0
     tmp = None
     store = Path(args.store) if args.store else None
@@ -211,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if tmp is not None and args.keep:
         out["store"] = str(store)
-    print(json.dumps(out))
+    report(out)
     return 0
 
 

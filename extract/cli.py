@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from extract.config import add_arguments, config_from_args
 
-__all__ = ["add_arguments", "main", "run"]
+__all__ = ["COMMANDS", "add_arguments", "add_subcommand", "main", "run"]
+
+COMMANDS = ("extract",)  # what this stage adds to the `layercal` command
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +45,16 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(summary.lines()))
     # a shard's job is done when its own blocks are; the store when every block is
     return 0 if (summary.shard_complete if cfg.shard[1] > 1 else summary.complete) else 1
+
+
+def add_subcommand(sub: Any, name: str = "extract") -> None:
+    """Register ``layercal extract`` on the subparsers ``sub`` (the only one of :data:`COMMANDS`);
+    imports nothing heavy: torch loads when the command runs."""
+    if name not in COMMANDS:
+        raise ValueError(f"extract has no command {name!r}; its commands: {', '.join(COMMANDS)}")
+    p = sub.add_parser(name, help="model + benchmark -> activation store (torch)")
+    add_arguments(p)
+    p.set_defaults(func=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,6 +55,20 @@ def parse_batch_size(text: str) -> int | str:
     return n
 
 
+CAPTURES = ("mlp_last",)  # extra activations a store can record (docs/store-format.md)
+
+
+def parse_capture(text: str) -> tuple[str, ...]:
+    """``--capture mlp_last``: comma-separated names of CAPTURES."""
+    names = tuple(dict.fromkeys(parse_csv(text)))
+    unknown = [n for n in names if n not in CAPTURES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown capture {', '.join(unknown)}; available: {', '.join(CAPTURES)}"
+        )
+    return names
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``--shard i/n`` -> (i, n); ValueError naming the option otherwise."""
     try:
@@ -155,7 +169,7 @@ class ExtractConfig:
             "--limit", "a seeded random sample of N examples, kept in dataset order", type=int
         ),
     )
-    # e.g. "40,humanities=120" (extract/_sampling.py)
+    # e.g. "40,humanities=120" (extract/data/sampling.py)
     per_subject: str | None = field(
         default=None,
         metadata=option(
@@ -179,7 +193,7 @@ class ExtractConfig:
         metadata=option("--template", "prompt template file (JSON/TOML); default: lm-eval MMLU"),
     )
     out: str = field(metadata=option("--out", "store path, e.g. stores/NAME.zarr"))
-    # "auto": the largest that fits (extract.autobatch)
+    # "auto": the largest that fits (extract.forward.autobatch)
     batch_size: int | Literal["auto"] = field(
         default=16,
         metadata=option(
@@ -189,7 +203,7 @@ class ExtractConfig:
             recorded=True,
         ),
     )
-    # padded tokens per forward pass (extract.batching); "auto": a cap on CPU, none on GPUs
+    # padded tokens per forward pass (extract.forward.batching); "auto": a cap on CPU, none on GPUs
     max_batch_tokens: int | Literal["auto"] | None = field(
         default="auto",
         metadata=option(
@@ -236,6 +250,16 @@ class ExtractConfig:
             flag_default="0/1",
             parse=parse_shard,
             recorded=True,
+        ),
+    )
+    capture: tuple[str, ...] = field(
+        default=(),
+        metadata=option(
+            "--capture",
+            "also store mlp_last: the last block's MLP hidden activation at the final token "
+            "(the down projection's input) and its output weights, for `layercal neurons`",
+            type=parse_capture,
+            metavar="mlp_last",
         ),
     )
     block: int = field(

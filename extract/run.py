@@ -2,9 +2,9 @@
 
 Work is done block by block (see layercal.format): the examples of a block are sorted by token
 length and cut into batches (less padding), captured, self-checked, then handed to a writer thread
-so compression and writing overlap the next block's forward passes (:mod:`extract.blocks`).
+so compression and writing overlap the next block's forward passes (:mod:`extract.write.blocks`).
 Blocks are assigned to shards by ``block % n == i`` and skipped when already marked written, which
-is all that resume and multi-process extraction need (:mod:`extract.join`). Batches never span
+is all that resume and multi-process extraction need (:mod:`extract.write.join`). Batches never span
 blocks, so a block's bytes do not depend on which process or which run computed it.
 """
 
@@ -20,18 +20,18 @@ from typing import Any
 
 from tqdm import tqdm
 
-from extract.arch import resolve, unembedding_arrays
-from extract.autobatch import auto_batch_size
-from extract.batching import default_max_tokens
-from extract.blocks import SelfCheckError, check_reuse, self_check, write_blocks
 from extract.config import ExtractConfig, ExtractSummary, parse_shard, run_settings
-from extract.datasets import MCDataset, load_dataset
-from extract.join import check_target, create_or_join
-from extract.models import load_model
-from extract.prompts import PromptTemplate
-from extract.provenance import example_meta, identity, provenance
-from extract.storeio import already_complete, record_run, store_bytes, store_io_error
-from extract.tokens import answer_token_ids, tokenize
+from extract.data import MCDataset, load_dataset
+from extract.data.prompts import PromptTemplate
+from extract.forward.autobatch import auto_batch_size
+from extract.forward.batching import default_max_tokens
+from extract.forward.tokens import answer_token_ids, tokenize
+from extract.model.arch import last_mlp, resolve, unembedding_arrays
+from extract.model.load import load_model
+from extract.write.blocks import SelfCheckError, check_reuse, self_check, write_blocks
+from extract.write.join import check_target, create_or_join
+from extract.write.provenance import example_meta, identity, provenance
+from extract.write.storeio import already_complete, record_run, store_bytes, store_io_error
 from layercal import format as fmt
 
 __all__ = [
@@ -88,32 +88,24 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
     loaded = loaded if loaded is not None else _load(cfg)
     tok, model = loaded.tokenizer, loaded.model
     choice = getattr(loaded, "dtype_choice", None)
-    if choice is not None:
-        if choice.warning:
-            print(choice.warning, file=sys.stderr)
-        if cfg.progress:
-            print(f"dtype: {choice.dtype} ({choice.reason})", file=sys.stderr)
+    _say_dtype(choice, cfg.progress)
     res = resolve(model)
     K = ds.max_choices
     seqs = tokenize(tok, prompts)
-    sample = sorted(range(len(prompts)), key=lambda i: len(seqs[i]))
-    probe = [prompts[i] for i in {sample[0], sample[-1], 0, len(prompts) - 1}]
-    # the continuations of the template in use: its target_delimiter decides " A" vs "A"
-    ans_ids = answer_token_ids(tok, probe, K, target_delimiter=template.target_delimiter)
+    ans_ids = _answer_ids(tok, prompts, seqs, K, template)
     requested = cfg.batch_size
-    if requested == "auto":
-        size = auto_batch_size(model, res, tok, seqs, ans_ids, cfg.block, cfg.padding_side)
-        cfg = dataclasses.replace(cfg, batch_size=size)
-    if cfg.max_batch_tokens == "auto":
-        device_type = next(model.parameters()).device.type
-        cfg = dataclasses.replace(cfg, max_batch_tokens=default_max_tokens(device_type))
+    cfg = _batching(cfg, model, res, tok, seqs, ans_ids)
+    mlp = last_mlp(model, res) if "mlp_last" in cfg.capture else None  # refused before writing
     w_u, bias = unembedding_arrays(res)
+    ident = identity(loaded, template, ds, ans_ids, w_u)
+    if cfg.capture:  # a store with a capture is another store: resume and merge check it
+        ident["capture"] = list(cfg.capture)
     layout = fmt.Layout(len(ds.examples), res.n_depth, w_u.shape[1], w_u.shape[0], K, cfg.block)
     g, created = create_or_join(
         out,
         layout,
         sharded=sharded,
-        identity=identity(loaded, template, ds, ans_ids, w_u),
+        identity=ident,
         new_store=lambda: {
             "meta": example_meta(ds, seqs),
             "provenance": provenance(loaded, ds, template, prompts, res, K),
@@ -122,22 +114,16 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
         bias=bias,
         norm=res.norm,
         answer_ids=ans_ids,
+        mlp_last=None if mlp is None else fmt.MlpLastCapture(mlp.w_out, mlp.info),
     )
     if not created and (done := already_complete(out, g, layout, t0)) is not None:
         return done
     dtype = str(loaded.provenance.get("dtype"))
-    keys: list[str] | None = None
     run_record = {"started": started, "host": socket.gethostname(), **run_settings(cfg)}
     run_record["batch_size_requested"] = requested
     if choice is not None:
         run_record["dtype_choice"] = choice.record()
-    if cfg.prefix_reuse:
-        subjects = [ex.subject for ex in ds.examples]
-        status, note = check_reuse(model, res, tok, seqs, subjects, ans_ids, dtype)
-        keys = subjects if status == "on" else None
-        run_record["prefix_reuse"], run_record["prefix_reuse_note"] = status == "on", note
-        if status == "fallback" or (status == "on" and cfg.progress):
-            print(f"prefix reuse {note}", file=sys.stderr)
+    keys = _prefix_keys(cfg, model, res, tok, seqs, ds, ans_ids, dtype, run_record)
     try:
         record_run(g, run_record)
     except OSError as e:
@@ -168,10 +154,68 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
             cfg=cfg,
             bar=bar,
             keys=keys,
+            mlp=mlp,
         )
     finally:
         bar.close()  # blocks already marked written stay; --resume continues from them
     return _finish(out, g, cfg, t0, len(todo), max_diff, n_todo, bar, requested)
+
+
+def _say_dtype(choice: Any, progress: bool) -> None:
+    """``--dtype auto``'s choice and why (with progress), a forced dtype's warning (always)."""
+    if choice is None:
+        return
+    if choice.warning:
+        print(choice.warning, file=sys.stderr)
+    if progress:
+        print(f"dtype: {choice.dtype} ({choice.reason})", file=sys.stderr)
+
+
+def _answer_ids(
+    tok: Any, prompts: list[str], seqs: list[list[int]], k: int, template: PromptTemplate
+) -> list[int]:
+    """The token ids of the K answer letters, checked on the shortest, longest, first and last
+    prompts: the continuations of the template in use (its target_delimiter decides " A" vs
+    "A")."""
+    sample = sorted(range(len(prompts)), key=lambda i: len(seqs[i]))
+    probe = [prompts[i] for i in {sample[0], sample[-1], 0, len(prompts) - 1}]
+    return answer_token_ids(tok, probe, k, target_delimiter=template.target_delimiter)
+
+
+def _batching(
+    cfg: ExtractConfig, model: Any, res: Any, tok: Any, seqs: list[list[int]], ans_ids: Any
+) -> ExtractConfig:
+    """``cfg`` with ``--batch-size auto`` and ``--max-batch-tokens auto`` resolved."""
+    if cfg.batch_size == "auto":
+        size = auto_batch_size(model, res, tok, seqs, ans_ids, cfg.block, cfg.padding_side)
+        cfg = dataclasses.replace(cfg, batch_size=size)
+    if cfg.max_batch_tokens == "auto":
+        device_type = next(model.parameters()).device.type
+        cfg = dataclasses.replace(cfg, max_batch_tokens=default_max_tokens(device_type))
+    return cfg
+
+
+def _prefix_keys(
+    cfg: ExtractConfig,
+    model: Any,
+    res: Any,
+    tok: Any,
+    seqs: list[list[int]],
+    ds: MCDataset,
+    ans_ids: Any,
+    dtype: str,
+    run_record: dict[str, Any],
+) -> list[str] | None:
+    """The group key of each prompt when a shared prefix is run once per group (the subjects,
+    whose few-shot exemplars are shared), else None; the run record says which and why."""
+    if not cfg.prefix_reuse:
+        return None
+    subjects = [ex.subject for ex in ds.examples]
+    status, note = check_reuse(model, res, tok, seqs, subjects, ans_ids, dtype)
+    run_record["prefix_reuse"], run_record["prefix_reuse_note"] = status == "on", note
+    if status == "fallback" or (status == "on" and cfg.progress):
+        print(f"prefix reuse {note}", file=sys.stderr)
+    return subjects if status == "on" else None
 
 
 def _finish(

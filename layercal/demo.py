@@ -101,11 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     rc = layercal(["summary", str(store)])
     if rc != 0:
         return rc
+    explorer = Path(report) / "explorer.html"  # first, so that report.html links it
+    print(f"\n$ layercal explore {store} -o {explorer}", flush=True)
+    rc = layercal(["explore", str(store), "-o", str(explorer)])
+    if rc != 0:
+        return rc
     print(f"\n$ layercal analyze {store} --out {report}", flush=True)
     rc = layercal(["analyze", str(store), "--out", report])
     print(f"\nstore:  {store.resolve()}  (format {fmt.FORMAT_NAME} v{fmt.FORMAT_VERSION})")
     print(f"open it with:  xarray.open_zarr({str(store)!r})")
     print(f"report: {(Path(report) / 'report.html').resolve()}")
+    print(f"explorer: {explorer.resolve()}")
     print(f"demo took {time.perf_counter() - t0:.0f} s")
     return rc
 

@@ -75,6 +75,12 @@ ACTIVATION_ARRAYS: dict[str, tuple[str, ...]] = {
 # Activation arrays added to format version 1 later (additive): every store created now has
 # them, stores written by an earlier layercal lack them, so readers check before using one.
 OPTIONAL_ACTIVATION_ARRAYS: frozenset[str] = frozenset({"lens_entropy"})
+# Activation arrays recorded only when extraction is asked to (``extract --capture NAME``), after
+# the others in contract order, and the arrays written at creation with them. A store without a
+# capture is exactly a store as written before captures existed.
+CAPTURE_ARRAYS: dict[str, tuple[str, ...]] = {"mlp_last": ("example", "neuron")}
+CAPTURE_WEIGHTS: dict[str, tuple[str, ...]] = {"w_out_last": ("neuron", "hidden")}
+CAPTURE_OF: dict[str, tuple[str, str]] = {"mlp_last": ("mlp_last", "w_out_last")}  # name -> arrays
 EXAMPLE_COORDS = ("example_id", "subject", "category")
 # The Zarr v3 core codecs: pure byte transforms. Anything else (a plugin codec, a pickle or
 # object codec) is refused before any chunk is decoded.
@@ -86,15 +92,27 @@ SAFE_CODECS = frozenset(
 
 def activation_arrays(store: zarr.Group | Iterable[str]) -> tuple[str, ...]:
     """The activation arrays of ``store`` (a group, or the names it holds: an xarray Dataset, a
-    dict of arrays) in contract order: every required one, and the optional ones it has. These
-    are the arrays its blocks are written with and its ``block_sha256`` covers."""
+    dict of arrays) in contract order: every required one, the optional ones it has, then the
+    captured ones it has. These are the arrays its blocks are written with and its
+    ``block_sha256`` covers."""
+    maybe = OPTIONAL_ACTIVATION_ARRAYS | set(CAPTURE_ARRAYS)
     if isinstance(store, zarr.Group):  # one metadata read per optional array, no listing
-        has = {n for n in OPTIONAL_ACTIVATION_ARRAYS if isinstance(store.get(n), zarr.Array)}
+        has = {n for n in maybe if isinstance(store.get(n), zarr.Array)}
     else:
-        has = set(store) & OPTIONAL_ACTIVATION_ARRAYS
+        has = set(store) & maybe
     return tuple(
-        name for name in ACTIVATION_ARRAYS if name not in OPTIONAL_ACTIVATION_ARRAYS or name in has
+        name for name in (*ACTIVATION_ARRAYS, *CAPTURE_ARRAYS) if name not in maybe or name in has
     )
+
+
+def activation_dims(name: str) -> tuple[str, ...]:
+    """Dimension names of an activation array, captured ones included."""
+    return ACTIVATION_ARRAYS.get(name) or CAPTURE_ARRAYS[name]
+
+
+def captures(store: zarr.Group | Iterable[str]) -> tuple[str, ...]:
+    """The captures (``extract --capture``) a store records, e.g. ``("mlp_last",)``."""
+    return tuple(n for n in activation_arrays(store) if n in CAPTURE_ARRAYS)
 
 
 def compressor() -> BloscCodec:
@@ -172,6 +190,7 @@ def create_store(
     answer_token_ids: np.ndarray,
     attrs: Mapping[str, Any],
     optional_arrays: Iterable[str] = OPTIONAL_ACTIVATION_ARRAYS,
+    mlp_last: MlpLastCapture | None = None,
 ) -> zarr.Group:
     """Create a new store at ``path`` and write everything known before the forward passes.
 
@@ -180,6 +199,8 @@ def create_store(
     last, so a store whose creation was interrupted is recognised as such.
     ``optional_arrays``: which of :data:`OPTIONAL_ACTIVATION_ARRAYS` to create (all by default;
     ``()`` gives a store as layercal wrote them before those arrays were added).
+    ``mlp_last``: the capture ``mlp_last`` (``extract --capture mlp_last``): the activation array
+    ``mlp_last`` is created and ``w_out_last`` written; None (default): neither.
     """
     optional = set(optional_arrays)
     unknown = optional - OPTIONAL_ACTIVATION_ARRAYS
@@ -188,6 +209,15 @@ def create_store(
     path = Path(path)
     if w_u.shape != (layout.vocab, layout.hidden):
         raise StoreError(f"W_U has shape {w_u.shape}, expected {(layout.vocab, layout.hidden)}")
+    neurons = 0
+    if mlp_last is not None:
+        w_out = np.asarray(mlp_last.w_out)
+        if w_out.ndim != 2 or w_out.shape[1] != layout.hidden or w_out.shape[0] < 1:
+            raise StoreError(
+                f"w_out_last has shape {w_out.shape}, expected (neurons, {layout.hidden})"
+            )
+        neurons = int(w_out.shape[0])
+        optional.add("mlp_last")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         # mkdir is atomic: of several shards starting at once exactly one creates the store,
@@ -198,14 +228,41 @@ def create_store(
             f"{path} already exists. Pass --resume to continue filling it, or choose another --out."
         ) from e
     g = zarr.open_group(str(path), mode="w-", zarr_format=3)
-    _create_activation_arrays(g, layout, optional)
+    _create_activation_arrays(g, layout, optional, neurons)
     _write_examples(g, layout, meta, answer_token_ids)
     _write_lens(g, layout, w_u, lm_head_bias, norm)
-    g.attrs["layercal"] = jsonable(_root_attrs(attrs, layout, norm, lm_head_bias is not None))
+    root = _root_attrs(attrs, layout, norm, lm_head_bias is not None)
+    if mlp_last is not None:
+        _arr(
+            g,
+            "w_out_last",
+            np.asarray(mlp_last.w_out, dtype=np.float32),
+            CAPTURE_WEIGHTS["w_out_last"],
+            chunks=(min(neurons, W_U_CHUNK_ROWS), layout.hidden),
+        )
+        sha = sha256_bytes(np.asarray(mlp_last.w_out, dtype=np.float32))
+        root["capture"] = {"mlp_last": {**mlp_last.info, "neurons": neurons, "w_out_sha256": sha}}
+    g.attrs["layercal"] = jsonable(root)
     return g
 
 
-def _create_activation_arrays(g: zarr.Group, layout: Layout, optional: set[str]) -> None:
+@dataclass(frozen=True)
+class MlpLastCapture:
+    """What the capture ``mlp_last`` writes at creation (docs/store-format.md).
+
+    ``w_out``: (neuron, hidden), row i = what neuron i of the last block's MLP adds to the
+    residual stream per unit of its activation (the down projection's weight, transposed).
+    ``info``: recorded as ``attrs["capture"]["mlp_last"]`` (where the activation was read: the
+    block, the modules, the activation function), with ``neurons`` and ``w_out_sha256`` (of
+    ``w_out`` as float32) added."""
+
+    w_out: np.ndarray
+    info: Mapping[str, Any]
+
+
+def _create_activation_arrays(
+    g: zarr.Group, layout: Layout, optional: set[str], neurons: int = 0
+) -> None:
     """The activation arrays (NaN until written), ``written`` and ``block_sha256``."""
     n, L, d, blk = layout.n_examples, layout.n_depth, layout.hidden, layout.block
     coords: dict[str, Any] = {"coordinates": " ".join(EXAMPLE_COORDS)}
@@ -221,16 +278,16 @@ def _create_activation_arrays(g: zarr.Group, layout: Layout, optional: set[str])
         fill_value=nan,
         attributes=coords,
     )
-    sizes = {"example": n, "layer": L, "choice": layout.n_choices}
+    sizes = {"example": n, "layer": L, "choice": layout.n_choices, "neuron": neurons}
     for name in activation_arrays(optional)[1:]:  # resid (sharded) is created above
-        shape = tuple(sizes[dim] for dim in ACTIVATION_ARRAYS[name])
+        shape = tuple(sizes[dim] for dim in activation_dims(name))
         g.create_array(
             name,
             shape=shape,
             dtype="float32",
             chunks=(blk, *shape[1:]),
             compressors=compressor(),
-            dimension_names=ACTIVATION_ARRAYS[name],
+            dimension_names=activation_dims(name),
             fill_value=nan,
             attributes=coords,
         )

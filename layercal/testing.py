@@ -111,6 +111,8 @@ def synthetic_store(
     write: Iterable[int] | None = None,
     finalize: Mapping[str, Any] | None = None,
     optional_arrays: Iterable[str] = fmt.OPTIONAL_ACTIVATION_ARRAYS,
+    mlp_last: fmt.MlpLastCapture | None = None,
+    mlp_acts: NDArray[Any] | None = None,
 ) -> Path:
     """Create the store at ``path`` and write its blocks; returns ``path``.
 
@@ -121,6 +123,8 @@ def synthetic_store(
     ``attrs`` whole. ``write``: the blocks to write (default all); the store is finalized
     (status ``complete``, with ``finalize`` as extra status) when all are written.
     ``optional_arrays=()``: a store as layercal wrote them before ``lens_entropy``.
+    ``mlp_last``: a store with the capture ``mlp_last`` (its ``w_out_last`` and attributes);
+    its activations come from ``mlp_acts`` (n, neurons) with ``resid``, or from ``blocks``.
     """
     path = Path(path)
     w = np.asarray(w_u, np.float32)
@@ -146,6 +150,7 @@ def synthetic_store(
         answer_token_ids=ids,
         attrs=attrs,
         optional_arrays=optional_arrays,
+        mlp_last=mlp_last,
     )
     todo = sorted(range(layout.n_blocks) if write is None else write)
     if blocks is None:
@@ -155,7 +160,10 @@ def synthetic_store(
 
         def blocks(b: int, sl: slice) -> Mapping[str, NDArray[Any]]:
             assert h is not None
-            return lens_block(h[sl], w, norm, ids, lm_head_bias)
+            out = lens_block(h[sl], w, norm, ids, lm_head_bias)
+            if mlp_acts is not None:
+                out["mlp_last"] = np.asarray(mlp_acts)[sl]
+            return out
 
     for b in todo:
         sl = layout.block_slice(b)

@@ -21,7 +21,16 @@ Steps, each with the public command so the outputs are the documented ones:
    its middle), the model running the rest of the forward pass;
 6. with ``--fewshot STORE`` (a K-shot store of the same questions, finished or not): the
    analysis of its written examples beside the zero-shot store's analysis of the same
-   examples (``fewshot/``), so that the rise and the correction phase are compared on one set.
+   examples (``fewshot/``), so that the rise and the correction phase are compared on one set;
+7. issue 17's steering tests (scripts/findings_steer.py; ``steer-LABEL-*.csv`` and
+   ``steer-LABEL.json``): ``truthfulqa`` (the MMLU direction on TruthfulQA with α on its dev,
+   and an in-domain TruthfulQA direction), ``truncated`` (``--truncated-layers``: each store
+   steered with the other's direction, the lens read at the steered depth) and, with
+   ``--overconfident STORE``, ``overconfident`` (analysis, fit, steering, and with ``--model``
+   the online check at the last depth and inside the correction phase).
+
+One command each, e.g. ``--only truthfulqa``, ``--only truncated --truncated-layers 24,25,26,27``,
+``--only overconfident --overconfident STORE --model qwen2.5-coder-1.5b``.
 
 Writes ``findings.json`` (every number docs/findings.md quotes) and ``findings.md`` (a draft:
 the numbers in sentences, then every command's report section) into ``--out``.
@@ -315,6 +324,64 @@ def draft(found: dict[str, Any], out: Path, main: str) -> str:
     return "\n".join(lines)
 
 
+def issue17_steps(
+    args: argparse.Namespace,
+    out: Path,
+    layers: dict[str, Any],
+    log: dict[str, Any],
+    want: Any,
+) -> dict[str, Any]:
+    """Issue 17's steering tests (scripts/findings_steer.py): the steps wanted now run, the
+    others' outputs already in ``out`` are summarised again; ``steer-LABEL.json``."""
+    import findings_steer as fs
+
+    label = fs.slug(args.label or out.name)
+    boot = ["--n-boot", str(args.n_boot)]
+    est, tqa = args.main_estimator, args.truthfulqa
+    main, tqa_dir = out / f"direction-{est}", out / f"direction-truthfulqa-{est}"
+    kw: dict[str, Any] = {"out": out, "label": label, "boot": boot}
+    found: dict[str, Any] = {}
+    if tqa:
+        run = step if want("truthfulqa") else _skip
+        found["truthfulqa"] = fs.truthfulqa_steps(
+            run, log, truthfulqa=tqa, mmlu_direction=main, estimator=est,
+            fit_fraction=args.indomain_fit_fraction, **kw,
+        )  # fmt: skip
+        run = step if want("truncated") else _skip
+        fits = {  # fit here when the steps that fit them did not run
+            "mmlu": fs.fit_argv(args.mmlu, main, est, "--category", args.source_category),
+            "truthfulqa": fs.fit_argv(
+                tqa, tqa_dir, est, "--fit-fraction", f"{args.indomain_fit_fraction:.6g}"
+            ),
+        }
+        directions = {
+            k: fs.ensure_direction(run, log, f"{k}-direction", v) for k, v in fits.items()
+        }
+        depths = fs.truncated_depths(args.truncated_layers, layers)
+        found["truncated"] = fs.truncated_steps(
+            run, log, stores={"mmlu": args.mmlu, "truthfulqa": tqa}, directions=directions,
+            depths=depths, **kw,
+        )  # fmt: skip
+    if args.overconfident:
+        run = step if want("overconfident") else _skip
+        online = None
+        if args.model:
+            online = {"model": args.model, "dtype": args.dtype, "limit": args.overconfident_limit,
+                      "random": args.online_random, "layers": args.overconfident_layers}  # fmt: skip
+        found["overconfident"] = fs.overconfident_steps(
+            run, log, store=args.overconfident, estimator=est, category=args.source_category,
+            online=online, **kw,
+        )  # fmt: skip
+    if found:
+        fs.write_summary(out, label, found)
+    return found
+
+
+def _skip(name: str, argv: list[str], log: dict[str, Any]) -> bool:
+    """A step not run now (``--only``): its earlier outputs, if any, are summarised."""
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--mmlu", required=True, help="the full-MMLU store")
@@ -336,16 +403,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--online-random", type=int, default=2, help="random directions online")
     p.add_argument("--fewshot", help="a K-shot store of the same questions (may be unfinished)")
     p.add_argument(
+        "--indomain-fit-fraction",
+        type=float,
+        default=1 / 3,
+        help="share of TruthfulQA the in-domain direction is fit on; the rest is split in half "
+        "into dev and test (default 1/3: thirds)",
+    )
+    p.add_argument(
+        "--truncated-layers",
+        default="auto",
+        help="depths to steer and read at: auto (the MMLU plateau to the depth before the last, "
+        "at most 4) or a list, e.g. 24,25,26,27",
+    )
+    p.add_argument("--overconfident", help="a store extracted with an overconfidence template")
+    p.add_argument(
+        "--overconfident-limit", type=int, default=300, help="dev and test examples online"
+    )
+    p.add_argument(
+        "--overconfident-layers",
+        default="auto",
+        help="depths of the online check: auto (the last and the middle of the store's "
+        "correction phase) or a list",
+    )
+    p.add_argument(
         "--only",
         default="",
-        help="comma-separated steps to run now (analysis,nullspace,direction,online,fewshot); "
+        help="comma-separated steps to run now (analysis,nullspace,direction,online,fewshot,"
+        "truthfulqa,truncated,overconfident); "
         "the others' outputs already in --out are summarised again",
     )
     args = p.parse_args(argv)
-    if args.online_layers != "auto" and not all(
-        x.strip().isdigit() for x in args.online_layers.split(",")
-    ):
-        p.error(f"--online-layers: 'auto' or depths like 20,24, got {args.online_layers!r}")
+    for opt in ("online_layers", "truncated_layers", "overconfident_layers"):
+        spec = getattr(args, opt)
+        if spec != "auto" and not all(x.strip().isdigit() for x in spec.split(",")):
+            flag = "--" + opt.replace("_", "-")
+            p.error(f"{flag}: 'auto' or depths like 20,24, got {spec!r}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     boot = ["--n-boot", str(args.n_boot)]
@@ -444,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         fewshot = fewshot_compare(args.mmlu, args.fewshot, out / "fewshot", args.n_boot)
         log["fewshot"] = {"rc": 0, "seconds": round(time.perf_counter() - t0, 1)}
+    steer_tests = issue17_steps(args, out, layers, log, want)
     found: dict[str, Any] = {
         "label": args.label or out.name,
         "stores": {"mmlu": args.mmlu, "truthfulqa": args.truthfulqa, "fewshot": args.fewshot},
@@ -458,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "online": online,
         "fewshot": fewshot,
+        "steer_tests": steer_tests,
     }
     vecs = {}
     for e in ESTIMATORS:

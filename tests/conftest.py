@@ -30,7 +30,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def smollm2():
     """The real SmolLM2-135M-Instruct, fp32 on CPU (converted once from the PyPI GGUF)."""
-    from extract.models import load_model
+    from extract.model.load import load_model
 
     return load_model("smollm2-135m", dtype="float32", device="cpu")
 
@@ -38,7 +38,7 @@ def smollm2():
 @pytest.fixture(scope="session")
 def smollm2_dir() -> str:
     """The converted SmolLM2 folder (its tokenizer is reused by the tiny models)."""
-    from extract.models import resolve_model_path
+    from extract.model.load import resolve_model_path
 
     return resolve_model_path("smollm2-135m")[0]
 

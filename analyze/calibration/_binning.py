@@ -194,7 +194,10 @@ def ece_equal_mass_nd(
 ) -> NDArray[np.float64]:
     """Equal-mass ECE over the last axis: conf, correct (..., n) -> (...,). See ece_equal_mass."""
     n = conf.shape[-1]
-    order = np.lexsort((correct, conf), axis=-1)  # by conf, ties: incorrect first
+    # by conf, ties: incorrect first, as one int64 key: the bits of a float in [0, 1] order as
+    # the float does and stay below 2**62, so 2 * bits + correct is exact (one sort, not lexsort)
+    key = np.ascontiguousarray(conf, np.float64).view(np.int64) * 2 + (correct > 0)
+    order = np.argsort(key, axis=-1)
     c = np.take_along_axis(conf, order, axis=-1)
     y = np.take_along_axis(correct, order, axis=-1)
     q, r = divmod(n, n_bins)

@@ -64,7 +64,10 @@ DEFINITIONS = {
     "confidence(end) - mean confidence(start), negative = the model becomes less miscalibrated "
     "/ less confident; *_lo/*_hi: paired percentile bootstrap 95% interval over the test "
     "examples (same resamples at both layers); significant: the delta_ece interval excludes 0; "
-    "significant_confidence: the delta_confidence interval excludes 0",
+    "significant_confidence: the delta_confidence interval excludes 0; the analysis adds "
+    "delta_nll and delta_brier (NLL and multi-class Brier, the primary endpoints: proper "
+    "scores) with their paired intervals, nll_/brier_start/end, and ece_floor_start/end (the "
+    "ECE a calibrated predictor would show on the test half at each end)",
     "selection_split": "per subject, seeded (stratified_split, stream LANDMARK_STREAM): the "
     "selection half chooses the peak, the test half measures the correction phase",
     "layers": "layer values are depths of the store: 0 = embedding output, l = output of block l",
@@ -143,8 +146,11 @@ def layer_deltas(
     seed: int = 0,
     alpha: float = 0.05,
     weights: NDArray[Any] | None = None,
+    scores: dict[str, NDArray[np.float64]] | None = None,
 ) -> dict[str, float]:
-    """ECE and mean-confidence differences from layer i to layer j with paired intervals.
+    """ECE and mean-confidence differences from layer i to layer j with paired intervals, and
+    those of the per-example ``scores`` given ({"nll": (L, n), "brier": (L, n)}: delta_nll,
+    delta_brier, the primary endpoints, from the same resamples).
 
     ``conf``, ``correct``: (L, n). Returns delta_ece = ECE[j] - ECE[i] and delta_confidence with
     their (alpha/2, 1 - alpha/2) percentile intervals over ``n_boot`` resamples of the examples
@@ -154,11 +160,15 @@ def layer_deltas(
     """
     base = {"accuracy": correct[[i]], "mean_confidence": conf[[i]]}
     new = {"accuracy": correct[[j]], "mean_confidence": conf[[j]]}
+    for k, v in (scores or {}).items():
+        base[k], new[k] = v[[i]], v[[j]]
     d = paired_term_deltas(
         base, new, n_bins=n_bins, n_boot=n_boot, seed=seed, alpha=alpha, weights=weights
     )
     out: dict[str, float] = {}
-    for name, key in (("delta_ece", "ece"), ("delta_confidence", "mean_confidence")):
+    pairs = [("delta_ece", "ece"), ("delta_confidence", "mean_confidence")]
+    pairs += [(f"delta_{k}", k) for k in (scores or {})]
+    for name, key in pairs:
         for suffix in ("", "_lo", "_hi"):
             out[name + suffix] = float(d[key][f"delta{suffix}"][0])
     return out
@@ -174,13 +184,22 @@ def window_change(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    scores: dict[str, NDArray[np.float64]] | None = None,
 ) -> dict[str, float]:
     """What a correction phase reports of layers i -> j on the examples given (its test half):
-    ``ece_start``, ``ece_end`` and :func:`layer_deltas` (ΔECE, Δconfidence, paired intervals).
-    ``conf``, ``correct``: (L, n)."""
+    ``ece_start``, ``ece_end`` and :func:`layer_deltas` (ΔECE, Δconfidence, and Δ of each of
+    ``scores``, e.g. {"nll": (L, n), "brier": (L, n)}, with paired intervals); with scores, also
+    their values at both ends (``nll_start``, ``nll_end``, ...). ``conf``, ``correct``: (L, n)."""
     ece = ece_from_sums(*bin_sums(conf[[i, j]], correct[[i, j]], n_bins))
-    d = layer_deltas(conf, correct, i, j, n_bins=n_bins, n_boot=n_boot, seed=seed, alpha=alpha)
-    return {"ece_start": float(ece[0]), "ece_end": float(ece[1]), **d}
+    d = layer_deltas(
+        conf, correct, i, j, n_bins=n_bins, n_boot=n_boot, seed=seed, alpha=alpha, scores=scores
+    )
+    ends = {
+        f"{k}_{e}": float(v[x].mean())
+        for k, v in (scores or {}).items()
+        for e, x in (("start", i), ("end", j))
+    }
+    return {"ece_start": float(ece[0]), "ece_end": float(ece[1]), **ends, **d}
 
 
 def _no_rise_note(
@@ -218,6 +237,7 @@ def depth_landmarks(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    scores: dict[str, NDArray[np.float64]] | None = None,
 ) -> dict[str, Any]:
     """All landmarks as the JSON-able dict of ``AnalysisResult.landmarks``.
 
@@ -226,7 +246,9 @@ def depth_landmarks(
     of 1 / K_i over them (:func:`~analyze.calibration.chance_accuracy`); ``selection``: (n,)
     bool, the selection half (None: :func:`selection_half` of the examples as one subject, ids
     0..n-1); ``accuracy_lo``: (L,) lower bounds of accuracy's bootstrap interval when the caller
-    has them (else :func:`accuracy_lower_bound` with ``n_boot``, ``seed``, ``alpha``).
+    has them (else :func:`accuracy_lower_bound` with ``n_boot``, ``seed``, ``alpha``);
+    ``scores``: per-example proper scores (L, n) whose change the correction phase also reports
+    ({"nll": ..., "brier": ...}: delta_nll, delta_brier with paired intervals).
     """
     if not 0.0 < chance <= 1.0:
         raise ValueError(f"chance must be an accuracy in (0, 1], got {chance!r}")
@@ -280,7 +302,7 @@ def depth_landmarks(
             "the peak-miscalibration layer on one half and test it on the other"
         )
         return out
-    found = _correction_phase(lay, conf, correct, sel, n_bins, n_boot, seed, alpha)
+    found = _correction_phase(lay, conf, correct, sel, n_bins, n_boot, seed, alpha, scores)
     out["peak_miscalibration_layer"], out["correction_phase"] = found[0], found[1]
     notes += found[2]
     out["selection_split"]["search_start_layer"] = found[3]
@@ -296,6 +318,7 @@ def _correction_phase(
     n_boot: int,
     seed: int,
     alpha: float,
+    scores: dict[str, NDArray[np.float64]] | None = None,
 ) -> tuple[int, dict[str, Any] | None, list[str], int]:
     """(peak layer, correction phase or None, notes, search start layer): the peak chosen on the
     selection half ``sel``, the phase measured on the rest."""
@@ -318,6 +341,7 @@ def _correction_phase(
         n_boot=n_boot,
         seed=seed,
         alpha=alpha,
+        scores=None if scores is None else {k: v[:, test] for k, v in scores.items()},
     )
     significant = d["delta_ece_lo"] > 0 or d["delta_ece_hi"] < 0
     cp = {

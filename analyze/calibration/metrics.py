@@ -58,6 +58,29 @@ def chance_accuracy(choice_mask: ArrayLike) -> float:
     return float((1.0 / k).mean())
 
 
+def best_constant_chance(label: ArrayLike, choice_mask: ArrayLike | None = None) -> float:
+    """Accuracy of the best constant answer: max over letters k of the share of examples whose
+    label is k (answering k where option k is absent counts as wrong). label: (n,) option
+    indices; choice_mask: (n, K) or None (K = the largest label + 1).
+
+    Labels are not balanced, so always answering the most frequent letter beats a uniform guess
+    (MMLU's sample here: 0.262 against chance 0.25); an accuracy above chance_accuracy but not
+    above this is within reach of a model that only learned the letter frequencies.
+    """
+    lab = np.asarray(label)
+    if lab.ndim != 1 or lab.size == 0:
+        raise ValueError(f"label must have shape (n,) with n >= 1, got {lab.shape}")
+    if choice_mask is None:
+        if not np.issubdtype(lab.dtype, np.integer) or lab.min() < 0:
+            raise ValueError("label must hold option indices 0..K-1")
+        k = int(lab.max()) + 1
+    else:
+        given = np.asarray(choice_mask)
+        k = int(given.shape[-1])
+        lab = as_label(lab, lab.size, k, as_mask(given, lab.size, k))
+    return float(np.bincount(lab, minlength=k).max() / lab.size)
+
+
 def flip_rate(pred_a: ArrayLike, pred_b: ArrayLike) -> float:
     """Fraction of examples whose predictions differ; pred_a, pred_b: (n,) option indices."""
     a, b = np.asarray(pred_a), np.asarray(pred_b)

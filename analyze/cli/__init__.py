@@ -2,10 +2,12 @@
 
 One module per command group: :mod:`~analyze.cli.summary`, :mod:`~analyze.cli.analyze`,
 :mod:`~analyze.cli.interventions` (``nullspace``, ``direction fit``, ``steer``),
-:mod:`~analyze.cli.lens` (``lens fit``); the ``store``
-commands come from :mod:`layercal.store.cli`. Their shared options are in
-:mod:`layercal.cliargs`. ``steer --online`` runs the model: ``layercal.cli`` passes the
-model-backed sweeper in (``online_sweeper``), so nothing here imports the extraction stage.
+:mod:`~analyze.cli.explore`, :mod:`~analyze.cli.neurons`, :mod:`~analyze.cli.lens`
+(``lens fit``); their shared
+options (``--storage-options``, ``--scheduler``) are in :mod:`~analyze.cli.options`. Each
+package registers its own commands: :func:`add_subcommand` is how the ``layercal`` command
+asks for one of :data:`COMMANDS`. ``steer --online`` runs the model: ``layercal`` passes the
+extraction stage's sweeper in (``online_sweeper``), so nothing here imports that stage.
 """
 
 from __future__ import annotations
@@ -14,23 +16,51 @@ import argparse
 from typing import Any
 
 from analyze.cli import analyze as analyze_command
-from analyze.cli import interventions, lens, summary
+from analyze.cli import explore as explore_command
+from analyze.cli import interventions, lens, neurons, summary
 from analyze.cli.interventions import OnlineSweeper
-from layercal.store import cli as store_cli
 
-__all__ = ["OnlineSweeper", "add_subcommands", "main"]
+__all__ = ["COMMANDS", "OnlineSweeper", "add_subcommand", "add_subcommands", "main"]
+
+# the commands of this stage, in `layercal --help` order
+COMMANDS = (
+    "summary",
+    "analyze",
+    "nullspace",
+    "direction",
+    "steer",
+    "explore",
+    "neurons",
+    "lens",
+)
 
 
-def add_subcommands(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None:
-    """Register summary, store, analyze, nullspace, direction, steer and lens on ``sub``.
+def add_subcommand(sub: Any, name: str, *, online_sweeper: OnlineSweeper | None = None) -> None:
+    """Register the command ``name`` (one of :data:`COMMANDS`) on the subparsers ``sub``.
 
     ``online_sweeper``: builds the model-backed sweeper of ``steer --online`` (None: that
     option is refused with a message naming the ``layercal`` command)."""
-    summary.add_parser(sub)
-    store_cli.add_parser(sub)  # `layercal store ...`: the store tools, beside the format
-    analyze_command.add_parser(sub)
-    interventions.add_parser(sub, online_sweeper=online_sweeper)
-    lens.add_parser(sub)  # `layercal lens fit`
+    if name == "steer":
+        interventions.add_steer(sub, online_sweeper=online_sweeper)
+        return
+    register = {
+        "summary": summary.add_parser,
+        "analyze": analyze_command.add_parser,
+        "nullspace": interventions.add_nullspace,
+        "direction": interventions.add_direction,
+        "explore": explore_command.add_parser,
+        "neurons": neurons.add_parser,
+        "lens": lens.add_parser,
+    }
+    if name not in register:
+        raise ValueError(f"analyze has no command {name!r}; its commands: {', '.join(COMMANDS)}")
+    register[name](sub)
+
+
+def add_subcommands(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None:
+    """Register every command of :data:`COMMANDS` on ``sub``, in order."""
+    for name in COMMANDS:
+        add_subcommand(sub, name, online_sweeper=online_sweeper)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,8 @@
 
 Each writes CSV tables, figures (``figures/*.png|svg``), ``meta.json`` and a Markdown report
 section ``section.md`` into its output folder. Nothing here imports torch or the extraction
-stage: ``steer --online`` gets its model-backed sweeper from an :data:`OnlineSweeper` that
-``layercal.cli`` passes in.
+stage: ``steer --online`` gets its model-backed sweeper from an :class:`OnlineSweeper` that
+the ``layercal`` command passes in (``extract.model_sweeper``).
 """
 
 from __future__ import annotations
@@ -11,16 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from layercal.cliargs import add_remote_args, comma_floats, comma_ints
+from analyze.cli.options import add_remote_args
+from layercal.cliargs import comma_floats, comma_ints
 
 DOC = "docs/steering.md"
-# (parsed `steer` arguments, the opened store, the direction) -> (sweeper, its JSON record):
-# the model-backed sweeper of `steer --online` (built by the extraction stage)
-OnlineSweeper = Callable[[argparse.Namespace, Any, Any], tuple[Any, dict[str, Any]]]
 # why these commands take no --lens (analyze and summary do; docs/lenses.md)
 NO_LENS = {
     "nullspace": "No --lens: the subspaces are the readout's (W_U and the final norm), ablated in "
@@ -32,6 +29,24 @@ NO_LENS = {
     "steer": "No --lens: steering is read at the last depth, where every lens is the identity "
     "(docs/lenses.md).",
 }
+
+
+class OnlineSweeper(Protocol):
+    """Builds the model-backed sweeper of ``steer --online`` and its JSON record: the
+    extraction stage's ``extract.model_sweeper``, which the ``layercal`` command hands in."""
+
+    def __call__(
+        self,
+        store: str,
+        model: str,
+        *,
+        layer: int,
+        dtype: str,
+        device: str,
+        positions: str,
+        batch_size: int,
+        kv: bool,
+    ) -> tuple[Any, dict[str, Any]]: ...
 
 
 def _window(text: str) -> tuple[int, int]:
@@ -57,9 +72,8 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     add_remote_args(p)  # --storage-options (also for --compare/--transfer stores), --scheduler
 
 
-def add_parser(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None:
-    """Register the three commands on the ``layercal`` subparsers ``sub``; ``online_sweeper``
-    serves ``steer --online`` (None: refused, see :func:`run_steer`)."""
+def add_nullspace(sub: Any) -> None:
+    """Register ``nullspace`` on the ``layercal`` subparsers ``sub``."""
     p = sub.add_parser(
         "nullspace",
         help="null-space ablations of stored residuals (CPU)",
@@ -85,6 +99,9 @@ def add_parser(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None
     p.add_argument("--cache-dir", help="SVD cache folder (default: next to the store)")
     p.set_defaults(func=run_nullspace)
 
+
+def add_direction(sub: Any) -> None:
+    """Register ``direction fit`` on the ``layercal`` subparsers ``sub``."""
     d = sub.add_parser("direction", help="calibration direction from layer deltas (CPU)")
     dsub = d.add_subparsers(dest="direction_command", required=True)
     p = dsub.add_parser(
@@ -116,8 +133,12 @@ def add_parser(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None
     p.add_argument("--no-svd", action="store_true", help="skip the null-space share")
     p.set_defaults(func=run_direction_fit)
 
+
+def add_steer(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None:
+    """Register ``steer`` on the ``layercal`` subparsers ``sub``; ``online_sweeper`` serves
+    ``steer --online`` (None: refused, see :func:`run_steer`)."""
     p = sub.add_parser(
-        "steer", help="steer with a direction; baselines, transfer", epilog=NO_LENS["steer"]
+        "steer", help="steer with a direction; controls, transfer", epilog=NO_LENS["steer"]
     )
     _store_args(p)
     p.add_argument("--direction", required=True, help="artifact folder from `direction fit`")
@@ -128,14 +149,50 @@ def add_parser(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None
         help="α grid, comma-separated; write --alphas=-1,0.5 when it starts with a minus (0 is always added)",
     )
     p.add_argument(
-        "--layer", type=int, help="depth to steer (default the last; others need --online)"
+        "--layer",
+        type=int,
+        help="depth to steer (default the last; others need --online, or --truncated)",
+    )
+    p.add_argument(
+        "--truncated",
+        action="store_true",
+        help="read the lens at --layer itself (the model cut there): offline and exact from "
+        "the stored residuals at that depth; temperature and null-space controls there too",
     )
     p.add_argument("--dev-fraction", type=float, default=0.5)
-    p.add_argument("--random", type=int, default=3, help="random-direction baselines")
-    p.add_argument("--betas", type=comma_floats, help="β grid of the null-space baseline")
+    p.add_argument(
+        "--select",
+        choices=["nll", "ece"],
+        default="nll",
+        help="the dev objective every method's one scalar (α, T, β) minimises (default nll)",
+    )
+    p.add_argument(
+        "--accuracy-margin",
+        type=float,
+        default=0.02,
+        help="a value keeps accuracy when the lower bound of its paired Δaccuracy interval on "
+        "dev (against α = 0 / β = 1) is above -MARGIN (default 0.02)",
+    )
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=None,
+        help="deprecated: the old fixed rule (point Δaccuracy on dev at least -DROP) instead of "
+        "the interval rule of --accuracy-margin; with --select ece it is the old behaviour",
+    )
+    p.add_argument(
+        "--random",
+        type=int,
+        default=5,
+        help="random directions with the direction's null-space share (default 5)",
+    )
+    p.add_argument("--betas", type=comma_floats, help="β grid of the null-space control")
     p.add_argument("--k", type=int, help="null-space size (default round(0.01 d))")
-    p.add_argument("--no-nullspace", action="store_true", help="skip the null-space baseline")
-    p.add_argument("--max-accuracy-drop", type=float, default=0.005)
+    p.add_argument(
+        "--no-nullspace",
+        action="store_true",
+        help="skip the null-space control (random directions still match its share)",
+    )
     p.add_argument("--bins", type=int, default=10)
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument(
@@ -310,16 +367,31 @@ def run_steer(args: argparse.Namespace) -> int:
     from analyze.interventions.svd import unembed_svd
     from analyze.lens.scheduler import scheduler_of
     from analyze.report.intervention_figures import steer_figures
-    from analyze.report.intervention_sections import steer_blocks
+    from analyze.report.steer_section import steer_blocks
     from layercal.format import StoreError
 
+    if args.truncated and args.online:
+        return _fail(
+            ValueError(
+                "--truncated reads the lens at the steered depth from the stored residuals "
+                "(offline, exact): drop --online, or drop --truncated to read the last depth"
+            )
+        )
+    if args.max_accuracy_drop is not None:
+        print(
+            "warning: --max-accuracy-drop is deprecated: it applies a fixed tolerance to the "
+            "point estimate of Δaccuracy on dev, which at small n is below one answer. Use "
+            "--accuracy-margin (a value keeps accuracy when its paired interval's lower bound "
+            "is above -MARGIN); this run uses the fixed rule.",
+            file=sys.stderr,
+        )
     try:
         with scheduler_of(args):
             ds = _open(args)
             direction = Direction.load(args.direction)
             sweeper, online = None, None
             if args.online:
-                sweeper, online = _online_sweeper(args, ds, direction)
+                sweeper, online = _online_sweeper(args, ds)
             res = run_steering(
                 ds,
                 direction,
@@ -327,10 +399,14 @@ def run_steer(args: argparse.Namespace) -> int:
                 layer=args.layer,
                 dev_fraction=args.dev_fraction,
                 seed=args.seed,
+                truncated=args.truncated,
                 n_random=args.random,
                 betas=args.betas or DEFAULT_BETAS,
                 k=args.k,
-                svd=None if args.no_nullspace else unembed_svd(ds),
+                svd=unembed_svd(ds) if args.random or not args.no_nullspace else None,
+                nullspace=not args.no_nullspace,
+                select=args.select,
+                accuracy_margin=args.accuracy_margin,
                 max_accuracy_drop=args.max_accuracy_drop,
                 n_bins=args.bins,
                 n_boot=args.n_boot,
@@ -348,19 +424,22 @@ def run_steer(args: argparse.Namespace) -> int:
         "sweep": res.sweep,
         "reliability": res.reliability,
         "transfer": res.transfer,
+        "contrasts": res.contrasts,
     }
     _write(out, tables, res.meta)
     figs = steer_figures(res.sweep, res.reliability, res.transfer, out / "figures")
-    _section(out, steer_blocks(res.table, res.transfer, res.meta, figs))
+    _section(out, steer_blocks(res.table, res.transfer, res.meta, figs, res.contrasts))
     chosen = res.meta["chosen"]["direction"]
-    print(f"wrote {out}/steering.csv, sweep.csv, reliability.csv, transfer.csv (α* = {chosen:g})")
+    print(
+        f"wrote {out}/steering.csv, sweep.csv, reliability.csv, transfer.csv, contrasts.csv "
+        f"(α* = {chosen:g}, chosen by {args.select} on dev)"
+    )
     return 0
 
 
-def _online_sweeper(
-    args: argparse.Namespace, ds: Any, direction: Any
-) -> tuple[Any, dict[str, Any]]:
-    """The model-backed sweeper from the factory ``layercal.cli`` registered."""
+def _online_sweeper(args: argparse.Namespace, ds: Any) -> tuple[Any, dict[str, Any]]:
+    """The model-backed sweeper from the factory the ``layercal`` command registered, for the
+    store ``ds`` was opened from and the depth ``--layer`` (default the last)."""
     if not args.model:
         raise ValueError("--online needs --model (the model the store was extracted with)")
     factory: OnlineSweeper | None = getattr(args, "online_sweeper", None)
@@ -369,4 +448,13 @@ def _online_sweeper(
             "--online runs the model, which this entry point does not load: run "
             "`layercal steer ... --online` (the layercal command)"
         )
-    return factory(args, ds, direction)
+    return factory(
+        str(ds.encoding.get("source") or args.store),
+        args.model,
+        layer=int(ds.sizes["layer"]) - 1 if args.layer is None else args.layer,
+        dtype=args.dtype,
+        device=args.device,
+        positions=args.positions,
+        batch_size=args.batch_size,
+        kv=not args.no_kv,
+    )

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from layercal.cliargs import add_remote_args, positive_int
+from analyze.cli.options import add_remote_args
+from layercal.cliargs import positive_int
 
 DESCRIPTION = """\
 Fit a lens on a store, from the stored residuals, final norm and unembedding alone (no model):

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from layercal.cliargs import add_remote_args
+from analyze.cli.options import add_remote_args
 
 
 def add_parser(sub: Any) -> None:

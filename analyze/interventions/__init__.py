@@ -6,9 +6,12 @@
   (:mod:`~analyze.interventions.fit_data`: what it reads from a store), saved as an artifact
   (:mod:`~analyze.interventions.artifact`).
 - :mod:`~analyze.interventions.steer`: steering with a direction and its baselines
-  (:mod:`~analyze.interventions.steer_data`: the data types, :mod:`~analyze.interventions.
-  steer_methods`: the methods and their tables). Steering inside the model (``--online``) is the
-  extraction stage's (``extract.steer_online``), handed in as a ``Sweeper``.
+  (:mod:`~analyze.interventions.steer_data`: the data types; ``steer_methods``: the methods and
+  their dev choice by the one rule of ``steer_select``; ``steer_controls``: temperature, random
+  directions with the direction's null-space share, direction+temperature; ``steer_splits``: dev,
+  test and transfer rows; ``steer_tables`` and ``steer_power``: the tables, the MDE and the
+  verdicts). Steering inside the model (``--online``) is the extraction stage's
+  (``extract.online.steer``), handed in as a ``Sweeper``.
 
 Their figures and report sections are in :mod:`analyze.report`.
 """

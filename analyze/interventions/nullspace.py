@@ -8,8 +8,10 @@ basis B (d, k) and pushed through the logit lens::
 Subspaces: ``null`` (N_k, the k smallest right singular vectors of W̃ — for LayerNorm leaving out
 1/√d, exactly null and removed by the norm anyway —, see ``analyze.interventions.svd``),
 ``top`` (the k largest) and ``random`` (Haar-random, one per seed): the controls. k sweeps over
-fractions of d. Per (condition, layer): accuracy, ECE, MCE, entropy and mean confidence with their
-changes and paired bootstrap intervals. The mechanism in numbers: ``removed`` = ‖h′ − h‖/‖h‖,
+fractions of d. Per (condition, layer): accuracy, ECE, MCE, Brier, NLL, entropy and mean
+confidence with their changes and paired bootstrap intervals, and beside ECE its noise floor at
+this n before and after (``ece_floor_base``, ``ece_floor``: the expected ECE of a perfectly
+calibrated predictor with those confidences, ``analyze.calibration.ece_floor``). The mechanism in numbers: ``removed`` = ‖h′ − h‖/‖h‖,
 ``logit_change`` = ‖W̃(h′ − h)‖/‖W̃h‖ over the whole vocabulary before the final norm (exact and
 cheap: ‖W̃x‖ = ‖Σ Rᵀx‖), their ratio ``logit_gain`` (1 = as much logit change as residual change;
 N_k: < 1, it moves the norm — hence the lens's temperature — more than the logits) and
@@ -28,14 +30,20 @@ import polars as pl
 import xarray as xr
 from numpy.typing import NDArray
 
-from analyze.calibration import mean_delta_ci, paired_deltas
+from analyze.calibration import (
+    ece_floor_from_uniforms,
+    floor_uniforms,
+    logit_terms,
+    mean_delta_ci,
+    paired_deltas,
+)
 from analyze.interventions.svd import EXACT_NULL_NOTE, UnembedSVD, default_k, subspace_share
 from analyze.lens import AnswerLens, vocab_lse_entropy
 from layercal.lens import final_norm
 
 Kind = Literal["null", "top", "random"]
 DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
-REPORTED = ("accuracy", "ece", "mce", "entropy", "mean_confidence")
+REPORTED = ("accuracy", "ece", "mce", "brier", "nll", "entropy", "mean_confidence")
 
 
 def ablate(h: NDArray[np.floating], basis: NDArray[np.floating], beta: float = 0.0) -> Any:
@@ -249,9 +257,17 @@ def run_nullspace(
             )
             for key, value in stats.items():
                 extra.setdefault(key, np.full((len(conds), len(lay)), np.nan))[c, j] = value
+    uniforms = floor_uniforms(n, seed=seed)
+
+    def floor(logits: NDArray[np.float64]) -> NDArray[np.float64]:
+        conf = logit_terms(logits, label, mask)["mean_confidence"]
+        return ece_floor_from_uniforms(conf, uniforms, n_bins)
+
+    floor_base = floor(base)
     rows: list[dict[str, Any]] = []
     for c, cond in enumerate(conds):
         res = paired_deltas(base, z[c], label, mask, n_bins=n_bins, n_boot=n_boot, seed=seed)
+        floors = floor(z[c])
         for j, layer in enumerate(lay):
             row: dict[str, Any] = {
                 "condition": cond.name,
@@ -267,6 +283,7 @@ def run_nullspace(
                 r = res[m]
                 row[f"{m}_base"], row[m], row[f"d_{m}"] = r["base"][j], r["new"][j], r["delta"][j]
                 row[f"d_{m}_lo"], row[f"d_{m}_hi"] = r["delta_lo"][j], r["delta_hi"][j]
+            row["ece_floor_base"], row["ece_floor"] = float(floor_base[j]), float(floors[j])
             row.update({key: float(v[c, j]) for key, v in extra.items()})
             rows.append(row)
     meta = {

@@ -1,6 +1,6 @@
 """The data types of steering, shared by the evaluation (:mod:`~analyze.interventions.steer`)
 and its methods (:mod:`~analyze.interventions.steer_methods`): the stored residual a method
-steers, the dev/test rows, the sweeper signature, and the rule that picks a parameter on dev.
+steers, the dev/test rows and the sweeper signature.
 """
 
 from __future__ import annotations
@@ -60,6 +60,14 @@ class StoreData:
             lens=AnswerLens.checked(ds),
         )
 
+    @classmethod
+    def at(cls, ds: xr.Dataset, depth: int) -> StoreData:
+        """The data at stored depth ``depth`` (a value of the store's ``layer`` coordinate)."""
+        depths = [int(x) for x in ds["layer"].values]
+        if depth not in depths:
+            raise ValueError(f"depth {depth} is not stored (depths {depths[0]}..{depths[-1]})")
+        return cls.of(ds, depths.index(depth))
+
     def sweep(
         self,
         rows: NDArray[np.intp],
@@ -81,18 +89,3 @@ class Splits:
     def named(self) -> tuple[tuple[str, NDArray[np.intp]], ...]:
         """(("dev", rows), ("test", rows))."""
         return (("dev", self.dev), ("test", self.test))
-
-
-def choose(
-    values: Sequence[float], accuracy: Any, ece: Any, neutral: float, max_drop: float
-) -> int:
-    """Index of the smallest ECE among values whose accuracy >= accuracy[neutral] − max_drop.
-
-    ``neutral``: the value meaning "unchanged" (α = 0, β = 1), always allowed. Ties: the value
-    closest to neutral.
-    """
-    vals = list(values)
-    i0 = vals.index(neutral)
-    ok = np.asarray(accuracy) >= np.asarray(accuracy)[i0] - max_drop - 1e-12
-    order = sorted(np.flatnonzero(ok), key=lambda i: (float(ece[i]), abs(vals[i] - neutral)))
-    return int(order[0])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -30,7 +31,20 @@ from typing import Any
 
 import dask
 
-from layercal.cliargs import DEFAULT_MAX_WORKERS, scheduler_spec
+SCHEDULERS = ("auto", "threads", "processes")
+DEFAULT_MAX_WORKERS = 4  # processes: worker processes when ``workers`` is not given
+_ADDRESS = re.compile(r"[a-z][a-z0-9+.-]*://\S+|[\w.-]+:\d+")
+
+
+def scheduler_spec(text: str) -> str:
+    """``text`` if it names a scheduler (:data:`SCHEDULERS`) or a distributed scheduler address,
+    else a ValueError that says what is expected."""
+    if text in SCHEDULERS or _ADDRESS.fullmatch(text):
+        return text
+    raise ValueError(
+        f"{text!r}: expected auto, threads, processes or a scheduler address such as "
+        "tcp://host:8786"
+    )
 
 
 def _say(text: str) -> None:
@@ -123,7 +137,7 @@ def dask_scheduler(
 
 
 def scheduler_of(args: argparse.Namespace) -> AbstractContextManager[str]:
-    """``dask_scheduler`` from parsed arguments (``layercal.cliargs.add_scheduler_args``)."""
+    """``dask_scheduler`` from parsed arguments (``analyze.cli.options.add_scheduler_args``)."""
     return dask_scheduler(
         getattr(args, "scheduler", "auto"),
         workers=getattr(args, "workers", None),

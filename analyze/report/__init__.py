@@ -7,8 +7,9 @@
 - :mod:`~analyze.report.tables`: the report's tables.
 - :mod:`~analyze.report.render`: the document model (headings, paragraphs, tables, figures)
   rendered to HTML and Markdown.
-- :mod:`~analyze.report.intervention_figures`, :mod:`~analyze.report.intervention_sections`:
-  the figures and sections of ``nullspace``, ``direction fit`` and ``steer``;
+- :mod:`~analyze.report.intervention_figures`, :mod:`~analyze.report.intervention_sections`,
+  :mod:`~analyze.report.steer_section`: the figures and sections of ``nullspace``,
+  ``direction fit`` and ``steer``;
   :mod:`~analyze.report.sections` includes them in an analysis report.
 """
 

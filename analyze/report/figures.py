@@ -46,6 +46,10 @@ CONFIDENCE = (
     ("option_mass", "option mass (vocab prob. of options)"),
     ("entropy", "entropy over options (nats)"),
     ("flip_rate", "flip rate vs last layer"),
+    # a correction from a rescaling: the gap shrinks under both, AUROC moves only under a
+    # correction that tells right answers from wrong ones
+    ("gap", "signed gap: confidence − accuracy"),
+    ("auroc", "AUROC of confidence for correctness"),
 )
 PER_STORE = ("reliability_grid", "reliability_final", "confidence_hist")
 
@@ -89,6 +93,8 @@ def _curves(
             acc = P.column(r.layers, "accuracy")
             if name == "mean_confidence" and acc is not None:
                 ax.plot(x, acc, color=c, ls="--", lw=1.0, alpha=0.7)
+            if name == "ece":
+                _smooth_and_floor(ax, r, x, c, label=first and i == 0)
         k = P.chance(rs[0])
         if name in ("accuracy", "mean_confidence") and k is not None:
             ax.axhline(
@@ -101,9 +107,15 @@ def _curves(
         dashed = name == "mean_confidence" and any(
             P.column(r.layers, "accuracy") is not None for r in rs
         )
+        if name == "ece" and any(P.column(r.layers, "smece") is not None for r in rs):
+            title = f"{title}; dashed: smooth ECE; dotted: ECE floor"
         ax.set_title(f"{title}; dashed: accuracy" if dashed else title, loc="left")
         if name in ("accuracy", "mean_confidence", "option_mass", "flip_rate", "ece", "mce"):
             ax.set_ylim(bottom=0)
+        if name == "gap":
+            ax.axhline(0, color=P.GREY, lw=0.8)
+        if name == "auroc":
+            ax.axhline(0.5, color=P.GREY, lw=0.8, ls=(0, (1, 2)))
         if not single:  # headroom for the correction-phase bars along the top
             lo, hi = ax.get_ylim()
             ax.set_ylim(lo, hi + (hi - lo) * 0.04 * (len(rs) + 1))
@@ -120,8 +132,26 @@ def _curves(
     labels += [str(h.get_label()) for h in extra]
     # below the panels: a legend at the side would squeeze the narrow one-column figure
     fig.legend(handles, labels, loc="outside lower center", frameon=False, ncol=ncols + 1)
-    fig.suptitle(_title(rs), x=0.01, ha="left", fontsize=11)
+    P.title(fig, _title(rs))
     return fig
+
+
+def _smooth_and_floor(ax: Axes, r: AnalysisResult, x: np.ndarray, c: str, label: bool) -> None:
+    """In the ECE panel: smooth ECE (dashed, with its bootstrap band) and the ECE floor (dotted:
+    the ECE a perfectly calibrated predictor shows at this sample size)."""
+    sm, floor = P.column(r.layers, "smece"), P.column(r.layers, "ece_floor")
+    if sm is not None:
+        P.band(ax, x, r.layers, "smece", c)
+        ax.plot(x, sm, color=c, ls="--", lw=1.2, label="smooth ECE (smECE)" if label else None)
+    if floor is not None:
+        ax.plot(
+            x,
+            floor,
+            color=c,
+            ls=":",
+            lw=1.2,
+            label="ECE floor (calibrated, same n)" if label else None,
+        )
 
 
 def _shade_low_mass(ax: Axes, r: AnalysisResult, x: np.ndarray) -> None:
@@ -162,7 +192,8 @@ def plot_confidence_over_depth(
     results: Sequence[AnalysisResult], *, relative_depth: bool | None = None
 ) -> Figure:
     """Mean confidence (softmax over the answer options; accuracy dashed) with option mass beside
-    it, then entropy and flip rate over depth. One store: layers whose mean option mass is under
+    it, then entropy and flip rate, then the signed gap and AUROC (a rescaling moves the gap,
+    only a correction moves AUROC) over depth. One store: layers whose mean option mass is under
     1% are shaded in the confidence and option-mass panels."""
     with P.style():
         return _curves(results, CONFIDENCE, P.use_relative(list(results), relative_depth), ncols=2)
@@ -215,7 +246,7 @@ def plot_by_group(result: AnalysisResult, group_by: str = "category") -> Figure 
             ax.set_ylim(bottom=0)
         ncol = 1 if len(groups) <= 20 else 2
         fig.legend(loc="outside right upper", frameon=False, ncol=ncol, fontsize=7 if many else 8)
-        fig.suptitle(f"{result.label}: by {group_by}", x=0.01, ha="left", fontsize=11)
+        P.title(fig, f"{result.label}: by {group_by}")
     return fig
 
 

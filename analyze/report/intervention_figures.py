@@ -136,12 +136,12 @@ def direction_figures(info: dict[str, Any], out: Path) -> Paths:
 def steer_figures(
     sweep: pl.DataFrame, reliability: pl.DataFrame, transfer: pl.DataFrame, out: Path
 ) -> Paths:
-    """ECE and accuracy over α (dev and test); reliability before/after; transfer ΔECE."""
+    """NLL, ECE and accuracy over α (dev and test); reliability before/after; transfer ΔECE."""
     figs: Paths = {}
     with P.style():
-        fig = P.new_figure(8.0, 3.0)
-        for i, m in enumerate(("ece", "accuracy")):
-            ax = fig.add_subplot(1, 2, i + 1)
+        fig = P.new_figure(11.0, 3.0)
+        for i, m in enumerate(("nll", "ece", "accuracy")):
+            ax = fig.add_subplot(1, 3, i + 1)
             for j, name in enumerate(("direction", "random-0")):
                 for split, ls in (("dev", "--"), ("test", "-")):
                     df = sweep.filter((pl.col("method") == name) & (pl.col("split") == split)).sort(

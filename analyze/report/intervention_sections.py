@@ -1,4 +1,5 @@
-"""The report sections of the null-space, direction and steering commands, as document blocks.
+"""The report sections of the null-space and direction commands, as document blocks (the
+steering section is :mod:`analyze.report.steer_section`).
 
 Each command renders its section into ``section.md`` (Markdown starting at heading level 2,
 figures linked relative to the section's folder); ``layercal analyze`` builds the same blocks
@@ -227,91 +228,5 @@ def direction_blocks(info: dict[str, Any], figs: Paths) -> list[Block]:
     captions = {
         "explained_variance": "Explained variance of the layer deltas",
         "category_cosines": "Cosine between directions fit per category",
-    }
-    return blocks + images(figs, captions)
-
-
-def _baseline_para(base: dict[str, Any] | None) -> list[Block]:
-    """What *none* is; online, its difference from the stored lens and the tolerance."""
-    if not base:
-        return []
-    text = f"*none* is {base['what']}"
-    if base["kind"] == "online_alpha0":
-        text += (
-            f" (the online α = 0 run, so every change is the steering's): max |logit difference| "
-            f"from the stored lens at depth {base['compared_layer']} "
-            f"{base['max_abs_diff_vs_stored']:.2e}, within the tolerance {base['tolerance']:.2e} "
-            f"(store {base['store_dtype']}, model {base['model_dtype']})"
-        )
-    return [Para(text + ".")]
-
-
-def steer_blocks(
-    tab: pl.DataFrame, transfer: pl.DataFrame, meta: dict[str, Any], figs: Paths
-) -> list[Block]:
-    sp = meta["splits"]
-    rows = [
-        [
-            r["method"],
-            str(r["layer"]),
-            num(r["param"]),
-            with_ci(r, "accuracy"),
-            with_ci(r, "ece"),
-            with_ci(r, "mce"),
-            num(r["brier"]),
-            num(r["nll"]),
-            with_ci(r, "d_ece", signed=True),
-            with_ci(r, "d_accuracy", signed=True),
-        ]
-        for r in tab.iter_rows(named=True)
-    ]
-    tr = [
-        [
-            r["target"],
-            r["method"],
-            str(r["n"]),
-            with_ci(r, "d_ece", signed=True),
-            with_ci(r, "d_mce", signed=True),
-            with_ci(r, "d_accuracy", signed=True),
-        ]
-        for r in transfer.iter_rows(named=True)
-    ]
-    online = meta.get("online")
-    header = ["method", "layer", "α / T / β", "accuracy", "ECE", "MCE", "Brier", "NLL", "ΔECE"]
-    blocks: list[Block] = [
-        Heading(2, "Steering with the calibration direction"),
-        Para(
-            f"h ← h + α·s·d at depth {meta['layer']} ({meta['mode']}), s = {meta['scale']:.4g} "
-            f"(mean residual norm on the fit split); α ∈ {meta['alphas']} chosen on dev: the "
-            f"smallest ECE with accuracy at most {meta['max_accuracy_drop']:.3f} below α = 0's. "
-            f"Source {sp['source']}: dev {sp['n_dev']}, test {sp['n_test']} examples (seed "
-            f"{sp['seed']}; {sp['excluded_fit_examples']} fit examples excluded). Baselines "
-            "chosen on dev the same way: temperature scaling, random unit directions (own α), "
-            "scaling N_k by β."
-        ),
-        Para("Test split, 95% bootstrap intervals; Δ against *none* with paired intervals:"),
-        Table([*header, "Δaccuracy"], rows),
-        *_baseline_para(meta.get("baseline")),
-    ]
-    if online:
-        diff = online.get("max_abs_diff_vs_offline")
-        check = (
-            "" if diff is None else f"; max |online − offline| logit at the last depth: {diff:.2e}"
-        )
-        blocks.append(
-            Para(
-                f"Online with {online['model']} ({online['dtype']}), positions "
-                f"{online['positions']}, KV reuse {online['kv_reuse']}{check}."
-            )
-        )
-    if tr:
-        blocks += [
-            Para("Transfer (every choice unchanged; held-out examples):"),
-            Table(["target", "method", "n", "ΔECE", "ΔMCE", "Δaccuracy"], tr),
-        ]
-    captions = {
-        "alpha_sweep": "ECE and accuracy over α",
-        "reliability": "Reliability on the test split, before and after",
-        "transfer": "Transfer of the direction and of temperature scaling",
     }
     return blocks + images(figs, captions)

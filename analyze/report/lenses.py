@@ -3,7 +3,7 @@
 One figure, ``lenses_over_depth``: accuracy, ECE, NLL, mean confidence and KL to the final
 answer distribution over depth, one curve per lens (bootstrap bands where the table has them);
 and one table: per lens, the fixed-depth contrast from the plateau to the last layer
-(``landmarks["plateau_to_last"]``, :mod:`analyze.lens.fitted.compare`) with the criteria of
+(``landmarks["lens_plateau_to_last"]``, :mod:`analyze.lens.fitted.compare`) with the criteria of
 docs/lenses.md. A single result read through a fitted lens gets the table alone.
 """
 
@@ -58,7 +58,7 @@ def plateau_row(r: AnalysisResult) -> list[str]:
     how = rec.get("kind", "logit")
     if rec.get("transfer"):
         how += f", transferred from {rec.get('dataset')}"
-    pt = r.landmarks.get("plateau_to_last")
+    pt = r.landmarks.get("lens_plateau_to_last")
     if not isinstance(pt, dict):
         return [r.label, how, *["—"] * 7]
     delta = f"{pt['delta_ece']:+.3f} [{pt['delta_ece_lo']:+.3f}, {pt['delta_ece_hi']:+.3f}]"

@@ -65,6 +65,34 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+def title(fig: Figure, text: str, fontsize: float = 11) -> None:
+    """A left-aligned figure title wrapped to the figure's width: a long store label (model,
+    dataset, a list of subjects) goes onto more lines instead of being cut at the right edge.
+    Breaks after spaces and commas, measured with the figure's own renderer."""
+    t = fig.suptitle(text, x=0.01, ha="left", fontsize=fontsize)
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    renderer = canvas.get_renderer()
+    room = fig.get_figwidth() * fig.dpi * 0.97
+
+    def fits(s: str) -> bool:
+        t.set_text(s)
+        return bool(t.get_window_extent(renderer).width <= room)
+
+    if fits(text):
+        return
+    lines, line = [], ""
+    for piece in re.split(r"(?<=[ ,])", text):
+        if line and not fits(line + piece):
+            lines.append(line.rstrip())
+            line = ""
+        line += piece
+        while len(line) > 1 and not fits(line):  # one piece wider than the figure: cut it
+            cut = next(i for i in range(len(line) - 1, 0, -1) if fits(line[:i]))
+            lines.append(line[:cut])
+            line = line[cut:]
+    t.set_text("\n".join([*lines, line.rstrip()]))
+
+
 def save(fig: Figure, out_dir: Path, name: str) -> dict[str, Path]:
     """Write ``name.png`` (150 dpi) and ``name.svg`` to ``out_dir``; returns both paths."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -138,7 +138,7 @@ def plot_reliability_grid(
                 ax_n.set_ylabel("share")
             if r == nrows - 1 or j + ncols >= len(chosen):
                 ax_n.set_xlabel("confidence")
-        fig.suptitle(f"{result.label}: reliability over depth", x=0.01, ha="left", fontsize=11)
+        P.title(fig, f"{result.label}: reliability over depth")
     return fig
 
 
@@ -155,7 +155,7 @@ def plot_reliability(result: AnalysisResult, layer: int | None = None) -> Figure
         ax_n.set_ylabel("share of examples")
         ax_n.set_xlabel("confidence (max option probability)")
         n = int(np.asarray(result.reliability["count"][_row(result, layer)]).sum())
-        fig.suptitle(f"{result.label} (n={n})", x=0.01, ha="left", fontsize=11)
+        P.title(fig, f"{result.label} (n={n})")
     return fig
 
 
@@ -206,5 +206,5 @@ def plot_confidence_hists(
             ax.set_xlabel("confidence")
             ax.xaxis.set_tick_params(labelbottom=True)
         fig.legend(loc="outside right upper", frameon=False)
-        fig.suptitle(f"{result.label}: confidence histograms", x=0.01, ha="left", fontsize=11)
+        P.title(fig, f"{result.label}: confidence histograms")
     return fig

@@ -23,6 +23,7 @@ class Heading:
 class Para:
     text: str
     css: str = ""
+    href: str = ""  # the paragraph is a link to this (relative) address
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ def to_html(blocks: list[Block], title: str) -> str:
             out.append(f"<h{b.level}>{_e(b.text)}</h{b.level}>")
         elif isinstance(b, Para):
             cls = f' class="{_e(b.css)}"' if b.css else ""
-            out.append(f"<p{cls}>{_e(b.text)}</p>")
+            text = f'<a href="{_e(b.href)}">{_e(b.text)}</a>' if b.href else _e(b.text)
+            out.append(f"<p{cls}>{text}</p>")
         elif isinstance(b, Bullets):
             out.append("<ul>" + "".join(f"<li>{_e(i)}</li>" for i in b.items) + "</ul>")
         elif isinstance(b, Table):
@@ -126,7 +128,7 @@ def to_markdown(blocks: list[Block], title: str | None, base: Path, *, escape: b
         if isinstance(b, Heading):
             out += ["#" * b.level + " " + md(b.text), ""]
         elif isinstance(b, Para):
-            out += [md(b.text), ""]
+            out += [f"[{md(b.text)}]({b.href})" if b.href else md(b.text), ""]
         elif isinstance(b, Bullets):
             out += [f"- {md(i)}" for i in b.items] + [""]
         elif isinstance(b, Table):

@@ -1,9 +1,11 @@
-"""The sections of ``nullspace``, ``direction fit`` and ``steer`` inside an analysis report.
+"""The sections of ``nullspace``, ``direction fit``, ``steer`` and ``neurons`` inside an analysis
+report.
 
 ``layercal analyze --out R`` includes every section folder ``R/<folder>/`` (one holding the
 ``section.md`` such a command wrote with ``--out R/<folder>``) in its report, so one HTML file
 carries the whole experiment. The section is built again as document blocks from the folder's
-tables and figures (:mod:`analyze.report.intervention_sections`, the builders the commands
+tables and figures (:mod:`analyze.report.intervention_sections` and
+:mod:`analyze.report.steer_section`, the builders the commands
 render ``section.md`` with), never parsed back from Markdown.
 """
 
@@ -16,13 +18,10 @@ from typing import Any
 
 import polars as pl
 
-from analyze.report.intervention_sections import (
-    Paths,
-    direction_blocks,
-    nullspace_blocks,
-    steer_blocks,
-)
+from analyze.report.intervention_sections import Paths, direction_blocks, nullspace_blocks
+from analyze.report.neuron_section import neuron_section
 from analyze.report.render import Block, Heading, Para
+from analyze.report.steer_section import steer_blocks
 
 SECTION = "section.md"
 
@@ -59,7 +58,18 @@ def _direction(folder: Path) -> list[Block]:
 def _steer(folder: Path) -> list[Block]:
     meta = _json(folder / "meta.json")
     table, transfer = _csv(folder / "steering.csv"), _csv(folder / "transfer.csv")
-    return steer_blocks(table, transfer, meta, figures_of(folder))
+    contrasts = folder / "contrasts.csv"
+    extra = _csv(contrasts) if contrasts.is_file() else None
+    return steer_blocks(table, transfer, meta, figures_of(folder), extra)
+
+
+def _neurons(folder: Path) -> list[Block]:
+    """``layercal neurons``: blocks.csv always, neurons.csv and sets.csv with a capture."""
+    meta = _json(folder / "meta.json")
+    has = (folder / "neurons.csv").is_file() and (folder / "sets.csv").is_file()
+    neurons = _csv(folder / "neurons.csv") if has else None
+    sets = _csv(folder / "sets.csv") if has else None
+    return neuron_section(_csv(folder / "blocks.csv"), meta, neurons, sets, figures_of(folder))
 
 
 # the report's order; a kind is recognised by the files its command writes
@@ -67,12 +77,14 @@ KINDS: tuple[tuple[str, tuple[str, ...], Callable[[Path], list[Block]]], ...] = 
     ("nullspace", ("ablation.csv", "share.csv", "meta.json"), _nullspace),
     ("direction", ("direction.json",), _direction),
     ("steer", ("steering.csv", "transfer.csv", "meta.json"), _steer),
+    ("neurons", ("blocks.csv", "meta.json"), _neurons),
 )
 
 
 def find_sections(out: Path) -> list[tuple[Path, Callable[[Path], list[Block]]]]:
     """Section folders under ``out`` with their builder: null space first, then directions, then
-    steering (by folder name within a kind). Folders of no known kind are left out."""
+    steering, then neurons (by folder name within a kind). Folders of no known kind are left
+    out."""
     found = []
     for path in Path(out).glob(f"*/{SECTION}"):
         folder = path.parent

@@ -19,6 +19,25 @@ LANDMARKS = (
 EXTRA_LANDMARKS = (
     ("first_crossing_layer", "first layer clearly above chance"),
     ("rise_layer_sustained", "sustained rise"),
+    ("rise_layer_both_chances", "rise above both chance figures"),
+)
+# the interval key of a landmark re-selected in every resample (landmarks.json)
+INTERVAL_KEYS = {
+    "rise_layer": "rise_layer_interval",
+    "plateau_layer": "plateau_layer_interval",
+    "peak_miscalibration_layer": "peak_layer_interval",
+}
+# endpoints per layer (issue 17): (column, header, with interval)
+ENDPOINT_TABLE = (
+    ("ece", "ECE", True),
+    ("ece_floor", "ECE floor", False),
+    ("smece", "smooth ECE", True),
+    ("gap", "gap (conf − acc)", False),
+    ("auroc", "AUROC", False),
+    ("nll", "NLL", True),
+    ("brier", "Brier", True),
+    ("brier_reliability", "reliability", False),
+    ("brier_resolution", "resolution", False),
 )
 # per-layer table: (column, header, with interval)
 LAYER_TABLE = (
@@ -35,9 +54,6 @@ LAYER_TABLE = (
     ("ece_eval", "ECE held-out", False),
     ("ece_temperature_scaled", "ECE held-out, T-scaled", False),
 )
-# meta keys shown in their own rows of the store table (the rest of the scalars follow them)
-SHOWN = {"url", "store", "store_hash", "model", "dataset", "split", "n_examples", "n_layers"}
-SHOWN |= {"template", "template_name", "params", "label", "layers", "cache_dir", "cache_hit"}
 
 
 def _f3(x: Any) -> str:
@@ -67,34 +83,62 @@ def _text(v: Any) -> str:
 
 
 def store_table(r: AnalysisResult) -> Table:
-    """What was analysed: store, hash, model, data, template, parameters, checks."""
+    """What was analysed, as a reader needs it: the store, the model and data, the sample, and
+    the choices that change the numbers (bins, MCE's minimum count, bootstrap, the split, the
+    temperature fit). Cache keys, timings and other bookkeeping stay in meta.json."""
     m, params = r.meta, dict(r.meta.get("params") or {})
     data = "/".join(str(m[k]) for k in ("dataset", "split") if m.get(k)) or "—"
+    if m.get("category"):
+        data += f" ({m['category']})"
+    n = _text(m.get("n_examples"))
+    if m.get("partial"):
+        n += f" of {_text(m.get('n_examples_store'))} (a partial store: --allow-partial)"
+    boot = params.get("bootstrap")
+    if isinstance(boot, dict):
+        intervals = (
+            f"bootstrap 95 %, {_text(boot.get('n_boot'))} resamples, seed {_text(boot.get('seed'))}"
+        )
+    else:  # an older result records the number of resamples only
+        intervals = f"bootstrap 95 %, {_text(boot)} resamples" if boot else "—"
+    temp = m.get("temperature") or {}
     rows = [
         ["store", str(m.get("store") or m.get("url") or "—")],
         ["store hash", str(m.get("store_hash") or "—")],
         ["model", str(m.get("model") or "—")],
         ["dataset / split", data],
-        ["examples (n)", _text(m.get("n_examples"))],
+        ["examples (n)", n],
         ["layers analysed", _text(m.get("layers") or P.layer_values(r).tolist())],
         ["template", _template(m)],
-        ["ECE bins", _text(params.pop("bins", None))],
-        ["bootstrap", _text(params.pop("bootstrap", None))],
+        ["ECE bins", _text(params.get("bins"))],
+        ["MCE: bins of at least", f"{_text(params.get('mce_min_count'))} examples"],
+        ["intervals", intervals],
+        ["examples used", _SPLITS.get(str(params.get("split")), str(params.get("split")))],
     ]
-    params.pop("layers", None)
-    rows += [[f"parameter: {k}", _text(v)] for k, v in sorted(params.items())]
-    for key in ("checks", "temperature"):
-        if isinstance(m.get(key), dict):
-            rows.append([key, _text(m[key])])
-    scalars = (str, int, float, bool)
-    rows += [
-        [k, _text(v)] for k, v in sorted(m.items()) if k not in SHOWN and isinstance(v, scalars)
-    ]
+    if temp:
+        rows.append(
+            [
+                "temperature scaling",
+                f"fitted on the {temp.get('fit_on')} half, measured on the "
+                f"{temp.get('measured_on')} half",
+            ]
+        )
+    if params.get("vocab_examples") is not None:
+        rows.append(["full-vocabulary lens recomputed for", f"{params['vocab_examples']} examples"])
     return Table(["", ""], rows)
 
 
+_SPLITS = {
+    "all": "all",
+    "fit": "the fit half only (--split fit)",
+    "eval": "the evaluation half only (--split eval)",
+}
+
+
 def _landmark_interval(lm: dict[str, Any], key: str) -> str | None:
-    """``[lo, hi]`` of a landmark layer when the analysis reports one (``key_lo``/``key_hi``)."""
+    """``[lo, hi]`` of a landmark layer when the analysis reports one (re-selected in every
+    resample: INTERVAL_KEYS; or ``key_lo``/``key_hi``); an end not reached is "none"."""
+    if isinstance(iv := lm.get(INTERVAL_KEYS.get(key, "")), list) and len(iv) == 2:
+        return "[" + ", ".join("none" if x is None else str(x) for x in iv) + "]"
     lo, hi = lm.get(f"{key}_lo"), lm.get(f"{key}_hi")
     return f"[{lo}, {hi}]" if lo is not None and hi is not None else None
 
@@ -107,8 +151,16 @@ def _correction_table(cp: dict[str, Any]) -> Table:
         rows += [
             ["peak chosen on (selection half)", f"{cp.get('n_selection')} examples", ""],
             ["measured on (test half)", f"{n_test} examples", ""],
-            [f"ECE at the peak (test half, n = {n_test})", num(cp.get("ece_start")), ""],
-            [f"ECE at the last layer (test half, n = {n_test})", num(cp.get("ece_end")), ""],
+            [
+                f"ECE at the peak (test half, n = {n_test})",
+                num(cp.get("ece_start")),
+                _floor(cp, "start"),
+            ],
+            [
+                f"ECE at the last layer (test half, n = {n_test})",
+                num(cp.get("ece_end")),
+                _floor(cp, "end"),
+            ],
         ]
     rows += [
         [
@@ -121,6 +173,15 @@ def _correction_table(cp: dict[str, Any]) -> Table:
             num(cp.get("delta_confidence")),
             ci(cp.get("delta_confidence_lo"), cp.get("delta_confidence_hi")),
         ],
+        *(
+            [
+                f"Δ{label} (primary: a proper score)",
+                num(cp.get(f"delta_{k}")),
+                ci(cp.get(f"delta_{k}_lo"), cp.get(f"delta_{k}_hi")),
+            ]
+            for k, label in (("nll", "NLL"), ("brier", "Brier"))
+            if cp.get(f"delta_{k}") is not None
+        ),
         [
             "significant (ΔECE interval excludes 0)",
             "—" if sig is None else ("yes" if sig else "no"),
@@ -128,6 +189,53 @@ def _correction_table(cp: dict[str, Any]) -> Table:
         ],
     ]
     return Table(["correction phase", "estimate", "interval"], rows)
+
+
+def _floor(cp: dict[str, Any], end: str) -> str:
+    floor = cp.get(f"ece_floor_{end}")
+    return "" if floor is None else f"floor {num(floor)}"
+
+
+def plateau_to_last_table(ptl: dict[str, Any]) -> Table:
+    """The cross-fitted plateau-to-last contrast: the two halves and the combination."""
+    rows = [
+        [
+            f"plateau {h['plateau_layer']} (chosen on the {h['plateau_chosen_on']} half) → "
+            f"{ptl['end']}, measured on the {h['measured_on']} half (n = {h['n']})",
+            num(h.get("delta_ece")),
+            num(h.get("delta_nll")),
+            num(h.get("delta_brier")),
+        ]
+        for h in ptl.get("halves") or []
+    ]
+    rows.append(
+        [
+            "combined (weighted by the halves' sizes), 95% interval",
+            f"{num(ptl.get('delta_ece'))} {ci(ptl.get('delta_ece_lo'), ptl.get('delta_ece_hi'))}",
+            f"{num(ptl.get('delta_nll'))} {ci(ptl.get('delta_nll_lo'), ptl.get('delta_nll_hi'))}",
+            f"{num(ptl.get('delta_brier'))} {ci(ptl.get('delta_brier_lo'), ptl.get('delta_brier_hi'))}",
+        ]
+    )
+    return Table(["plateau → last layer (cross-fitted)", "ΔECE", "ΔNLL", "ΔBrier"], rows)
+
+
+def endpoint_table(r: AnalysisResult) -> Table | None:
+    """One row per layer: ECE beside its floor, smooth ECE with its interval, the signed gap,
+    AUROC, NLL and Brier with intervals, and the Brier decomposition; None for a table without
+    these columns (an analysis cached before them)."""
+    cols = [c for c in ENDPOINT_TABLE if P.column(r.layers, c[0]) is not None]
+    if not any(c[0] == "smece" for c in cols):
+        return None
+    rows = []
+    for layer in P.layer_values(r):
+        cells = [str(layer)]
+        for name, _, with_ci in cols:
+            v = _f3(value_at(r, name, int(layer)))
+            lo, hi = value_at(r, f"{name}_lo", int(layer)), value_at(r, f"{name}_hi", int(layer))
+            ok = with_ci and lo is not None and hi is not None
+            cells.append(f"{v} [{_f3(lo)}, {_f3(hi)}]" if ok else v)
+        rows.append(cells)
+    return Table(["layer", *(h for _, h, _ in cols)], rows, css="layers")
 
 
 def landmark_blocks(r: AnalysisResult) -> list[Block]:
@@ -155,6 +263,16 @@ def landmark_blocks(r: AnalysisResult) -> list[Block]:
         out.append(_correction_table(cp))
     else:
         out.append(Para("Correction phase: none reported (see the notes below).", css="muted"))
+    if isinstance(ptl := lm.get("plateau_to_last"), dict):
+        out.append(plateau_to_last_table(ptl))
+    if lm.get("chance_best_constant") is not None:
+        out.append(
+            Para(
+                f"Chance: {pct(lm.get('chance_accuracy'))} (uniform guess, mean 1/K) and "
+                f"{pct(lm.get('chance_best_constant'))} (always the most frequent letter).",
+                css="muted",
+            )
+        )
     notes = [str(n) for n in lm.get("notes") or []]
     rest = [f"{k}: {v}" for k, v in defs.items() if k not in dict(shown)]
     if notes or rest:

@@ -14,12 +14,19 @@ from importlib import metadata
 from pathlib import Path
 
 from analyze.report import plot as P
+from analyze.report.endpoint_findings import endpoint_findings
 from analyze.report.figures import write_figures
 from analyze.report.findings import findings, reading_guide
 from analyze.report.lenses import lens_blocks, lens_name
 from analyze.report.render import Block, Bullets, Heading, Image, Para, Table, to_html, to_markdown
 from analyze.report.sections import section_blocks
-from analyze.report.tables import comparison_row, landmark_blocks, layer_table, store_table
+from analyze.report.tables import (
+    comparison_row,
+    endpoint_table,
+    landmark_blocks,
+    layer_table,
+    store_table,
+)
 from analyze.results import AnalysisResult
 
 __all__ = ["FORMATS", "findings", "write_report"]
@@ -64,11 +71,16 @@ def _store_section(
     warnings = [str(w) for w in r.meta.get("warnings") or []]
     blocks: list[Block] = [
         Heading(h, "Findings"),
-        Para(" ".join(findings(r)), css="findings"),
+        Para(" ".join(findings(r) + endpoint_findings(r)), css="findings"),
         Para(reading_guide(r), css="muted"),
         *([Bullets([f"warning: {w}" for w in warnings])] if warnings else []),
         Heading(h, "What was analysed"),
         store_table(r),
+        Para(
+            "Everything else the analysis recorded (its checks, timings, cache key and the "
+            "temperature fit's details) is in meta.json beside layers.csv.",
+            css="muted",
+        ),
     ]
     if len(rs) == 1:
         curves = _images(figs, ["metrics_over_depth", "confidence_over_depth"])
@@ -84,6 +96,18 @@ def _store_section(
         Para(note + " and the correction phase.", css="muted"),
         layer_table(r),
     ]
+    if (ends := endpoint_table(r)) is not None:
+        blocks += [
+            Heading(h, "Endpoints per layer"),
+            Para(
+                "ECE beside its floor (the ECE of a perfectly calibrated predictor at this n), "
+                "smooth ECE, NLL and Brier with bootstrap 95% intervals; the signed gap, AUROC "
+                "and the top-label Brier decomposition tell a correction (AUROC or resolution "
+                "rise) from a rescaling (gap and reliability shrink alone).",
+                css="muted",
+            ),
+            ends,
+        ]
     return blocks
 
 
@@ -95,8 +119,21 @@ def _comparison(rs: list[AnalysisResult], figs: dict[str, dict[str, Path]]) -> l
         Heading(2, "Side by side"),
         Table(header, [comparison_row(r) for r in rs]),
         *_images(figs, ["metrics_over_depth", "confidence_over_depth"]),
-        Bullets([f"{r.label}: {' '.join(findings(r))}" for r in rs]),
+        Bullets([f"{r.label}: {' '.join(findings(r) + endpoint_findings(r))}" for r in rs]),
     ]
+
+
+def _explorer_link(out: Path) -> Para:
+    """A link to the explorer page in the report's folder, or how to write one."""
+    if (out / "explorer.html").is_file():
+        text = "Open the interactive explorer (explorer.html): move through depth, filter by "
+        return Para(text + "subject, look at the questions.", href="explorer.html")
+    return Para(
+        "An interactive explorer of these numbers: layercal explore STORE [STORE ...] -o "
+        f"{out.as_posix()}/explorer.html (from this analysis' cache); a report written after it "
+        "links it here.",
+        css="muted",
+    )
 
 
 def _version() -> str:
@@ -139,6 +176,7 @@ def write_report(
     if any(lens_name(r) not in (None, "logit") for r in rs):  # analyze --lens DIR
         intro = intro.replace("Logit-lens", "Lens (section Lenses)")
     blocks: list[Block] = [Para(intro + "answer options at every layer.", css="muted")]
+    blocks.append(_explorer_link(out))
     blocks += lens_blocks(rs, out / "figures")  # only under named lenses (analyze --lens)
     if len(rs) == 1:
         blocks += _store_section(rs[0], 0, rs, figs, 2)

@@ -21,8 +21,7 @@ from layercal.store._info import dataset_licence, format_info, store_info
 from layercal.store._location import CARD, MANIFEST, human_bytes
 from layercal.store._merge import Merged, merge
 from layercal.store._publish import WARN_FILES, Shipped, pack, publish
-from layercal.store._verify import tolerance, verify_store
-from layercal.store._verify_meta import Problem, Report
+from layercal.store.verify import Problem, Report, tolerance, verify_store
 
 __all__ = [
     "CARD",

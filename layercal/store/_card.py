@@ -23,7 +23,7 @@ def _open_snippet(target: str, packed: bool) -> str:
             "```\n\n"
             "or, with layercal installed (checks the format version and completeness):\n\n"
             "```python\n"
-            "from analyze.store import open_store\n"
+            "from analyze import open_store\n"
             f'ds = open_store("{target}")\n'
             'print(ds["lens_logits"].isel(layer=-1))\n'
             "```\n"
@@ -36,7 +36,7 @@ def _open_snippet(target: str, packed: bool) -> str:
         "```\n\n"
         "or, with layercal installed (checks the format version and completeness):\n\n"
         "```python\n"
-        "from analyze.store import open_store\n"
+        "from analyze import open_store\n"
         f'ds = open_store("{target}")  # storage_options={{...}} for private buckets\n'
         'print(ds["lens_logits"].isel(layer=-1))\n'
         "```\n"

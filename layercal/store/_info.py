@@ -19,6 +19,8 @@ from layercal.store._location import CARD, MANIFEST, Location, human_bytes
 CONTRACT_ARRAYS: frozenset[str] = frozenset(
     {
         *fmt.ACTIVATION_ARRAYS,
+        *fmt.CAPTURE_ARRAYS,
+        *fmt.CAPTURE_WEIGHTS,
         "written",
         "block_sha256",
         "example",
@@ -121,6 +123,7 @@ def store_info(url: str, storage_options: Mapping[str, Any] | None = None) -> di
         "layout": info["layout"],
         "arrays": arrays,
         "activations": list(fmt.activation_arrays(group)),
+        "captures": {c: info.get("capture", {}).get(c, {}) for c in fmt.captures(group)},
         "size": {
             "stored_bytes": sum(loc.sizes().values()),
             "files": len(loc.sizes()),
@@ -195,6 +198,12 @@ def format_info(d: Mapping[str, Any]) -> str:
     lacking = [a for a in fmt.ACTIVATION_ARRAYS if a not in d["activations"]]
     if lacking:  # an optional activation array (format.OPTIONAL_ACTIVATION_ARRAYS) is absent
         lines[-1] = f"arrays:      (no {', '.join(lacking)}: written before layercal recorded it)"
+    for name, rec in d.get("captures", {}).items():
+        lines.insert(
+            -1,
+            f"capture:     {name}: {rec.get('neurons')} neurons of block "
+            f"{rec.get('block')} ({rec.get('where', '-')})",
+        )
     for r in d["arrays"]:
         shards = f" shards {tuple(r['shards'])}" if r["shards"] else ""
         ratio_txt = (

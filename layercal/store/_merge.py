@@ -27,7 +27,8 @@ from layercal import format as fmt
 from layercal.store._info import block_status
 from layercal.store._location import CARD, MANIFEST, Location, chunk_key, local_path
 
-BLOCK_ARRAYS = (*fmt.ACTIVATION_ARRAYS, "written", "block_sha256")  # every one a store may have
+# every one a store may have
+BLOCK_ARRAYS = (*fmt.ACTIVATION_ARRAYS, *fmt.CAPTURE_ARRAYS, "written", "block_sha256")
 MUST_MATCH = ("format_version", "layout", "final_norm", "has_lm_head_bias")
 
 
@@ -108,8 +109,9 @@ def _check_shared(
             odd = sorted(set(fmt.activation_arrays(group)) ^ set(acts))
             raise _refuse(
                 f"{url} and {urls[0]} differ in the activation arrays they record ({', '.join(odd)} "
-                "in one only): one was created by a layercal from before that array was added. "
-                "Merge shard stores created by one version, or re-extract the older ones."
+                "in one only): one was created by a layercal from before that array was added, "
+                "or with another --capture. Merge shard stores of one `layercal extract` command "
+                "run by one version, or re-extract the others."
             )
         other = sorted(set(group.array_keys()) - set(BLOCK_ARRAYS))
         if other != names:

@@ -29,7 +29,7 @@ from layercal import format as fmt
 from layercal.store._card import dataset_card
 from layercal.store._info import store_info
 from layercal.store._location import CARD, MANIFEST, Location, local_path
-from layercal.store._verify import verify_store
+from layercal.store.verify import verify_store
 
 WARN_FILES = 10_000  # Hugging Face advises < 10k files per folder; object stores bill per request
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same store packs to the same bytes

@@ -13,6 +13,17 @@ from typing import Any
 
 from layercal.cliargs import SO_HELP, add_storage_options
 
+COMMANDS = ("store",)  # what the store tools add to the `layercal` command
+
+
+def add_subcommand(sub: Any, name: str = "store") -> None:
+    """Register the ``store`` command group (the only one of :data:`COMMANDS`) on ``sub``."""
+    if name not in COMMANDS:
+        raise ValueError(
+            f"layercal.store has no command {name!r}; its commands: {', '.join(COMMANDS)}"
+        )
+    add_parser(sub)
+
 
 def add_parser(sub: Any) -> None:
     """Register the ``store`` subcommand group on an argparse subparsers object."""
@@ -121,7 +132,7 @@ def run_pack(args: argparse.Namespace) -> int:
     )
     print(f"packed {args.store} -> {r.target}: {r.files} members, {human_bytes(r.stored_bytes)}")
     print(
-        f"open it with analyze.store.open_store({r.target!r}); check it with `layercal store verify {r.target}`"
+        f"open it with analyze.open_store({r.target!r}); check it with `layercal store verify {r.target}`"
     )
     return 0
 

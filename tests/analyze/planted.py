@@ -28,6 +28,10 @@ def make_store(
     blocks: list[int] | None = None,
     seed: int = 0,
     record_entropy: bool = True,
+    categories: list[str] | None = None,
+    questions: list[str] | None = None,
+    choices: list[list[str]] | None = None,
+    example_ids: list[str] | None = None,
 ) -> Path:
     """A real store whose lens gives exactly ``logits`` (n, L, K) on the answer tokens.
 
@@ -35,7 +39,9 @@ def make_store(
     rows of W_U are SCALE * e_k: h = [z / SCALE, noise, filler] with the filler setting the mean
     square to 1 gives lens logits z. The rest of W_U is random. ``blocks``: blocks to write
     (default all, then the store is finalized). ``record_entropy=False``: a store as layercal
-    wrote them before ``lens_entropy`` was recorded.
+    wrote them before ``lens_entropy`` was recorded. ``categories``, ``questions``, ``choices``,
+    ``example_ids``: the examples' metadata (defaults: category "c" + the subject's last
+    character, question "q", options "0", "1", ...).
     """
     n, n_layers, k = logits.shape
     rng = np.random.default_rng(seed)
@@ -53,8 +59,10 @@ def make_store(
     meta = example_meta(
         label,
         subjects,
-        categories=["c" + s[-1] for s in subjects],
-        choices=[[str(j) for j in range(k)]] * n,
+        categories=categories or ["c" + s[-1] for s in subjects],
+        choices=choices or [[str(j) for j in range(k)]] * n,
+        questions=questions,
+        example_ids=example_ids,
     )
     ident = {"model": "planted", "dataset": "synthetic", "split": "test", "dtype": "float32"}
     return synthetic_store(

@@ -4,6 +4,7 @@ first use, and the module paths earlier docs and notebooks showed still import."
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
 
@@ -33,7 +34,8 @@ def test_import_analyze_is_cheap_and_its_names_load_without_torch():
 @pytest.mark.parametrize("name", analyze.__all__)
 def test_each_public_name_is_its_module_s_object(name):
     value = getattr(analyze, name)
-    home = importlib.import_module(value.__module__)
+    # a class or a function names its module; the one constant, COMMANDS, is the CLI package's
+    home = importlib.import_module(getattr(value, "__module__", "analyze.cli"))
     assert getattr(home, name) is value
     assert name in dir(analyze)
 
@@ -44,16 +46,21 @@ def test_an_unknown_name_is_an_attribute_error():
 
 
 @pytest.mark.parametrize("old, new", sorted(analyze.MOVED.items()))
-def test_the_module_paths_of_earlier_docs_still_import(old, new):
+def test_the_module_paths_of_earlier_docs_still_import_with_a_warning(old, new, monkeypatch):
     """``from analyze.store import open_store`` (docs/sharing.md until now, and every dataset
-    card `layercal store publish` wrote) is the module at its new home, which keeps its spec."""
-    module = importlib.import_module(old)
+    card `layercal store publish` wrote before) is the module at its new home, which keeps its
+    spec; importing it warns with the path to use instead."""
+    monkeypatch.delitem(sys.modules, old, raising=False)  # a first import, which warns
+    with pytest.warns(DeprecationWarning, match=rf"{re.escape(old)} is deprecated.*import {new}"):
+        module = importlib.import_module(old)
     assert module is importlib.import_module(new)
     assert module.__spec__ is not None and module.__spec__.name == new
 
 
-def test_from_the_old_path_import_a_name():
+def test_from_the_old_path_import_a_name(monkeypatch):
+    monkeypatch.delitem(sys.modules, "analyze.store", raising=False)
+    with pytest.warns(DeprecationWarning, match="analyze.lens.store"):
+        from analyze.store import open_store
     from analyze.direction import fit_direction
-    from analyze.store import open_store
 
     assert open_store is analyze.open_store and fit_direction is analyze.fit_direction

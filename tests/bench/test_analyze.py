@@ -1,4 +1,4 @@
-"""bench/analyze.py (issue 3) as a smoke run on a small synthetic store: it builds a real store,
+"""``python -m bench.analyze`` (issue 3) as a smoke run on a small synthetic store: it builds a real store,
 runs, and its last line is the JSON the issue names. Never a check of how fast anything is."""
 
 from __future__ import annotations
@@ -9,14 +9,13 @@ import sys
 
 from tests import REPO
 
-BENCH = REPO / "bench" / "analyze.py"
-
 
 def test_smoke_run_prints_the_json_line(tmp_path):
     store = tmp_path / "bench.zarr"
-    cmd = [sys.executable, str(BENCH), "--store", str(store), "--n", "300"]
+    cmd = [sys.executable, "-m", "bench.analyze", "--store", str(store), "--n", "300"]
     cmd += ["--repeats", "2", "--n-boot", "20"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True, cwd=REPO)
+    out = run.stdout
     last = json.loads(out.strip().splitlines()[-1])
     assert last["n_examples"] == 300 and last["n_layers"] == 31 and last["repeats"] == 2
     assert last["analysis_s"] > 0 and last["read_s"] > 0

@@ -1,4 +1,4 @@
-"""bench/dtype.py as a smoke run on a tiny model: both dtypes extracted, compared, reported."""
+"""``python -m bench.dtype`` as a smoke run on a tiny model: both dtypes extracted, compared, reported."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import sys
 
 from tests import REPO
 
-BENCH = REPO / "bench" / "dtype.py"
-
 
 def test_smoke_run_on_tiny_model(tiny_llama_dir, data_dir):
-    cmd = [sys.executable, str(BENCH), "--model", str(tiny_llama_dir), "--n", "6"]
+    cmd = [sys.executable, "-m", "bench.dtype", "--model", str(tiny_llama_dir), "--n", "6"]
     cmd += ["--batch-size", "4", "--data-dir", str(data_dir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(result["prompts_per_s"]) == {"float32", "bfloat16"}

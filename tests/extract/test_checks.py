@@ -108,7 +108,7 @@ def test_self_check_failure_stops_and_writes_no_block(
 ):
     """A wrong architecture entry (Gemma's 1 + weight on a Llama) fails the self-check: exit 1,
     a message naming the block, and no block marked written."""
-    from extract import arch
+    from extract.model import arch
 
     wrong = arch.ArchEntry("model.layers", "model.norm", "lm_head", "rmsnorm", norm_offset=1.0)
     monkeypatch.setitem(arch.ARCHS, "llama", wrong)
@@ -137,7 +137,7 @@ def test_provenance_names_tokenizer_and_revision(store, tiny_llama_dir):
 
 
 def test_revision_record_keeps_request_and_commit_apart():
-    from extract.models import revision_record
+    from extract.model.load import revision_record
 
     sha = "0123456789abcdef0123456789abcdef01234567"
     rec = revision_record("main", SimpleNamespace(_commit_hash=sha))
@@ -226,3 +226,33 @@ def test_lm_head_bias_is_stored_and_self_check_passes(tmp_path, smollm2_dir, dat
         np.asarray(g["resid"][:, -1]), np.asarray(g["W_U"][...])[ids], fmt.norm_spec(g)
     )
     assert np.abs(z_nobias - np.asarray(g["model_logits"][...])).max() > 0.1  # the bias matters
+
+
+def test_resume_must_repeat_the_capture(tmp_path, store, tiny_llama_dir, data_dir, capsys):
+    """A store started without --capture is not resumed with it, nor the other way round, and
+    the message says which to pass; nothing is written."""
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(store, copy)
+    before = snapshot(copy)
+    assert (
+        extract_main(args(tiny_llama_dir, copy, data_dir, "--resume", "--capture", "mlp_last")) == 1
+    )
+    err = capsys.readouterr().err
+    assert "refusing to resume" in err and "capture: store has None" in err
+    assert "started without --capture: drop it" in err
+    assert snapshot(copy) == before
+    cap = tmp_path / "cap.zarr"
+    assert extract_main(args(tiny_llama_dir, cap, data_dir, "--capture", "mlp_last")) == 0
+    g = zarr.open_group(str(cap), mode="r")
+    assert fmt.captures(g) == ("mlp_last",) and g["mlp_last"].shape == (16, 256)
+    before = snapshot(cap)
+    assert extract_main(args(tiny_llama_dir, cap, data_dir, "--resume")) == 1
+    assert "started with --capture mlp_last: pass it again" in capsys.readouterr().err
+    assert snapshot(cap) == before
+    assert (
+        extract_main(args(tiny_llama_dir, cap, data_dir, "--resume", "--capture", "mlp_last")) == 0
+    )
+    assert "already complete" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        extract_main(args(tiny_llama_dir, tmp_path / "x.zarr", data_dir, "--capture", "mlp_first"))
+    assert "unknown capture mlp_first; available: mlp_last" in capsys.readouterr().err

@@ -47,6 +47,7 @@ def test_options_map_to_fields():
     assert not cfg.progress and cfg.batch_size == "auto" and cfg.max_batch_tokens is None
     assert cfg.trust_remote_code
     assert run_settings(cfg) == {
+        "dtype": "auto",
         "batch_size": "auto",
         "max_batch_tokens": None,
         "shard": "1/4",

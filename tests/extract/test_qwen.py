@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from analyze.analysis import analyze_store
-from extract.builtins import BUILTIN
 from extract.config import ExtractConfig
-from extract.models import load_model
+from extract.model.builtins import BUILTIN
+from extract.model.load import load_model
 from extract.run import extract
 
 pytestmark = pytest.mark.slow

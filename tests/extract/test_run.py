@@ -243,3 +243,35 @@ def test_token_budget_changes_batches_not_results(
     bad = run(cli(tiny_llama_dir, tmp_path / "bad.zarr", data_dir, "--max-batch-tokens", "lots"))
     assert bad.returncode == 2 and "--max-batch-tokens" in bad.stderr
     assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_a_capture_store_written_in_two_shards_equals_one_process(
+    tmp_path, tiny_llama_dir, data_dir
+):
+    """--capture mlp_last resumes and shards like every other array: two shards one after the
+    other (the second joins the first's store) give the bytes of one process."""
+    one, two = tmp_path / "one.zarr", tmp_path / "two.zarr"
+    p = run(cli(tiny_llama_dir, one, data_dir, "--capture", "mlp_last", limit=256))
+    assert p.returncode == 0, p.stderr
+    for i in range(2):
+        p = run(
+            cli(
+                tiny_llama_dir,
+                two,
+                data_dir,
+                "--capture",
+                "mlp_last",
+                "--shard",
+                f"{i}/2",
+                limit=256,
+            )
+        )
+        assert p.returncode == 0, p.stderr
+    a, b = arrays(one), arrays(two)
+    ga, gb = (zarr.open_group(str(x), mode="r") for x in (one, two))
+    for k in ACT:
+        assert np.array_equal(a[k], b[k]), k
+    for k in ("mlp_last", "w_out_last"):
+        assert np.array_equal(ga[k][...], gb[k][...]), k
+    assert ga["mlp_last"].shape == (256, 256) and np.isfinite(ga["mlp_last"][...]).all()
+    assert gb.attrs["layercal"]["status"]["complete"]

@@ -16,10 +16,9 @@ from tests import REPO
 SUBJECTS = ["formal_logic", "high_school_us_history"]
 
 
-@pytest.fixture(scope="module")
-def smol_store(tmp_path_factory, smollm2, data_dir):
-    out = tmp_path_factory.mktemp("smol") / "smol.zarr"
-    cfg = ExtractConfig(
+def _config(out, data_dir, **extra) -> ExtractConfig:
+    """36 questions of SUBJECTS, batches of 8, one block."""
+    return ExtractConfig(
         model="smollm2-135m",
         dataset="mmlu",
         out=str(out),
@@ -29,7 +28,14 @@ def smol_store(tmp_path_factory, smollm2, data_dir):
         batch_size=8,
         block=128,
         progress=False,
+        **extra,
     )
+
+
+@pytest.fixture(scope="module")
+def smol_store(tmp_path_factory, smollm2, data_dir):
+    out = tmp_path_factory.mktemp("smol") / "smol.zarr"
+    cfg = _config(out, data_dir)
     summary = extract(cfg, loaded=smollm2)
     assert summary.complete and summary.n_written == 36
     assert summary.self_check_max_abs_diff < 1e-3
@@ -84,7 +90,7 @@ def test_model_logits_match_a_plain_forward(smol_store, smollm2):
     """Independent of hooks and batching: one prompt, one forward, no padding."""
     import torch
 
-    from extract.prompts import PromptTemplate
+    from extract.data.prompts import PromptTemplate
 
     ds = xr.open_zarr(smol_store)
     prompt = ds.attrs["layercal"]["provenance"]["template"]["first_prompt"]
@@ -96,7 +102,7 @@ def test_model_logits_match_a_plain_forward(smol_store, smollm2):
 
 
 def _example(ds, i):
-    from extract.datasets import MCExample
+    from extract.data.examples import MCExample
 
     mask = ds["choice_mask"].values[i]
     return MCExample(
@@ -168,3 +174,79 @@ def test_examples_frame_joins_on_example_id(smol_store):
     )
     joined = df.join(acc, on="example_id")
     assert joined.height == 36 and joined["n_choices"].to_list() == [4] * 36
+
+
+@pytest.fixture(scope="module")
+def smol_capture(tmp_path_factory, smollm2, data_dir, smol_store):
+    """The store of ``smol_store`` again, extracted with ``--capture mlp_last``."""
+    out = tmp_path_factory.mktemp("smolcap") / "cap.zarr"
+    cfg = _config(out, data_dir, capture=("mlp_last",))
+    assert extract(cfg, loaded=smollm2).complete
+    return out, cfg
+
+
+def test_capture_store_verifies_and_neurons_writes_its_outputs(smol_capture, smol_store, tmp_path):
+    """The done-when of issue 19: the capture store passes `store verify`, its other arrays are
+    those of the store without the capture, `layercal neurons` writes tables, figures and
+    section."""
+    import polars as pl
+
+    from analyze.cli import main as analyze_main
+    from layercal.store import verify_store
+
+    store, _ = smol_capture
+    rep = verify_store(str(store))
+    assert rep.ok, "\n".join(rep.lines())
+    assert any("capture mlp_last: 1536 neurons of block 29" in n for n in rep.notes), rep.notes
+    cap, plain = xr.open_zarr(store), xr.open_zarr(smol_store)
+    assert cap["mlp_last"].shape == (36, 1536) and cap["w_out_last"].shape == (1536, 576)
+    for name in ("resid", "model_logits", "lens_logits", "lens_lse", "lens_entropy"):
+        np.testing.assert_array_equal(cap[name].values, plain[name].values, err_msg=name)
+    info = cap.attrs["layercal"]["capture"]["mlp_last"]
+    assert info["where"] == "model.layers.29.mlp.down_proj" and info["post_norm"] is None
+    assert cap.attrs["layercal"]["identity"]["capture"] == ["mlp_last"]
+    out = tmp_path / "neurons"
+    assert analyze_main(["neurons", str(store), "--out", str(out), "--n-boot", "50"]) == 0
+    t = pl.read_csv(out / "neurons.csv")
+    assert t.height == 1536 and np.isfinite(t["d_ece"].to_numpy()).all()
+    assert (t["role"] == "candidate").sum() == 10
+    assert pl.read_csv(out / "blocks.csv")["layer"].to_list() == list(range(1, 31))
+    assert (out / "sets.csv").is_file() and (out / "figures" / "neuron_scan.png").is_file()
+    assert "### Last-block neurons" in (out / "section.md").read_text()
+
+
+def test_hooked_smollm2_equals_the_closed_form(smol_capture, smollm2):
+    """Mean-ablating a neuron inside SmolLM2 (a pre-hook on the last down projection, final
+    token) gives the logits the closed form computes from the store, within float32's
+    self-check tolerance, on the answer tokens and over the whole vocabulary."""
+    from analyze.interventions.neuron_ablation import NeuronAblation
+    from analyze.lens import AnswerLens
+    from analyze.lens.store import open_store
+    from extract.forward.tokens import tokenize
+    from extract.model.arch import last_mlp, resolve
+    from extract.run import prepare
+    from layercal.lens import self_check_tolerance
+    from tests.analyze.interventions.hooked import hooked_logits
+
+    store, cfg = smol_capture
+    ds = open_store(store)
+    _, _, prompts = prepare(cfg)
+    seqs = tokenize(smollm2.tokenizer, prompts)
+    mlp = last_mlp(smollm2.model, resolve(smollm2.model))
+    lens = AnswerLens.of(ds)
+    h = np.asarray(ds["resid"].isel(layer=-1).values, np.float64)
+    acts = np.asarray(ds["mlp_last"].values, np.float64)
+    w_out = np.asarray(ds["w_out_last"].values, np.float64)
+    np.testing.assert_array_equal(w_out, mlp.w_out)
+    ab = NeuronAblation.of(lens, h, acts, w_out)
+    w_u, spec = np.asarray(ds["W_U"].values), lens.spec
+    neurons = [int(np.argmax(np.linalg.norm(w_out, axis=1))), 0, 777]
+    closed = ab.each(neurons)
+    ids = ds["answer_token_ids"].values
+    tol = self_check_tolerance("float32", closed)
+    for j, i in enumerate(neurons):
+        for e in (0, 17, 35):
+            ref = hooked_logits(smollm2.model, mlp.module, seqs[e], i, float(ab.mean[i]))
+            assert np.abs(closed[j, e] - ref[ids]).max() <= tol, (i, e)
+            full = lens_logits(h[e] + (ab.mean[i] - acts[e, i]) * w_out[i], w_u, spec)
+            assert np.abs(full - ref).max() <= tol, (i, e)

@@ -99,7 +99,7 @@ def tiny_model(name: str, seed: int = 0, **text_config: Any) -> Any:
     model = AutoModelForCausalLM.from_config(
         config, dtype=torch.float32, attn_implementation="eager"
     )
-    from extract.arch import resolve
+    from extract.model.arch import resolve
 
     res = resolve(model)
     with torch.no_grad():

@@ -1,21 +1,28 @@
-"""``layercal``: one command over both stages; ``steer --online`` is wired here, so the analysis
-stage gets the model-backed sweeper without importing the extraction stage."""
+"""``layercal``: one command over both stages. Each package registers its own commands, and
+``steer --online`` is handed the extraction stage's sweeper here, so the analysis stage runs
+the model without importing the extraction stage."""
 
 from __future__ import annotations
 
 import argparse
 
+import pytest
+
+import analyze
+import extract
 from analyze.cli import add_subcommands
 from analyze.cli import main as analyze_main
 from layercal import cli
+from layercal.store import cli as store_cli
 
 
 def test_the_layercal_command_hands_steer_the_online_sweeper():
     p = argparse.ArgumentParser(prog="layercal")
     sub = p.add_subparsers(dest="command", required=True)
-    add_subcommands(sub, online_sweeper=cli.online_sweeper)
+    for name in cli.ORDER:
+        cli.registry()[name](sub, name)
     args = p.parse_args(["steer", "S.zarr", "--direction", "D", "--out", "O", "--online"])
-    assert args.online_sweeper is cli.online_sweeper
+    assert args.online_sweeper is cli.model_sweeper
     plain = argparse.ArgumentParser(prog="layercal")
     add_subcommands(plain.add_subparsers(dest="command", required=True))
     assert plain.parse_args(["steer", "S", "--direction", "D", "--out", "O"]).online_sweeper is None
@@ -32,8 +39,25 @@ def test_online_steering_without_the_layercal_command_says_which_to_run(tmp_path
     assert "`layercal steer ... --online`" in capsys.readouterr().err
 
 
-def test_the_subcommands_in_their_order():
+def test_the_subcommands_in_their_order(capsys):
     p = argparse.ArgumentParser(prog="layercal")
     sub = p.add_subparsers(dest="command", required=True)
     add_subcommands(sub)
-    assert list(sub.choices) == ["summary", "store", "analyze", "nullspace", "direction", "steer"]
+    assert list(sub.choices) == ["summary", "analyze", "nullspace", "direction", "steer"]
+    # every package's commands are in the order, each once, and `layercal --help` shows them so
+    owners = [extract.COMMANDS, store_cli.COMMANDS, analyze.COMMANDS]
+    assert sorted(cli.ORDER) == sorted(c for cs in owners for c in cs)
+    assert sorted(cli.registry()) == sorted(cli.ORDER)
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "{extract,summary,store,analyze,nullspace,direction,steer}" in out
+
+
+@pytest.mark.parametrize(
+    "add", [extract.add_subcommand, analyze.add_subcommand, store_cli.add_subcommand]
+)
+def test_a_package_refuses_a_command_it_does_not_own(add):
+    sub = argparse.ArgumentParser().add_subparsers()
+    with pytest.raises(ValueError, match="has no command 'nope'"):
+        add(sub, "nope")

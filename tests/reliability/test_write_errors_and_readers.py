@@ -136,7 +136,7 @@ def test_disk_full_mid_run_is_clear_and_resumable(
 )
 def test_write_error_messages_say_what_to_do(code, cause):
     """The same path for errors this machine cannot provoke as root (chmod does not stop root)."""
-    from extract.storeio import store_io_error
+    from extract.write.storeio import store_io_error
 
     e = OSError(code, "strerror text")
     msg = str(store_io_error(Path("s.zarr"), "write block 3 of", e))

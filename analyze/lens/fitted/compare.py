@@ -2,7 +2,7 @@
 
 Under ``layercal analyze --lens`` (a fitted lens, or ``logit`` named beside others) every layer
 gets ΔECE to the last depth with a paired bootstrap interval (``delta_ece_to_last``, ``_lo``,
-``_hi``), and ``landmarks.json`` gets ``plateau_to_last``: the same contrast from the plateau to
+``_hi``), and ``landmarks.json`` gets ``lens_plateau_to_last``: the same contrast from the plateau to
 the last depth, with agreement with the final answer, confidence, entropy and KL to final at
 both ends — the numbers the question "is the correction phase the model's or the lens's?" is
 decided on (docs/lenses.md). Both are measured on the landmarks' test half (the examples that
@@ -29,7 +29,7 @@ DEFINITIONS = {
     "delta_ece_to_last": "layers.csv: ECE(last layer) - ECE(layer) on the test half of the "
     "selection split, with its paired bootstrap 95% interval (_lo, _hi); negative = the last "
     "layer is better calibrated",
-    "plateau_to_last": "from the plateau of the selection half (the correction phase's search "
+    "lens_plateau_to_last": "from the plateau of the selection half (the correction phase's search "
     "start) to the last layer, on the test half: ECE at both ends, delta_ece and "
     "delta_confidence with paired bootstrap 95% intervals, agreement with the last layer's "
     "answer (1 - flip rate), mean confidence, entropy over the options and KL(last || layer) "
@@ -46,7 +46,7 @@ def lens_contrasts(
     bins: int,
     boot: dict[str, Any],
 ) -> tuple[dict[str, NDArray[np.float64]], dict[str, Any] | None]:
-    """Per-layer ΔECE to the last layer (columns) and ``plateau_to_last`` (None: no plateau).
+    """Per-layer ΔECE to the last layer (columns) and ``lens_plateau_to_last`` (None: no plateau).
 
     ``terms``: (len(TERMS), L, n) per-example terms of the analysed examples; ``selection``:
     (n,) the landmarks' selection half; ``landmarks``: the analysis' landmarks; ``boot``: the
@@ -109,13 +109,13 @@ def with_lens(
     layers_df: pl.DataFrame, landmarks: dict[str, Any], record: dict[str, Any], extra: Any
 ) -> pl.DataFrame:
     """``layers_df`` with the ``lens`` column first and the ΔECE-to-last columns; ``landmarks``
-    gets ``lens``, ``plateau_to_last`` and their definitions (in place)."""
+    gets ``lens``, ``lens_plateau_to_last`` and their definitions (in place)."""
     cols, plateau = extra
     landmarks["lens"] = record
-    landmarks["plateau_to_last"] = plateau
+    landmarks["lens_plateau_to_last"] = plateau
     landmarks["definitions"].update(DEFINITIONS)
     if plateau is None:
-        landmarks["notes"].append("no plateau, so no plateau_to_last contrast")
+        landmarks["notes"].append("no plateau, so no lens_plateau_to_last contrast")
     named = layers_df.with_columns(**{k: pl.Series(v) for k, v in cols.items()})
     return named.select(pl.lit(str(record["name"])).alias("lens"), pl.all())
 
@@ -125,7 +125,7 @@ def describe(landmarks: dict[str, Any]) -> str:
     rec = landmarks["lens"]
     text = f"lens {rec.get('name')} ({rec.get('kind')}"
     text += ", transferred)" if rec.get("transfer") else ")"
-    pt = landmarks.get("plateau_to_last")
+    pt = landmarks.get("lens_plateau_to_last")
     if not isinstance(pt, dict):
         return text + ": no plateau"
     like = "inside" if pt["calibrated_like_last"] else "not inside"

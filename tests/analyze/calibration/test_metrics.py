@@ -390,8 +390,10 @@ def test_per_layer_bootstrap_equals_bootstrap_ci_with_same_seed(monkeypatch):
             _, lo, hi = M.bootstrap_ci(
                 fn, conf[layer], correct[layer], probs[layer], n_boot=120, seed=5
             )
-            np.testing.assert_allclose(got[name][0][layer], lo, rtol=1e-12, err_msg=name)
-            np.testing.assert_allclose(got[name][1][layer], hi, rtol=1e-12, err_msg=name)
+            # the binned sums are one float32 product (bootstrap_sums): ECE/MCE to 1e-6
+            tol = 1e-6 if name in ("ece", "mce") else 1e-12
+            np.testing.assert_allclose(got[name][0][layer], lo, rtol=tol, err_msg=name)
+            np.testing.assert_allclose(got[name][1][layer], hi, rtol=tol, err_msg=name)
         # brier and nll resample the labels with the probabilities
         for name, fn in (("brier", M.brier), ("nll", M.nll)):
             _, lo, hi = M.bootstrap_ci(fn, probs[layer], label, n_boot=120, seed=5)
@@ -402,7 +404,7 @@ def test_per_layer_bootstrap_equals_bootstrap_ci_with_same_seed(monkeypatch):
     monkeypatch.setattr(bootstrap_mod, "BLOCK_ELEMENTS", 2000)
     small = M.per_layer_bootstrap(logits, label, mask, n_bins=10, n_boot=120, seed=5)
     for name in got:
-        np.testing.assert_allclose(small[name], got[name], rtol=1e-12, err_msg=name)
+        np.testing.assert_allclose(small[name], got[name], rtol=1e-6, err_msg=name)
 
 
 def test_bootstrap_ci_vector_stat_and_axes():

@@ -40,6 +40,38 @@ def test_run_nullspace_synthetic_shapes_and_controls(tmp_path):
     assert res.share.height == 4 * 2
 
 
+def test_endpoints_and_ece_floor_of_a_row_by_the_formula(tmp_path):
+    """Brier and NLL of an ablated row (with its paired change) by the formula, and the ECE
+    floor of its confidences before and after (the endpoints' function, same seed)."""
+    from analyze.calibration import ece_floor
+    from layercal.lens import lens_logits
+    from tests.analyze.interventions.formulas import metrics_formula, softmax
+
+    ds = open_store(random_store(tmp_path / "s.zarr"))
+    svd = S.unembed_svd(ds, cache=False)
+    res = run_nullspace(ds, svd, layers=[3], fractions=[0.25], n_random=0, n_boot=20, seed=4)
+    row = res.ablation.filter(res.ablation["kind"] == "null").row(0, named=True)
+    h = np.asarray(ds["resid"].isel(layer=3).values, np.float64)
+    w = np.asarray(ds["W_U"].values)[np.asarray(ds["answer_token_ids"].values)]
+    import zarr
+
+    from layercal import format as fmt
+
+    spec = fmt.norm_spec(zarr.open_group(str(tmp_path / "s.zarr"), mode="r"))
+    label = np.asarray(ds["label"].values)
+    z0 = lens_logits(h, w, spec)
+    z1 = lens_logits(ablate(h, svd.null_basis(row["k"]), 0.0), w, spec)
+    m0, m1 = metrics_formula(z0, label), metrics_formula(z1, label)
+    for k in ("brier", "nll"):
+        assert row[f"{k}_base"] == pytest.approx(m0[k], abs=1e-9)
+        assert row[k] == pytest.approx(m1[k], abs=1e-9)
+        assert row[f"d_{k}"] == pytest.approx(m1[k] - m0[k], abs=1e-9)
+        assert row[f"d_{k}_lo"] <= row[f"d_{k}"] <= row[f"d_{k}_hi"]
+    for key, z in (("ece_floor_base", z0), ("ece_floor", z1)):
+        conf = softmax(z).max(axis=1)
+        assert row[key] == pytest.approx(float(ece_floor(conf, 10, seed=4)), abs=1e-12)
+
+
 @pytest.fixture(scope="module")
 def smol_ds(smol_store_path):
     return open_store(smol_store_path)

@@ -1,4 +1,5 @@
-"""Offline steering: exact no-op at α = 0, the dev choice, splits, baselines, transfer, CLI."""
+"""Offline steering: exact no-op at α = 0, the dev choice, splits, controls, transfer, truncated
+depths, a planted effect found and a calibrated store left alone, and the CLI."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from analyze.cli import main as cli
 from analyze.interventions.direction import DirectionError, DirectionMismatchError, fit_direction
 from analyze.interventions.steer import run_steering
-from analyze.interventions.steer_data import StoreData, choose, steer
+from analyze.interventions.steer_data import StoreData, steer
 from analyze.interventions.svd import unembed_svd
 from analyze.lens.store import open_store
 from tests.analyze.interventions.planted import planted_store
@@ -51,15 +52,6 @@ def test_alpha_zero_is_an_exact_no_op(stores, direction):
     )
 
 
-def test_choose_minimises_ece_within_the_accuracy_budget():
-    alphas = [-1.0, -0.5, 0.0, 0.5]
-    acc = [0.50, 0.59, 0.60, 0.70]
-    ece = [0.01, 0.05, 0.20, 0.10]
-    assert alphas[choose(alphas, acc, ece, 0.0, 0.005)] == 0.5  # -1 and -0.5 lose too much
-    assert alphas[choose(alphas, acc, [0.3, 0.3, 0.2, 0.3], 0.0, 0.005)] == 0.0
-    assert alphas[choose(alphas, acc, [0.05, 0.05, 0.2, 0.3], 0.0, 0.01)] == -0.5
-
-
 def test_run_steering_splits_baselines_and_tables(stores, direction):
     ds = open_store(stores["main"])
     res = run_steering(
@@ -72,7 +64,16 @@ def test_run_steering_splits_baselines_and_tables(stores, direction):
         transfer=[("same", open_store(stores["same_model"]))],
     )
     methods = res.table["method"].to_list()
-    assert methods == ["none", "direction", "temperature", "random-0", "random-1", "nullspace-k1"]
+    assert methods == [
+        "none",
+        "direction",
+        "temperature",
+        "nullspace",
+        "random-0",
+        "random-1",
+        "direction+temperature",
+    ]
+    assert res.meta["k"] == 1 and res.meta["select"] == "nll"
     sp = res.meta["splits"]
     assert sp["source"] == "category humanities" and sp["excluded_fit_examples"] > 0
     assert sp["n_dev"] + sp["n_test"] + sp["excluded_fit_examples"] == 120  # the humanities half
@@ -81,11 +82,14 @@ def test_run_steering_splits_baselines_and_tables(stores, direction):
     sweep = res.sweep.filter((pl.col("method") == "direction") & (pl.col("param") == alpha))
     assert row["ece"] == pytest.approx(sweep.filter(pl.col("split") == "test")["ece"][0])
     dev = res.sweep.filter((pl.col("method") == "direction") & (pl.col("split") == "dev"))
-    acc0 = dev.filter(pl.col("param") == 0.0)["accuracy"][0]
-    assert sweep.filter(pl.col("split") == "dev")["accuracy"][0] >= acc0 - 0.005 - 1e-12
-    assert dev.filter(pl.col("accuracy") >= acc0 - 0.005)["ece"].min() == pytest.approx(
-        sweep.filter(pl.col("split") == "dev")["ece"][0]
-    )
+    # the rule: the smallest dev NLL among the α whose Δaccuracy interval's lower bound on dev
+    # is above -0.02 (α = 0 always allowed)
+    keeps = (dev["d_accuracy_lo"] > -0.02) | (dev["param"] == 0.0)
+    assert dev["keeps_accuracy"].to_list() == keeps.to_list()
+    assert dev["objective"].to_list() == dev["nll"].to_list()
+    chosen_dev = sweep.filter(pl.col("split") == "dev")
+    assert chosen_dev["keeps_accuracy"][0]
+    assert dev.filter(keeps)["nll"].min() == pytest.approx(chosen_dev["nll"][0], abs=0)
     none = res.table.row(0, named=True)
     assert none["d_ece"] == 0 and none["ece_lo"] <= none["ece"] <= none["ece_hi"]
     assert set(res.reliability["method"]) == {"none", "direction", "temperature"}
@@ -247,3 +251,118 @@ def test_cli_direction_fit_steer_and_nullspace(stores, tmp_path, capsys):
     assert cli(["steer", str(stores["other_model"]), "--direction", str(d), "--out", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "error:" in err and "hidden size 24" in err and "direction fit" in err
+
+
+def test_truncated_reads_the_lens_at_the_steered_depth(stores, direction):
+    """--layer 5 --truncated: none, the direction, temperature and the null space all at depth
+    5 of the stored residuals, by the formula; transfer there too."""
+    from analyze.calibration import fit_temperature
+    from analyze.interventions.nullspace import ablate
+    from analyze.interventions.steer import steering_splits
+    from tests.analyze.interventions.formulas import metrics_formula
+
+    ds = open_store(stores["main"])
+    svd = unembed_svd(ds, cache=False)
+    kw = dict(alphas=[-0.5, 0.0, 0.5], n_random=1, n_boot=20, svd=svd)
+    res = run_steering(
+        ds, direction, layer=5, truncated=True, transfer=[("same", open_store(stores["same_model"]))], **kw
+    )  # fmt: skip
+    assert res.meta["read_layer"] == 5 and res.meta["truncated"] and res.meta["layer"] == 5
+    assert set(res.table["layer"]) == {5}
+    data5 = StoreData.at(ds, 5)
+    sp = steering_splits(data5, direction, 0.5, 0)
+    lab = data5.label[sp.test]
+    h = data5.h[sp.test]
+    rows = {r["method"]: r for r in res.table.iter_rows(named=True)}
+    alpha, beta = res.meta["chosen"]["direction"], res.meta["chosen"]["nullspace"]
+    t = fit_temperature(data5.lens.logits(data5.h[sp.dev]), data5.label[sp.dev])
+    expect = {
+        "none": data5.lens.logits(h),
+        "direction": data5.lens.logits(h + alpha * direction.scale_at(5) * direction.at(5)),
+        "temperature": data5.lens.logits(h) / t,
+        "nullspace": data5.lens.logits(ablate(h, svd.null_basis(1), beta)),
+    }
+    for name, z in expect.items():
+        m = metrics_formula(z, lab)
+        for k in ("accuracy", "ece", "nll", "brier"):
+            assert rows[name][k] == pytest.approx(m[k], abs=1e-9), (name, k)
+    assert res.meta["chosen"]["temperature"] == pytest.approx(t, rel=1e-9)
+    assert res.meta["baseline"]["compared_layer"] == 5
+    assert "same" in set(res.transfer["target"]) and "direction" in set(res.transfer["method"])
+    last = run_steering(ds, direction, **kw)
+    assert last.table["nll"][0] != res.table["nll"][0]  # depth 7 is another lens
+    with pytest.raises(DirectionError, match="--truncated"):
+        run_steering(ds, direction, layer=5, **kw)
+    with pytest.raises(DirectionError, match="drop --online"):
+        run_steering(ds, direction, layer=5, truncated=True, sweeper=StoreData.of(ds).sweep, **kw)
+
+
+@pytest.mark.parametrize("overconfident", [True, False])
+def test_a_planted_effect_is_found_and_a_calibrated_store_is_left_alone(tmp_path, overconfident):
+    """On a store whose last layer is overconfident, with a direction in N_1 (a pure
+    temperature), the direction and temperature scaling improve NLL and Brier with intervals
+    that exclude 0; on a calibrated store, nothing improves any endpoint."""
+    from analyze.interventions.steer_power import ENDPOINTS, verdict
+    from tests.analyze.interventions.planted import confidence_store
+
+    ds = open_store(confidence_store(tmp_path / "s.zarr", n=800, overconfident=overconfident))
+    d = fit_direction(ds, estimator="pca", category="humanities", n_boot=0)
+    res = run_steering(ds, d, n_random=5, n_boot=500, svd=unembed_svd(ds, cache=False))
+    rows = {r["method"]: r for r in res.table.iter_rows(named=True)}
+    if overconfident:
+        assert res.meta["chosen"]["direction"] > 0  # more of N_1: a lower confidence
+        for name in ("direction", "temperature", "direction+temperature"):
+            for k in ("nll", "brier"):
+                assert verdict(rows[name], k) == "improved", (name, k)
+    else:
+        for name in ("direction", "temperature", "direction+temperature"):
+            assert {verdict(rows[name], k) for k in ENDPOINTS} <= {"no effect", "worse"}, name
+
+
+def test_cli_steer_rule_options_truncated_and_the_verdicts(stores, direction, tmp_path, capsys):
+    store = str(stores["main"])
+    folder = direction.save(tmp_path / "dir")
+    base = ["steer", store, "--direction", str(folder), "--alphas=-0.5,0.5", "--n-boot", "30"]
+    out = tmp_path / "ece"
+    argv = [*base, "--out", str(out), "--select", "ece", "--accuracy-margin", "0.05"]
+    assert cli([*argv, "--random", "2", "--layer", "6", "--truncated"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["select"] == "ece" and meta["accuracy_margin"] == 0.05
+    assert meta["selection"]["accuracy_rule"] == "interval" and meta["max_accuracy_drop"] is None
+    assert meta["read_layer"] == 6 and meta["truncated"] is True
+    tab = pl.read_csv(out / "steering.csv")
+    assert tab["method"].to_list() == [
+        "none",
+        "direction",
+        "temperature",
+        "nullspace",
+        "random-0",
+        "random-1",
+        "direction+temperature",
+    ]
+    for col in ("d_nll_mde", "d_brier_mde", "d_ece_mde", "d_accuracy_mde", "mde_param"):
+        assert col in tab.columns, col
+    sweep = pl.read_csv(out / "sweep.csv")
+    dev = sweep.filter((pl.col("method") == "direction") & (pl.col("split") == "dev"))
+    assert dev["objective"].to_list() == dev["ece"].to_list()
+    contrasts = pl.read_csv(out / "contrasts.csv")
+    assert contrasts["method"].to_list() == ["direction", "direction+temperature"]
+    section = (out / "section.md").read_text()
+    assert "read through the lens at depth 6 (the model truncated there" in section
+    assert "the smallest ECE on dev" in section and "above −0.05" in section
+    assert "| direction − temperature |" in section and "MDE: the minimum detectable" in section
+    verdicts = [line for line in section.splitlines() if line.startswith("| random-0 |")]
+    assert any(("no effect" in v or "improved" in v or "worse" in v) for v in verdicts)
+    assert "'MDE" not in section and "; MDE " in section  # beside each "no effect"
+    # the deprecated fixed rule still runs, and says so
+    capsys.readouterr()
+    old = tmp_path / "old"
+    assert cli([*base, "--out", str(old), "--max-accuracy-drop", "0.005", "--random", "0"]) == 0
+    assert "--max-accuracy-drop is deprecated" in capsys.readouterr().err
+    meta = json.loads((old / "meta.json").read_text())
+    assert meta["selection"]["accuracy_rule"] == "fixed_drop" and meta["max_accuracy_drop"] == 0.005
+    # --truncated reads stored residuals: --online with it is a usage error, before any model
+    bad = tmp_path / "bad"
+    argv = [*base, "--out", str(bad), "--layer", "6", "--truncated", "--online", "--model", "x"]
+    assert cli(argv) == 1
+    assert "drop --online" in capsys.readouterr().err and not bad.exists()

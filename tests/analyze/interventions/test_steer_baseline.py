@@ -106,3 +106,26 @@ def test_the_section_and_csv_report_the_baseline(setup, tmp_path, capsys):
     tab = pl.read_csv(out / "steering.csv")
     assert tab["baseline"].to_list() == ["stored_lens"] * tab.height
     assert (tab["baseline_max_abs_diff"] == 0).all()
+
+
+def test_online_nullspace_control_is_against_its_own_beta_1(setup):
+    """The null-space control scales stored residuals; online its changes are against its own
+    β = 1 (the stored lens), not the online α = 0 run (issue 17.6)."""
+    from analyze.interventions.nullspace import ablate
+    from analyze.interventions.svd import unembed_svd
+
+    ds, d, data = setup
+    svd = unembed_svd(ds, cache=False)
+    res = run_steering(ds, d, sweeper=_model(data, 4e-4)[0], svd=svd, **KW)
+    assert res.meta["references"]["nullspace"].startswith("its own β = 1")
+    assert res.meta["references"]["direction"] == "none"
+    test = steering_splits(data, d, 0.5, 0).test
+    stored = data.lens.logits(data.h[test])
+    beta = res.meta["chosen"]["nullspace"]
+    null = data.lens.logits(ablate(data.h[test], svd.null_basis(1), beta))
+    row = res.table.filter(res.table["method"] == "nullspace").row(0, named=True)
+    mc = {k: float(_metrics(z, data, test)["mean_confidence"][0]) for k, z in
+          (("null", null), ("stored", stored))}  # fmt: skip
+    assert row["d_mean_confidence"] == pytest.approx(mc["null"] - mc["stored"], abs=1e-12)
+    none = res.table.row(0, named=True)  # the online α = 0 run
+    assert abs(row["d_mean_confidence"] - (mc["null"] - none["mean_confidence"])) > 1e-8

@@ -41,7 +41,7 @@ def test_svd_reconstructs_effective_unembedding(kind, method):
 
 def _tiny_model_store(path, arch):
     """A store of random residuals with a tiny random model's W_U, lm_head bias and final norm."""
-    from extract.arch import resolve, unembedding_arrays
+    from extract.model.arch import resolve, unembedding_arrays
     from layercal import format as fmt
     from layercal.testing import example_meta, synthetic_store
     from tests.extract.tiny_models import tiny_model

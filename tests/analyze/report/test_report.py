@@ -255,6 +255,17 @@ def test_markdown_report_links_the_figures(single_report):
     assert "| rise |" in md and "| layer | accuracy | ECE |" in md
 
 
+def test_the_report_links_the_explorer_in_its_folder(single_report, rising, tmp_path):
+    html = single_report.read_text(encoding="utf-8")
+    assert "layercal explore STORE" in html and 'href="explorer.html"' not in html
+    (tmp_path / "explorer.html").write_text("<!DOCTYPE html>")
+    write_report([rising], tmp_path)
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert '<p><a href="explorer.html">Open the interactive explorer' in html
+    assert "[Open the interactive explorer (explorer.html)" in md and "](explorer.html)" in md
+
+
 def test_several_stores_side_by_side(multi_report, rising):
     assert multi_report.name == "report.md" and multi_report.is_file()
     html = (multi_report.parent / "report.html").read_text(encoding="utf-8")

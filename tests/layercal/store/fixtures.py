@@ -37,6 +37,9 @@ BLOCK_ARRAYS = tuple(fmt.ACTIVATION_ARRAYS)
 OLD_ARRAYS = ("resid", "model_logits", "lens_logits", "lens_lse")  # before lens_entropy
 
 
+NEURONS = 48  # of the capture mlp_last (``build(..., capture=True)``)
+
+
 def _data() -> dict:
     rng = np.random.default_rng(0)
     w_u = rng.normal(size=(V, D)).astype(np.float32)
@@ -58,7 +61,13 @@ def _data() -> dict:
                 "lens_entropy": -(p * np.log(p)).sum(-1),
             }
         )
-    return {"w_u": w_u, "norm": norm, "blocks": blocks}
+    w_out = rng.normal(size=(NEURONS, D)).astype(np.float32)
+    for blk in blocks:  # drawn after the rest: the other arrays are those of before the capture
+        blk["mlp_last"] = rng.normal(size=(blk["resid"].shape[0], NEURONS)).astype(np.float32)
+    return {"w_u": w_u, "norm": norm, "blocks": blocks, "w_out": w_out}
+
+
+CAPTURE_INFO = {"block": L - 2, "where": "model.layers.3.mlp.down_proj input"}
 
 
 DATA = _data()
@@ -107,11 +116,13 @@ def build(
     blocks: Iterable[int],
     shard: str = "0/1",
     optional_arrays: Iterable[str] = fmt.OPTIONAL_ACTIVATION_ARRAYS,
+    capture: bool = False,
     **identity_changes,
 ) -> Path:
     """A store at ``path`` with ``blocks`` written (finalized when all are).
 
-    ``optional_arrays=()``: a store as layercal wrote them before ``lens_entropy``."""
+    ``optional_arrays=()``: a store as layercal wrote them before ``lens_entropy``.
+    ``capture``: with the capture ``mlp_last`` (``NEURONS`` neurons)."""
     meta = example_meta(
         np.arange(N) % 2,
         ["anatomy" if i % 2 else "astronomy" for i in range(N)],
@@ -130,12 +141,15 @@ def build(
         w_u=DATA["w_u"],
         norm=DATA["norm"],
         answer_ids=np.array(IDS),
-        blocks=lambda b, _: DATA["blocks"][b],
+        blocks=lambda b, _: {
+            k: v for k, v in DATA["blocks"][b].items() if capture or k != "mlp_last"
+        },
         attrs=a,
         block=BLOCK,
         write=blocks,
         finalize={"finished": "2026-01-01T00:01:00"},
         optional_arrays=optional_arrays,
+        mlp_last=fmt.MlpLastCapture(DATA["w_out"], CAPTURE_INFO) if capture else None,
     )
 
 

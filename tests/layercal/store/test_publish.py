@@ -4,6 +4,7 @@ a dataset card and a manifest, and their refusals."""
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 
 import fsspec
@@ -76,6 +77,12 @@ def test_publish_to_a_folder_with_card_manifest_and_consolidated_metadata(ref, t
     assert f'xr.open_zarr("{dest}", consolidated=True)' in card
     assert "layercal-activation-store v1" in card and f"{len(written)} files" in card
     assert f"layercal store verify {dest}" in card
+    # the card's layercal snippet runs as written, on the current import path (no warning)
+    snippet = card.split("```python\n")[2].split("```")[0]
+    assert snippet.startswith("from analyze import open_store\n")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", r"analyze\.\w+ is deprecated", DeprecationWarning)
+        exec(snippet, {})
     xr.testing.assert_identical(open_store(str(dest)), open_store(str(ref)))
     rep = verify_store(str(dest))
     assert rep.ok and any(
