@@ -24,7 +24,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.harness import child_report, data_dir, peak_rss, report, reset_peak_rss, spawn
+from bench.harness import (
+    child_report,
+    data_dir,
+    describe_machine,
+    machine,
+    peak_rss,
+    report,
+    reset_peak_rss,
+    spawn,
+)
 
 TAG = "DTYPE_RESULT "
 
@@ -105,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         child_report(TAG, child(args))
         return 0
     dtypes = [d for d in args.dtypes.split(",") if d]
+    host = machine()
+    print(describe_machine(host), flush=True)
     with tempfile.TemporaryDirectory(prefix="layercal-dtype-") as tmp:
         stores, runs = {}, {}
         for d in dtypes:
@@ -123,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         result = compare(stores, runs)
     result.update(model=args.model, n=args.n, batch_size=args.batch_size, threads=os.cpu_count())
+    result["machine"] = {**host, "load_average_end": [round(x, 2) for x in os.getloadavg()]}
     if "per_layer" in result:
         print(f"{'layer':>5} {'acc fp32':>9} {'acc bf16':>9} {'ECE fp32':>9} {'ECE bf16':>9}")
         for r in result["per_layer"]:

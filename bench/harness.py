@@ -63,6 +63,41 @@ def reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
+# settings that make torch behave as on another CPU (an AVX2-only one, say): recorded with the
+# machine so that an emulated figure is never read as a native one
+EMULATION_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def machine() -> dict[str, Any]:
+    """The machine a figure was measured on: CPU model and core count, torch's CPU capability
+    and bf16 instructions (``extract.model.hardware``: imports torch), what ``--dtype auto``
+    picks there, the load average, and any emulation settings in the environment."""
+    from extract.model.hardware import choose_dtype, cpu_info
+
+    info = cpu_info()
+    return {
+        "cpu": info.model,
+        "cores": os.cpu_count(),
+        "torch_capability": info.capability,
+        "avx512_bf16": info.avx512_bf16,
+        "amx": info.amx,
+        "bf16_native": info.bf16_native,
+        "auto_dtype": choose_dtype("auto", "cpu", info).dtype,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "emulation": {k: os.environ[k] for k in EMULATION_ENV if k in os.environ},
+    }
+
+
+def describe_machine(m: dict[str, Any]) -> str:
+    """One line of :func:`machine` for a benchmark's printed output."""
+    emulated = ", ".join(f"{k}={v}" for k, v in m["emulation"].items())
+    return (
+        f"machine: {m['cpu']}, {m['cores']} cores, torch CPU capability {m['torch_capability']}"
+        f" (bf16 native: {'yes' if m['bf16_native'] else 'no'}; --dtype auto -> {m['auto_dtype']})"
+        f", load average {m['load_average'][0]}" + (f"; emulating: {emulated}" if emulated else "")
+    )
+
+
 def report(result: dict[str, Any]) -> None:
     """Print the run's JSON object: the last line of every benchmark's output."""
     print(json.dumps(result), flush=True)

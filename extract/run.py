@@ -119,10 +119,7 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
     if not created and (done := already_complete(out, g, layout, t0)) is not None:
         return done
     dtype = str(loaded.provenance.get("dtype"))
-    run_record = {"started": started, "host": socket.gethostname(), **run_settings(cfg)}
-    run_record["batch_size_requested"] = requested
-    if choice is not None:
-        run_record["dtype_choice"] = choice.record()
+    run_record = _run_record(cfg, started, requested, choice)
     keys = _prefix_keys(cfg, model, res, tok, seqs, ds, ans_ids, dtype, run_record)
     try:
         record_run(g, run_record)
@@ -132,13 +129,7 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
     n_todo = sum(len(range(*layout.block_slice(b).indices(layout.n_examples))) for b in todo)
     lens = (w_u[ans_ids], None if bias is None else bias[ans_ids])
     del w_u, bias  # the host copy of W_U (vocab x hidden fp32) is not needed past creation
-    bar = tqdm(
-        total=n_todo,
-        unit="ex",
-        desc=f"extract {out.name}",
-        disable=not cfg.progress,
-        dynamic_ncols=True,
-    )
+    bar = tqdm(total=n_todo, unit="ex", desc=f"extract {out.name}", disable=not cfg.progress)
     try:
         max_diff = write_blocks(
             out,
@@ -159,6 +150,17 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
     finally:
         bar.close()  # blocks already marked written stay; --resume continues from them
     return _finish(out, g, cfg, t0, len(todo), max_diff, n_todo, bar, requested)
+
+
+def _run_record(
+    cfg: ExtractConfig, started: str, requested: int | str, choice: Any
+) -> dict[str, Any]:
+    """This run's entry in the store's run record: when, where, with which settings."""
+    record = {"started": started, "host": socket.gethostname(), **run_settings(cfg)}
+    record["batch_size_requested"] = requested
+    if choice is not None:
+        record["dtype_choice"] = choice.record()
+    return record
 
 
 def _say_dtype(choice: Any, progress: bool) -> None:

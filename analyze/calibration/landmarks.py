@@ -266,7 +266,31 @@ def depth_landmarks(
     sel = np.asarray(selection, bool)
     if sel.shape != (n,):
         raise ValueError(f"selection must have shape (n,) = ({n},), got {sel.shape}")
-    out: dict[str, Any] = {
+    out = _empty_landmarks(chance, sel, seed)
+    notes: list[str] = out["notes"]
+    first, rise = first_above(lo, chance), stays_above(lo, chance)
+    out["first_crossing_layer"] = None if first is None else lay[first]
+    if rise is None:
+        notes.append(_no_rise_note(acc, lo, lay, chance, first))
+        return out
+    out["rise_layer"] = out["rise_layer_sustained"] = lay[rise]
+    out["plateau_layer"] = lay[plateau_index(acc, plateau_tolerance(correct))]
+    if sel.sum() < 2 or (~sel).sum() < 2:
+        notes.append(
+            f"{int(sel.sum())} selection and {int((~sel).sum())} test examples: too few to choose "
+            "the peak-miscalibration layer on one half and test it on the other"
+        )
+        return out
+    found = _correction_phase(lay, conf, correct, sel, n_bins, n_boot, seed, alpha, scores)
+    out["peak_miscalibration_layer"], out["correction_phase"] = found[0], found[1]
+    notes += found[2]
+    out["selection_split"]["search_start_layer"] = found[3]
+    return out
+
+
+def _empty_landmarks(chance: float, sel: NDArray[np.bool_], seed: int) -> dict[str, Any]:
+    """The landmarks dict before any is found: every landmark None, the rules and the split."""
+    return {
         "rise_layer": None,
         "first_crossing_layer": None,
         "rise_layer_sustained": None,
@@ -288,25 +312,6 @@ def depth_landmarks(
         "notes": [],
         "definitions": dict(DEFINITIONS),
     }
-    notes: list[str] = out["notes"]
-    first, rise = first_above(lo, chance), stays_above(lo, chance)
-    out["first_crossing_layer"] = None if first is None else lay[first]
-    if rise is None:
-        notes.append(_no_rise_note(acc, lo, lay, chance, first))
-        return out
-    out["rise_layer"] = out["rise_layer_sustained"] = lay[rise]
-    out["plateau_layer"] = lay[plateau_index(acc, plateau_tolerance(correct))]
-    if sel.sum() < 2 or (~sel).sum() < 2:
-        notes.append(
-            f"{int(sel.sum())} selection and {int((~sel).sum())} test examples: too few to choose "
-            "the peak-miscalibration layer on one half and test it on the other"
-        )
-        return out
-    found = _correction_phase(lay, conf, correct, sel, n_bins, n_boot, seed, alpha, scores)
-    out["peak_miscalibration_layer"], out["correction_phase"] = found[0], found[1]
-    notes += found[2]
-    out["selection_split"]["search_start_layer"] = found[3]
-    return out
 
 
 def _correction_phase(

@@ -93,6 +93,31 @@ def _depth_values(ds: xr.Dataset, depth: int) -> NDArray[np.float64]:
     return np.asarray(ds["resid"].isel(layer=depth).values, np.float64)
 
 
+def _row(
+    depth: int,
+    n: int,
+    k: int,
+    d: int,
+    shares: dict[str, list[float]],
+    stats: dict[str, Any],
+    rand: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """blocks.csv's row of one block: its write's shares, the effect of removing its null-space
+    write (with paired intervals) and the random-subspace control's mean effect."""
+    row: dict[str, Any] = {"depth": depth, "layer": depth + 1, "n": n, "k": k}
+    row.update({key: vals[depth] for key, vals in shares.items()})
+    row["random_expected"] = float(np.sqrt(k / d))
+    for name, metric in EFFECTS:
+        r = stats[metric]
+        row[f"d_{name}"] = float(r["delta"][depth])
+        row[f"d_{name}_lo"] = float(r["delta_lo"][depth])
+        row[f"d_{name}_hi"] = float(r["delta_hi"][depth])
+    for name, metric in EFFECTS:
+        vals = [float(x[metric]["delta"][depth]) for x in rand]
+        row[f"random_d_{name}"] = float(np.mean(vals)) if vals else float("nan")
+    return row
+
+
 def run_blocks(
     ds: xr.Dataset,
     svd: UnembedSVD,
@@ -147,21 +172,8 @@ def run_blocks(
         paired_deltas(np.broadcast_to(base, ablated.shape), c, label, mask, n_bins=n_bins, n_boot=0)
         for c in controls
     ]
-    rows: list[dict[str, Any]] = []
     n = int(label.size)
-    for depth in range(last):
-        row: dict[str, Any] = {"depth": depth, "layer": depth + 1, "n": n, "k": k}
-        row.update({key: vals[depth] for key, vals in shares.items()})
-        row["random_expected"] = float(np.sqrt(k / d))
-        for name, metric in EFFECTS:
-            r = stats[metric]
-            row[f"d_{name}"] = float(r["delta"][depth])
-            row[f"d_{name}_lo"] = float(r["delta_lo"][depth])
-            row[f"d_{name}_hi"] = float(r["delta_hi"][depth])
-        for name, metric in EFFECTS:
-            vals = [float(x[metric]["delta"][depth]) for x in rand]
-            row[f"random_d_{name}"] = float(np.mean(vals)) if vals else float("nan")
-        rows.append(row)
+    rows = [_row(depth, n, k, d, shares, stats, rand) for depth in range(last)]
     c0 = write_shares(h0, h_last, basis)["null_contribution"]
     last_metrics = {name: float(stats[metric]["base"][0]) for name, metric in EFFECTS}
     meta = {

@@ -204,6 +204,18 @@ def _cosines(w_out: NDArray[np.float64], direction: NDArray[np.floating]) -> NDA
     return np.asarray(np.where(norm > 0, (w_out @ v) / np.where(norm > 0, norm, 1.0), 0.0))
 
 
+def _cosine_meta(cos: NDArray[np.float64], chosen: list[int], d: int) -> dict[str, Any]:
+    """How aligned the neurons' output weights are with the direction, against random pairs."""
+    top = int(np.argmax(np.abs(cos)))
+    return {
+        "max_abs_cosine": float(abs(cos[top])),
+        "max_abs_neuron": top,
+        "candidates_mean_abs_cosine": float(np.abs(cos[chosen]).mean()) if chosen else None,
+        "all_mean_abs_cosine": float(np.abs(cos).mean()),
+        "random_expected": float(np.sqrt(2.0 / (np.pi * d))),  # E|cos| of random pairs
+    }
+
+
 def run_neurons(
     ds: xr.Dataset,
     svd: UnembedSVD,
@@ -250,14 +262,7 @@ def run_neurons(
     if direction is not None:
         cos = _cosines(w_out, direction)
         table = table.with_columns(pl.Series("direction_cosine", cos))
-        top = int(np.argmax(np.abs(cos)))
-        cos_meta = {
-            "max_abs_cosine": float(abs(cos[top])),
-            "max_abs_neuron": top,
-            "candidates_mean_abs_cosine": float(np.abs(cos[chosen]).mean()) if chosen else None,
-            "all_mean_abs_cosine": float(np.abs(cos).mean()),
-            "random_expected": float(np.sqrt(2.0 / (np.pi * d))),  # E|cos| of random pairs
-        }
+        cos_meta = _cosine_meta(cos, chosen, d)
     sets = _sets(chosen, controls, top_n, w_out.shape[0])
     set_rows = _set_rows(ab, lens, base, prev, label, mask, sets, n_bins, n_boot, seed)
     block = paired_deltas(

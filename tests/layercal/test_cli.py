@@ -43,7 +43,10 @@ def test_the_subcommands_in_their_order(capsys):
     p = argparse.ArgumentParser(prog="layercal")
     sub = p.add_subparsers(dest="command", required=True)
     add_subcommands(sub)
-    assert list(sub.choices) == ["summary", "analyze", "nullspace", "direction", "steer"]
+    assert list(sub.choices) == list(analyze.COMMANDS)
+    assert list(analyze.COMMANDS) == [
+        "summary", "analyze", "nullspace", "direction", "steer", "explore", "neurons"
+    ]  # fmt: skip
     # every package's commands are in the order, each once, and `layercal --help` shows them so
     owners = [extract.COMMANDS, store_cli.COMMANDS, analyze.COMMANDS]
     assert sorted(cli.ORDER) == sorted(c for cs in owners for c in cs)
@@ -51,7 +54,7 @@ def test_the_subcommands_in_their_order(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out
-    assert "{extract,summary,store,analyze,nullspace,direction,steer}" in out
+    assert "{extract,summary,store,analyze,nullspace,direction,steer,explore,neurons}" in out
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ def test_the_analysis_numbers_go_in_unchanged(source):
     assert doc["layers"] == list(range(5)) and doc["n"] == 200
     assert doc["reliability"]["count"] == source.result.reliability["count"].tolist()
     assert doc["panel"] == [
-        "accuracy", "ece", "mce", "brier", "nll", "mean_confidence", "option_mass"
+        "accuracy", "ece", "smece", "mce", "brier", "nll", "mean_confidence", "option_mass"
     ]  # fmt: skip
     # option mass has no interval in layers.csv: the same resamples as the analysis' intervals
     mass = source.result.examples["option_mass"].astype(np.float64)

@@ -22,6 +22,7 @@ import polars.selectors as cs
 import pytest
 
 from analyze.cli import main as cli_main
+from layercal.store.cli import main as store_main
 from tests.layercal.store.fixtures import LAYOUT, build
 
 HEADER = "X-Layercal-Test"
@@ -161,15 +162,15 @@ def test_partial_reads_and_unconsolidated_stores_over_http(site, plain, ranged, 
 
 def test_store_info_and_verify_over_http(site, plain, capsys):
     plain.seen.clear()
-    assert cli_main(["store", "info", str(site / "ref.zarr"), "--json"]) == 0
+    assert store_main(["store", "info", str(site / "ref.zarr"), "--json"]) == 0
     local = json.loads(capsys.readouterr().out)
     url = plain.url("ref.zarr")
-    assert cli_main(["store", "info", url, "--json", *_options("i")]) == 0
+    assert store_main(["store", "info", url, "--json", *_options("i")]) == 0
     remote = json.loads(capsys.readouterr().out)
     assert remote.pop("store") == url and local.pop("store") == str(site / "ref.zarr")
     # an HTTP folder listing carries no object sizes: info asks each object's size (HEAD)
     assert remote == local
-    assert cli_main(["store", "verify", url, *_options("v")]) == 0
+    assert store_main(["store", "verify", url, *_options("v")]) == 0
     assert f"verify {url}: OK" in capsys.readouterr().out
     assert {"i", "v"} <= {h for *_, h, _ in plain.seen}
 
