@@ -33,13 +33,13 @@ def test_explore_reads_the_analysis_cache_of_the_report_folder(store, tmp_path, 
     assert not list(report.glob(".explorer.html.tmp"))
 
 
-def test_a_missing_store_or_lens_support_exits_1_and_writes_nothing(store, tmp_path, capsys):
+def test_a_missing_store_or_lens_folder_exits_1_and_writes_nothing(store, tmp_path, capsys):
     page = tmp_path / "explorer.html"
     assert layercal(["explore", str(tmp_path / "none.zarr"), "-o", str(page)]) == 1
     assert "no layercal store" in capsys.readouterr().err
     args = ["explore", str(store), "-o", str(page), "--lens", str(tmp_path), "--no-cache"]
     assert layercal(args) == 1
-    assert "cannot load fitted lenses" in capsys.readouterr().err
+    assert "is not a lens folder (no lens.json)" in capsys.readouterr().err
     assert not page.exists()
 
 
