@@ -3,8 +3,8 @@ named steps: the one pass over ``resid`` (:func:`read_pass`), the ECE floor's si
 by every table (:func:`floor_cells`), the per-layer metrics, group tables and intervals, the
 landmarks (:func:`landmarks`), then the tables, meta and per-example arrays of the result.
 
-Temperature scaling and the per-layer endpoints run in threads beside the rest (numpy, GIL
-mostly released). Shapes: L layers, n analysed examples, K options, B resamples.
+Temperature scaling, the per-layer endpoints and the landmarks run in two threads beside the
+group table (numpy, GIL mostly released; BLAS held to one thread meanwhile). Shapes: L layers, n analysed examples, K options, B resamples.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import polars as pl
 import xarray as xr
 from numpy.typing import NDArray
 
-from analyze._pass import bootstrap_graph, read_once, terms_graph
+from analyze._pass import bootstrap_graph, one_blas_thread, read_once, terms_graph
 from analyze._tables import group_metrics, nanmean0, select_examples, store_meta
 from analyze.calibration import (
     LANDMARK_EXTRA_DEFINITIONS,
@@ -215,6 +215,14 @@ def compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str)
     """The AnalysisResult of the (already selected) store views ``ds`` and ``small``."""
     timing: dict[str, float] = {}
     p = read_pass(ds, small, params, timing)
+    with one_blas_thread():  # the steps below run in three threads on as many cores as there are
+        return _after_pass(p, ds, params, url, timing)
+
+
+def _after_pass(
+    p: Pass, ds: xr.Dataset, params: dict[str, Any], url: str, timing: dict[str, float]
+) -> AnalysisResult:
+    """Everything after the pass: metrics, tables, landmarks, temperature, meta."""
     t = clock()
     bins, min_count, boot = params["bins"], params["mce_min_count"], params["bootstrap"]
     rows, lay = p.rows, [int(x) for x in ds["layer"].values]
@@ -238,6 +246,9 @@ def compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str)
         weights_t=p.weights_t,
         alpha=boot["alpha"],
     )
+    ci = bootstrap_intervals(p.sums, rows.size, len(lay), bins, boot["alpha"], min_count)
+    # queued behind temperature scaling (the shorter of the two), beside the group table
+    marks_future = pool.submit(landmarks, p, analysed, lay, ci["accuracy"][0], uniforms, params)
     m = metrics_from_terms(p.terms, bins, min_count)
     by_group = group_metrics(
         analysed,
@@ -253,11 +264,9 @@ def compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str)
         weights_t=p.weights_t if params["group_intervals"] else None,
         alpha=boot["alpha"],
     )
-    ci = bootstrap_intervals(p.sums, rows.size, len(lay), bins, boot["alpha"], min_count)
     t = lap(timing, "metrics_groups", t)
-    marks = landmarks(p, analysed, lay, ci["accuracy"][0], uniforms, params)
     temp, temp_info = temp_future.result()
-    ends = ends_future.result()
+    ends, marks = ends_future.result(), marks_future.result()
     pool.shutdown()
     lap(timing, "landmarks_temperature", t)
     cols = {**m, **{k: temp[k] for k in (*TEMPERATURE_COLUMNS, "ece_eval", "nll_eval")}, **ends}
