@@ -17,45 +17,16 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import polars as pl
 import xarray as xr
 
-from analyze._pass import bootstrap_graph, read_once, terms_graph
-from analyze._tables import group_metrics, nanmean0, select_examples, store_meta
-from analyze.calibration import (
-    FLOOR_SIMULATIONS,
-    LANDMARK_EXTRA_DEFINITIONS,
-    MCE_MIN_COUNT,
-    best_constant_chance,
-    bin_sums,
-    bootstrap_intervals,
-    cell_floor_sums,
-    chance_accuracy,
-    depth_landmarks,
-    ece_floor_from_uniforms,
-    endpoint_rows,
-    floor_of_cells,
-    floor_uniforms,
-    landmark_extras,
-    metrics_from_terms,
-    selection_half,
-    temperature_columns,
-)
-from analyze.lens import (
-    VOCAB_CHUNK,
-    IncompleteStoreError,
-    full_vocab_arrays,
-    lens_pass,
-    open_store,
-    option_mass_one_source,
-    recorded_checks,
-)
-from analyze.results import INTERVAL_METRICS, LAYER_COLUMNS, AnalysisResult, metric_definitions
+from analyze._compute import compute
+from analyze.calibration import FLOOR_SIMULATIONS, MCE_MIN_COUNT
+from analyze.lens import IncompleteStoreError, open_store
+from analyze.results import AnalysisResult
 from layercal import __version__
 
 Split = Literal["all", "fit", "eval"]
@@ -68,7 +39,6 @@ GroupBy = Literal["subject", "category"]
 DEFAULT_VOCAB_EXAMPLES = 32
 CHECK_VOCAB_EXAMPLES = 8
 VocabExamples = int | None | Literal["auto"]
-CONF_HIST_BINS = 20
 CACHE_VERSION = 6  # bump when the computation changes, so old cache entries are not reused
 # 4: chance = mean 1/K_i, interval-based rise, peak chosen and phase tested on separate halves,
 #    MCE over bins of >= MCE_MIN_COUNT by default, option mass from one computation
@@ -76,7 +46,6 @@ CACHE_VERSION = 6  # bump when the computation changes, so old cache entries are
 #    landmark intervals, the cross-fitted plateau-to-last contrast, ΔNLL/ΔBrier
 # 6: entries keep the per-example answer logits and option mass (examples.npz: the explorer)
 PASS_CHUNKS = {"example": 256, "layer": -1}  # one shard of a default store per task
-TEMPERATURE_COLUMNS = ("temperature", "ece_temperature_scaled", "nll_temperature_scaled")
 
 
 def analyze_store(
@@ -148,7 +117,7 @@ def analyze_store(
         return res
     if len(positions) < ds.sizes["layer"]:
         ds, small = ds.isel(layer=positions), small.isel(layer=positions)
-    res = _compute(ds, small, params, url)
+    res = compute(ds, small, params, url)
     res.meta.update(cache_key=key, cache_hit=False)
     res.meta["timing"]["total_s"] = time.perf_counter() - t0
     if entry is not None:
@@ -234,186 +203,3 @@ def _save_atomic(res: AnalysisResult, entry: Path) -> None:
         os.replace(tmp, entry)
     except OSError:  # another process stored the same entry meanwhile
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _clock() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
-
-
-def _lap(timing: dict[str, float], name: str, start: tuple[float, float]) -> tuple[float, float]:
-    """Record wall and CPU seconds (all threads) since ``start`` as name_s, name_cpu_s."""
-    now = _clock()
-    timing[f"{name}_s"], timing[f"{name}_cpu_s"] = now[0] - start[0], now[1] - start[1]
-    return now
-
-
-def _compute(ds: xr.Dataset, small: xr.Dataset, params: dict[str, Any], url: str) -> AnalysisResult:
-    timing: dict[str, float] = {}
-    t = _clock()
-    frame, mask, is_fit, rows, in_vocab = select_examples(small, params)
-    label = frame["label"].to_numpy()
-    bins, min_count, boot = params["bins"], params["mce_min_count"], params["bootstrap"]
-    lazy = lens_pass(ds, in_vocab)
-    terms_lazy = terms_graph(lazy["answer_logits"].data, label, mask)
-    extra = (terms_lazy, *bootstrap_graph(terms_lazy, rows, boot, bins))
-    t = _lap(timing, "prepare", t)
-    out, recorded, (terms, sums, w_store) = read_once(lazy, small, frame, mask, extra)
-    z = out["answer_logits"].values  # (n, L, K)
-    lse, vent = full_vocab_arrays(out)  # (n, L), nan where not sampled
-    t = _lap(timing, "lens_pass", t)
-
-    checks, warnings = recorded_checks(recorded, z, lse, vent)
-    rec_z = np.asarray(recorded["lens_logits"].values, np.float64)
-    rec_lse = np.asarray(recorded["lens_lse"].values, np.float64)
-    mass = option_mass_one_source(z, lse, rec_z, rec_lse, mask)[rows]
-    lay = [int(x) for x in ds["layer"].values]
-    # temperature scaling and the per-layer endpoints (numpy, GIL mostly released) run in
-    # threads beside the rest; every other per-layer metric comes from the terms of the pass
-    terms = terms[..., rows]  # (T, L, n)
-    correct, conf = terms[0], terms[1]
-    weights_t = np.ascontiguousarray(w_store[rows], np.float32)  # (n, n_boot) draw counts
-    uniforms = floor_uniforms(rows.size, params["floor_simulations"], boot["seed"])
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="analysis")
-    temp_future = pool.submit(temperature_columns, np.moveaxis(z, 1, 0), label, mask, is_fit, bins)
-    analysed = frame[rows.tolist()]
-    # the floor's draws summed per cell of the group-bys, so every table's floor comes from one
-    # simulation (cells: the combinations of the group-by columns among the analysed examples)
-    keys = (
-        analysed.select(params["group_by"]).to_numpy().astype(str) if params["group_by"] else None
-    )
-    cells = (
-        np.unique(keys, axis=0, return_inverse=True)[1].ravel()
-        if keys is not None
-        else np.zeros(rows.size, np.intp)
-    )
-    floor_sums = cell_floor_sums(conf, uniforms, cells, int(cells.max()) + 1, bins)
-    floor = (*floor_sums, cells)
-    ends_future = pool.submit(
-        endpoint_rows,
-        conf,
-        correct,
-        n_bins=bins,
-        ece_floor=floor_of_cells(*floor_sums, np.arange(int(cells.max()) + 1), rows.size),
-        weights=weights_t.T,
-        weights_t=weights_t,
-        alpha=boot["alpha"],
-    )
-    m = metrics_from_terms(terms, bins, min_count)
-    by_group = group_metrics(
-        analysed,
-        conf,
-        correct,
-        terms[2],
-        terms[3],
-        lay,
-        params["group_by"],
-        bins,
-        min_count,
-        floor=floor,
-        weights_t=weights_t if params["group_intervals"] else None,
-        alpha=boot["alpha"],
-    )
-    ci = bootstrap_intervals(sums, rows.size, len(lay), bins, boot["alpha"], min_count)
-    t = _lap(timing, "metrics_groups", t)
-    # the peak is chosen on one half of the analysed examples and tested on the other
-    selection = selection_half(
-        analysed["subject"].to_numpy(), analysed["example_id"].to_numpy(), boot["seed"]
-    )
-    chance = chance_accuracy(mask[rows])
-    scores = {"nll": terms[3], "brier": terms[2]}
-    marks = depth_landmarks(
-        lay,
-        conf,
-        correct,
-        chance=chance,
-        selection=selection,
-        accuracy_lo=ci["accuracy"][0],
-        n_bins=bins,
-        n_boot=boot["n_boot"],
-        seed=boot["seed"],
-        alpha=boot["alpha"],
-        scores=scores,
-    )
-    marks.update(
-        landmark_extras(
-            lay,
-            conf,
-            correct,
-            terms[3],
-            terms[2],
-            selection,
-            weights_t.T,
-            chance=chance,
-            chance_best_constant=best_constant_chance(label[rows], mask[rows]),
-            accuracy_lo=ci["accuracy"][0],
-            n_bins=bins,
-            alpha=boot["alpha"],
-        )
-    )
-    _phase_floors(marks, conf, uniforms, selection, lay, bins)
-    marks["definitions"].update(LANDMARK_EXTRA_DEFINITIONS)
-    marks["definitions"].update(metric_definitions(bins, min_count))
-    temp, temp_info = temp_future.result()
-    ends = ends_future.result()
-    pool.shutdown()
-    _lap(timing, "landmarks_temperature", t)
-
-    cols: dict[str, Any] = {"layer": lay, "n": [rows.size] * len(lay)}
-    cols.update({k: m[k] for k in LAYER_COLUMNS if k in m})
-    if "lens_entropy" in recorded:  # recomputed where sampled, else recorded at extraction
-        vent = np.where(np.isfinite(vent), vent, recorded["lens_entropy"].values)
-    cols.update(option_mass=mass.mean(axis=0), vocab_entropy=nanmean0(vent[rows]))
-    cols.update({k: temp[k] for k in (*TEMPERATURE_COLUMNS, "ece_eval", "nll_eval")})
-    cols.update(ends)
-    for k in INTERVAL_METRICS:
-        cols[f"{k}_lo"], cols[f"{k}_hi"] = ci[k]
-    intervals = [f"{k}_{s}" for k in INTERVAL_METRICS for s in ("lo", "hi")]
-    layers_df = pl.DataFrame(cols).select([*LAYER_COLUMNS, *intervals, "ece_eval", "nll_eval"])
-    count, s_conf, s_corr = bin_sums(conf, correct, bins)
-    reliability = {"count": count, "sum_conf": s_conf, "sum_correct": s_corr}
-    reliability["conf_hist"] = bin_sums(conf, correct, CONF_HIST_BINS)[0]
-    meta = store_meta(ds, url, params, rows.size, lay)
-    meta.update(checks=checks, warnings=warnings + temp_info.pop("warnings"), timing=timing)
-    at_bound = [lay[i] for i in temp_info.pop("at_bound", [])]
-    meta["temperature"] = {
-        "fit_on": "fit",
-        "measured_on": "eval",
-        **temp_info,
-        "at_bound_layers": at_bound,
-    }
-    meta["vocab"] = {
-        "n_examples": int(in_vocab[rows].sum()),
-        "chunk_rows": VOCAB_CHUNK,
-        "option_mass_lse": "recomputed where sampled, else lens_lse recorded at extraction",
-        "option_mass": "sampled examples: recomputed answer logits and lse; the others: the "
-        "answer logits and lse recorded together at extraction (never one of each); clipped "
-        "at 1 against float32 rounding",
-        "entropy": "recomputed where sampled, else lens_entropy recorded at extraction"
-        if "lens_entropy" in recorded
-        else "recomputed for the sampled examples (the store records no lens_entropy)",
-    }
-    examples: dict[str, np.ndarray] = {  # per analysed example, for analyze.explore
-        "example": np.asarray(ds["example"].values, np.int64)[rows],
-        "answer_logits": z[rows].astype(np.float32),
-        "option_mass": mass.astype(np.float32),
-    }
-    return AnalysisResult(layers_df, by_group, marks, reliability, meta, examples)
-
-
-def _phase_floors(
-    marks: dict[str, Any],
-    conf: np.ndarray,
-    uniforms: np.ndarray,
-    selection: np.ndarray,
-    layers: list[int],
-    bins: int,
-) -> None:
-    """ece_floor_start/ece_floor_end of the correction phase: the floor of its test half at
-    both ends (the same draws as every other floor, restricted to those examples)."""
-    cp = marks.get("correction_phase")
-    if not cp:
-        return
-    test = ~selection
-    at = [layers.index(cp["start"]), layers.index(cp["end"])]
-    floors = ece_floor_from_uniforms(conf[at][:, test], uniforms[:, test], bins)
-    cp["ece_floor_start"], cp["ece_floor_end"] = float(floors[0]), float(floors[1])
