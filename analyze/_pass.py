@@ -67,13 +67,24 @@ _BLAS_STATE: dict[str, Any] = {"users": 0, "limiter": None}
 def _one_blas_thread_per_dask_thread() -> Iterator[None]:
     """BLAS limited to one thread while dask's local threads run the pass: they already keep
     every core busy, and OpenBLAS threads on top only contend (a bootstrap chunk takes 3x longer
-    with two BLAS threads per dask thread on 2 cores). Process-wide, so counted: overlapping
-    analyses in threads restore the original limits when the last one ends. Other schedulers
-    (processes, dask.distributed) run the tasks elsewhere: nothing is changed for them."""
+    with two BLAS threads per dask thread on 2 cores). Other schedulers (processes,
+    dask.distributed) run the tasks elsewhere: nothing is changed for them."""
     scheduler = dask.base.get_scheduler()
     if scheduler is not None and scheduler is not dask.threaded.get:
         yield
         return
+    with one_blas_thread():
+        yield
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS limited to one thread in this process while the block runs: for work that runs in
+    as many Python threads as there are cores (the pass, and the steps after it, which run
+    temperature scaling and the endpoints in threads beside the main one; with OpenBLAS's own
+    threads on top they spend ~0.4 CPU s more at full MMLU scale, for the same results).
+    Process-wide, so counted: overlapping analyses in threads restore the original limits when
+    the last one ends."""
     with _BLAS_LOCK:
         if _BLAS_STATE["users"] == 0:
             _BLAS_STATE["limiter"] = threadpool_limits(limits=1, user_api="blas")

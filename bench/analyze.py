@@ -3,7 +3,8 @@
 Builds (or takes with --store) a synthetic store of SmolLM2's shape — 14,042 examples x 31 depths
 x 576 hidden, vocabulary 49,152 — written through ``layercal.format`` so it is a real store, then
 prints the time of ``analyze_store`` (no cache), the time of one plain sequential read of
-``resid``, their ratio and the peak RSS. The last line is one JSON object.
+``resid``, their ratio, the peak RSS and the machine (``bench.harness.machine``). The last line
+is one JSON object.
 
 The machine's speed drifts between runs, so reads and analyses alternate (``--repeats`` of
 each, after one warm-up read): ``analysis_vs_read`` is the best analysis over the best read,
@@ -36,6 +37,8 @@ from bench.harness import (
     SMOLLM2_DEPTHS,
     SMOLLM2_HIDDEN,
     SMOLLM2_VOCAB,
+    describe_machine,
+    machine,
     peak_rss,
     report,
     timed,
@@ -224,6 +227,10 @@ def _measure(store: Path, args: argparse.Namespace) -> int:
     )
     print(f"stages: {out['stages_s']}")
     print(f"peak RSS: {rss_mb:.0f} MiB; load average at start: {load:.1f} on {os.cpu_count()} CPUs")
+    # after the peak RSS is taken: the machine's description imports torch (extract's hardware)
+    host = machine()
+    print(describe_machine(host), flush=True)
+    out["machine"] = host
     report(out)
     return 0
 

@@ -163,6 +163,20 @@ def add_parser(sub: Any) -> None:
         help="analyse only the written examples of an unfinished store",
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    _lens_args(p)
+    p.add_argument(
+        "--group-intervals",
+        action="store_true",
+        help="also bootstrap every group's smooth ECE (by_group.csv smece_lo/smece_hi, else "
+        "empty): a bandwidth search per resample, group and layer, about a minute for 57 "
+        "subjects x 31 layers x 1000 resamples on 2 cores",
+    )
+    add_remote_args(p)
+    p.set_defaults(func=run)
+
+
+def _lens_args(p: argparse.ArgumentParser) -> None:
+    """--lens and --transfer (docs/lenses.md)."""
     p.add_argument(
         "--lens",
         action="append",
@@ -176,15 +190,6 @@ def add_parser(sub: Any) -> None:
         help="allow a lens fitted on another store of the same model (another dataset): every "
         "example is then read through the mean of its fold translators",
     )
-    p.add_argument(
-        "--group-intervals",
-        action="store_true",
-        help="also bootstrap every group's smooth ECE (by_group.csv smece_lo/smece_hi, else "
-        "empty): a bandwidth search per resample, group and layer, about a minute for 57 "
-        "subjects x 31 layers x 1000 resamples on 2 cores",
-    )
-    add_remote_args(p)
-    p.set_defaults(func=run)
 
 
 def store_names(stores: list[str]) -> list[str]:

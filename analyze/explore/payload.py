@@ -45,7 +45,7 @@ DEPTH_METRICS = ("accuracy", "ece", "smece", "smooth_ece", "mean_confidence", "n
 # shown for the whole store only
 PAGE_METRICS = ("accuracy", "ece", "mce", "brier", "nll", "mean_confidence", "option_mass")
 PAGE_BOOT = 200  # bootstrap resamples of the page's intervals for a filtered selection
-HIST_BINS = 20  # the confidence histogram (analyze.analysis.CONF_HIST_BINS)
+HIST_BINS = 20  # the confidence histogram (analyze._compute.CONF_HIST_BINS)
 
 
 def store_payload(src: Source) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:

@@ -172,41 +172,7 @@ def lens_pass(
         scale = scale.rechunk(resid.chunks[:2])
         answers = answers * scale[..., None]
     if sample.size:
-        mask = da.from_array(np.asarray(in_vocab, bool), chunks=(resid.chunks[0],))
-        bounds = np.cumsum((0, *resid.chunks[0]))
-        counts = tuple(int(np.asarray(in_vocab[a:b]).sum()) for a, b in zip(bounds, bounds[1:]))
-        normed = da.blockwise(
-            _normed_rows,
-            "eld",
-            resid,
-            "eld",
-            mask,
-            "e",
-            adjust_chunks={"e": counts},
-            dtype=np.float32,
-            meta=np.empty((0, 0, 0), np.float32),
-            spec=lens.spec,
-        )
-        normed = normed.rechunk({0: max(1, VOCAB_ROWS // n_layers), 1: -1})
-        w_blocks, bias = _unembedding(ds)
-        extra: list[Any] = []
-        if scale is not None:
-            extra = [scale[sample].rechunk(normed.chunks[:2]), "el"]
-        stats = da.blockwise(
-            _vocab_block,
-            "elc",
-            normed,
-            "eld",
-            w_blocks,
-            None,
-            *extra,
-            new_axes={"c": 2},
-            concatenate=True,
-            dtype=np.float64,
-            meta=np.empty((0, 0, 0), np.float64),
-            bias=bias,
-            softcap=lens.spec.softcap,
-        )
+        stats = _vocab_stats(ds, resid, in_vocab, sample, lens, scale)
     else:
         stats = da.zeros((0, n_layers, 2), chunks=(0, -1, -1))
     dims = ("example", "layer")
@@ -219,6 +185,55 @@ def lens_pass(
         },
         coords={**coords, "vocab_example": sample},
     )
+
+
+def _vocab_stats(
+    ds: xr.Dataset,
+    resid: da.Array,
+    in_vocab: NDArray[np.bool_],
+    sample: NDArray[np.intp],
+    lens: AnswerLens,
+    scale: da.Array | None,
+) -> da.Array:
+    """(sampled examples, layer, 2): the full-vocabulary lse and entropy of the sampled rows,
+    normed where their chunk is read and regrouped into blocks of about VOCAB_ROWS rows."""
+    n_layers = resid.shape[1]
+    mask = da.from_array(np.asarray(in_vocab, bool), chunks=(resid.chunks[0],))
+    bounds = np.cumsum((0, *resid.chunks[0]))
+    counts = tuple(int(np.asarray(in_vocab[a:b]).sum()) for a, b in zip(bounds, bounds[1:]))
+    normed = da.blockwise(
+        _normed_rows,
+        "eld",
+        resid,
+        "eld",
+        mask,
+        "e",
+        adjust_chunks={"e": counts},
+        dtype=np.float32,
+        meta=np.empty((0, 0, 0), np.float32),
+        spec=lens.spec,
+    )
+    normed = normed.rechunk({0: max(1, VOCAB_ROWS // n_layers), 1: -1})
+    w_blocks, bias = _unembedding(ds)
+    extra: list[Any] = []
+    if scale is not None:
+        extra = [scale[sample].rechunk(normed.chunks[:2]), "el"]
+    stats = da.blockwise(
+        _vocab_block,
+        "elc",
+        normed,
+        "eld",
+        w_blocks,
+        None,
+        *extra,
+        new_axes={"c": 2},
+        concatenate=True,
+        dtype=np.float64,
+        meta=np.empty((0, 0, 0), np.float64),
+        bias=bias,
+        softcap=lens.spec.softcap,
+    )
+    return stats
 
 
 def full_vocab_arrays(out: xr.Dataset) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

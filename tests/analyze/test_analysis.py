@@ -250,6 +250,53 @@ def test_blas_limit_is_restored_after_overlapping_analyses(store):
     assert first.layers.equals(second.layers)
 
 
+def test_steps_after_the_pass_give_the_same_numbers_with_one_blas_thread():
+    """analyze_store holds BLAS to one thread after the pass too (analyze._pass.one_blas_thread,
+    issue 22.5); the endpoints, temperature and landmark bootstraps that run there give the same
+    numbers, to the bit, as with BLAS's own threads (what ran before)."""
+    from threadpoolctl import threadpool_limits
+
+    from analyze._pass import one_blas_thread
+
+    rng = np.random.default_rng(5)
+    n_layers, n, n_boot = 6, 3000, 300
+    conf = rng.uniform(0.25, 1.0, (n_layers, n))
+    correct = (rng.random((n_layers, n)) < conf).astype(float)
+    w_t = np.ascontiguousarray(M.draw_weights(n, n_boot, 0).T, np.float32)
+    z = rng.normal(size=(n_layers, n, 4)) * np.linspace(0.5, 3, n_layers)[:, None, None]
+    label, mask = rng.integers(0, 4, n), np.ones((n, 4), bool)
+    half = np.arange(n) % 2 == 0
+
+    def steps():
+        ends = M.endpoint_rows(
+            conf, correct, n_bins=10, ece_floor=np.zeros(n_layers), weights=w_t.T, weights_t=w_t
+        )
+        temp = M.temperature_columns(z, label, mask, half, 10)[0]
+        extras = M.landmark_extras(
+            list(range(n_layers)),
+            conf,
+            correct,
+            1 - conf,
+            (conf - correct) ** 2,
+            half,
+            w_t.T,
+            chance=0.25,
+            chance_best_constant=0.3,
+            accuracy_lo=correct.mean(axis=1) - 0.02,
+        )
+        return ends, temp, json.dumps(extras, sort_keys=True, default=str)
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        threaded = steps()
+    with one_blas_thread():
+        single = steps()
+    for a, b in zip(threaded[:2], single[:2]):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    assert threaded[2] == single[2]
+
+
 def test_terms_use_the_last_layer_whatever_the_layer_chunks(store):
     from analyze._pass import terms_graph
     from analyze.calibration._probs import per_example_terms

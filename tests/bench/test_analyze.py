@@ -26,3 +26,5 @@ def test_smoke_run_prints_the_json_line(tmp_path):
     # recomputed lens agrees with what the builder recorded
     assert last["vocab_examples"] == 8 and last["checks_ok"] is True
     assert "ratio:" in out and "peak RSS" in out and store.is_dir()
+    # the machine it was measured on, printed and in the JSON (figures are compared per machine)
+    assert "machine: " in out and last["machine"]["cores"] >= 1 and last["machine"]["cpu"]

@@ -140,14 +140,20 @@ def test_accuracy_and_ece_equal_a_hook_based_reference(qwen, qwen_store):
 
 
 def test_make_demo_runs_on_a_few_questions(tmp_path, data_dir, qwen):
-    """`make demo`'s code path (the Qwen preset, bfloat16) on 4 questions: store, table, report."""
+    """`make demo`'s code path (the Qwen preset, --dtype auto) on 4 questions: store, table, report."""
     from layercal.demo import main as demo
 
-    del qwen  # the fp32 fixture stays loaded; the demo loads its own bfloat16 copy
+    del qwen  # the fp32 fixture stays loaded; the demo loads its own copy in the dtype auto picks
     store, report = tmp_path / "demo.zarr", tmp_path / "report"
     assert demo(["--n", "4", "--store", str(store), "--report", str(report)]) == 0
     assert (report / "report.html").is_file() and (report / "layers.csv").is_file()
     import xarray as xr
 
     ds = xr.open_zarr(store)
-    assert ds.attrs["layercal"]["identity"]["dtype"] == "bfloat16" and ds.sizes["example"] == 4
+    info = ds.attrs["layercal"]
+    choice = info["runs"][-1]["dtype_choice"]  # bf16 where this CPU computes it, else fp32
+    assert choice["requested"] == "auto" and choice["dtype"] in ("bfloat16", "float32")
+    assert info["identity"]["dtype"] == choice["dtype"] and ds.sizes["example"] == 4
+    from layercal.demo import DEMO_SUBJECTS
+
+    assert {str(s) for s in ds["subject"].values} <= set(DEMO_SUBJECTS)

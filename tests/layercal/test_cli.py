@@ -45,7 +45,7 @@ def test_the_subcommands_in_their_order(capsys):
     add_subcommands(sub)
     assert list(sub.choices) == list(analyze.COMMANDS)
     assert list(analyze.COMMANDS) == [
-        "summary", "analyze", "nullspace", "direction", "steer", "explore", "neurons"
+        "summary", "analyze", "nullspace", "direction", "steer", "explore", "neurons", "lens"
     ]  # fmt: skip
     # every package's commands are in the order, each once, and `layercal --help` shows them so
     owners = [extract.COMMANDS, store_cli.COMMANDS, analyze.COMMANDS]
@@ -54,7 +54,7 @@ def test_the_subcommands_in_their_order(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out
-    assert "{extract,summary,store,analyze,nullspace,direction,steer,explore,neurons}" in out
+    assert "{extract,summary,store,analyze,nullspace,direction,steer,explore,neurons,lens}" in out
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from layercal.demo import PRESETS, main
+from layercal.demo import DEMO_SUBJECTS, PRESETS, main
 
 
 def test_presets():
-    assert PRESETS["qwen"].model == "qwen2.5-coder-1.5b" and PRESETS["qwen"].dtype == "bfloat16"
+    """Both presets let the hardware choose the dtype (issue 22: bf16 forced on a CPU without it
+    ran at 0.29x fp32's speed); Qwen's sample is 12 questions of each of its ten subjects."""
+    qwen = PRESETS["qwen"]
+    assert qwen.model == "qwen2.5-coder-1.5b" and qwen.dtype == "auto"
+    assert qwen.select == ("--subjects", ",".join(DEMO_SUBJECTS), "--per-subject", "12")
+    assert qwen.n == 12 * len(DEMO_SUBJECTS) == 120
     assert PRESETS["smollm2"].select == ("--category", "humanities")
+    assert PRESETS["smollm2"].dtype == "auto"
 
 
 def test_smollm2_demo_writes_store_and_report(tmp_path, data_dir, smollm2, capsys):

@@ -114,20 +114,8 @@ def fit_lens(
             stats = None
             if kind == "shortcut" and not last:
                 stats = shortcut.fold_stats(x, h_last, fold, folds)
-            ctx = _Depth(
-                kind,
-                layer,
-                last,
-                x,
-                h_last,
-                fold,
-                reads,
-                final_z,
-                seed,
-                max_iter,
-                penalty_grid,
-                stats,
-            )
+            ctx = _Depth(kind, layer, last, x, h_last, fold, reads, final_z, seed, max_iter,
+                         penalty_grid, stats)  # fmt: skip
             rows.append(_fit_depth(ctx, sets, state, pool).row(layer))
             del ctx, stats, x
             release_memory()
@@ -137,6 +125,29 @@ def fit_lens(
                 f"{rows[-1]['top1_agreement']:.3f} ({rows[-1]['top1_agreement_logit']:.3f}) "
                 f"in {time.perf_counter() - t1:.1f} s"
             )
+    _write_folder(tmp, dest, ds, kind, folds, seed, fold, sets, state, rows, max_iter,
+                  penalty_grid, t0, overwrite)  # fmt: skip
+    return load_lens(dest)
+
+
+def _write_folder(
+    tmp: Path,
+    dest: Path,
+    ds: xr.Dataset,
+    kind: str,
+    folds: int,
+    seed: int,
+    fold: Any,
+    sets: Any,
+    state: Any,
+    rows: list[dict[str, Any]],
+    max_iter: int,
+    penalty_grid: tuple[float, ...],
+    t0: float,
+    overwrite: bool,
+) -> None:
+    """The lens folder: the arrays, lens.json (with every array's shape and sha256), written
+    in ``tmp`` and moved to ``dest``."""
     np.save(tmp / "example_id.npy", as_str(ds["example_id"].values))
     np.save(tmp / "fold.npy", fold)
     np.save(tmp / "tokens.npy", sets.ids)
@@ -151,7 +162,6 @@ def fit_lens(
     }
     (tmp / "lens.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     save_folder(tmp, dest, overwrite)
-    return load_lens(dest)
 
 
 class _Arrays:

@@ -61,7 +61,11 @@ def test_analyze_under_a_lens_names_it_in_layers_and_landmarks(store, lens_dir, 
     marks = json.loads((out / "landmarks.json").read_text())
     assert marks["lens"]["name"] == "short" and marks["lens"]["kind"] == "shortcut"
     assert marks["lens"]["store_hash"] == layers["store_hash"][0]
-    assert "lens_plateau_to_last" in marks and "plateau_to_last" in marks and "lens" in marks["definitions"]
+    assert (
+        "lens_plateau_to_last" in marks
+        and "plateau_to_last" in marks
+        and "lens" in marks["definitions"]
+    )
     assert "lens short (shortcut)" in printed
     assert "Lenses" in (out / "report.md").read_text()
 
