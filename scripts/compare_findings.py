@@ -28,7 +28,8 @@ from typing import Any
 
 import polars as pl
 
-ESTIMATORS = ("mean", "pca", "per_layer", "contrast")
+from analyze.interventions import ESTIMATORS
+from analyze.report.numbers import MISSING, num, with_ci
 
 
 def _json(path: Path) -> Any:
@@ -120,14 +121,9 @@ def summarise(found: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _f(x: Any, fmt: str = ".3f") -> str:
-    return "—" if x is None else format(float(x), fmt)
-
-
 def _ci(r: dict[str, Any] | None, key: str) -> str:
-    if not r:
-        return "—"
-    return f"{r[key]:+.3f} [{r[key + '_lo']:+.3f}, {r[key + '_hi']:+.3f}]"
+    """``±value [lo, hi]`` of a signed change, 3 decimals."""
+    return with_ci(r, key, signed=True)
 
 
 def markdown(models: list[dict[str, Any]]) -> str:
@@ -142,17 +138,13 @@ def markdown(models: list[dict[str, Any]]) -> str:
             lm = s.get("landmarks") or {}
             cp = lm.get("correction_phase")
             phase = f"({cp['start']}, {cp['end']}]" if cp else "none"
-            delta = (
-                f"{cp['delta_ece']:+.3f} [{cp['delta_ece_lo']:+.3f}, {cp['delta_ece_hi']:+.3f}]"
-                if cp
-                else "—"
-            )
+            delta = _ci(cp, "delta_ece")
             out.append(
-                f"| {m['label']} | {name} | {s.get('n')} | {_f(s['accuracy_last'])} | "
-                f"{_f(s['ece_last'])} | {_f(s['max_ece'])} ({s['max_ece_layer']}) | "
+                f"| {m['label']} | {name} | {s.get('n')} | {num(s['accuracy_last'], 3)} | "
+                f"{num(s['ece_last'], 3)} | {num(s['max_ece'], 3)} ({s['max_ece_layer']}) | "
                 f"{lm.get('rise_layer')} | {lm.get('plateau_layer')} | "
                 f"{lm.get('peak_miscalibration_layer')} | {phase} | {delta} | "
-                f"{cp.get('significant') if cp else '—'} |"
+                f"{cp.get('significant') if cp else MISSING} |"
             )
     out += ["", "## Steering at the last layer (humanities test split)", ""]
     out += [
@@ -164,10 +156,10 @@ def markdown(models: list[dict[str, Any]]) -> str:
         for est, s in m["steer"].items():
             d = s["direction"] or {}
             out.append(
-                f"| {m['label']} | {est} | {_f(s['alpha'], 'g')} | {_ci(s['direction'], 'd_ece')} "
-                f"| {_f(d.get('d_accuracy'), '+.3f')} | {_ci(s['temperature'], 'd_ece')} | "
+                f"| {m['label']} | {est} | {num(s['alpha'], spec='g')} | {_ci(s['direction'], 'd_ece')} "
+                f"| {num(d.get('d_accuracy'), 3, signed=True)} | {_ci(s['temperature'], 'd_ece')} | "
                 f"{_ci(s['nullspace'], 'd_ece')} | {_ci(s['random_best'], 'd_ece')} "
-                f"({_f(s['random_mean_d_ece'], '+.3f')} of {s['n_random']}) |"
+                f"({num(s['random_mean_d_ece'], 3, signed=True)} of {s['n_random']}) |"
             )
     out += ["", "## Transfer of the direction (α, d, s unchanged)", ""]
     out += [
@@ -193,9 +185,9 @@ def markdown(models: list[dict[str, Any]]) -> str:
             b = s.get("baseline") or {}
             d = s["direction"] or {}
             out.append(
-                f"| {m['label']} | {layer} | {_f(s['alpha'], 'g')} | {_ci(s['direction'], 'd_ece')} "
-                f"| {_f(d.get('d_accuracy'), '+.3f')} | {_ci(s['random_best'], 'd_ece')} | "
-                f"{_f(b.get('max_abs_diff_vs_stored'), '.3g')} (tol {_f(b.get('tolerance'), '.3g')}) |"
+                f"| {m['label']} | {layer} | {num(s['alpha'], spec='g')} | {_ci(s['direction'], 'd_ece')} "
+                f"| {num(d.get('d_accuracy'), 3, signed=True)} | {_ci(s['random_best'], 'd_ece')} | "
+                f"{num(b.get('max_abs_diff_vs_stored'), spec='.3g')} (tol {num(b.get('tolerance'), spec='.3g')}) |"
             )
     few = [(m, m["fewshot"]) for m in models if m.get("fewshot")]
     if few:
@@ -213,19 +205,17 @@ def markdown(models: list[dict[str, Any]]) -> str:
                 cp = lm.get("correction_phase")
                 w = fixed.get(name)
                 same = (
-                    f" ({fixed['window'][0]}, {fixed['window'][1]}] | {w['delta_ece']:+.3f} "
-                    f"[{w['delta_ece_lo']:+.3f}, {w['delta_ece_hi']:+.3f}] |"
+                    f" ({fixed['window'][0]}, {fixed['window'][1]}] | {_ci(w, 'delta_ece')} |"
                     if w
-                    else " — | — |"
+                    else f" {MISSING} | {MISSING} |"
                 )
                 out.append(
-                    f"| {m['label']} | {f['n']} | {name} | {_f(s['accuracy_last'])} | "
-                    f"{_f(s['ece_last'])} | {lm.get('rise_layer')} | {lm.get('plateau_layer')} | "
+                    f"| {m['label']} | {f['n']} | {name} | {num(s['accuracy_last'], 3)} | "
+                    f"{num(s['ece_last'], 3)} | {lm.get('rise_layer')} | {lm.get('plateau_layer')} | "
                     + (
-                        f"({cp['start']}, {cp['end']}] | {cp['delta_ece']:+.3f} "
-                        f"[{cp['delta_ece_lo']:+.3f}, {cp['delta_ece_hi']:+.3f}] |"
+                        f"({cp['start']}, {cp['end']}] | {_ci(cp, 'delta_ece')} |"
                         if cp
-                        else "none | — |"
+                        else f"none | {MISSING} |"
                     )
                     + same
                 )

@@ -25,7 +25,7 @@ from analyze.report.figures import (
     plot_reliability,
     write_figures,
 )
-from analyze.report.findings import ci, num, pct
+from analyze.report.numbers import ci, num, pct
 from analyze.report.plot import use_relative, x_of
 from analyze.report.render import Heading, Para, Table, to_html
 from analyze.report.write import findings, write_report
