@@ -67,7 +67,7 @@ def nullspace_blocks(
                 *(num(cell[x], 3) for x in ("null", "random", "top")),
             ]
         )
-    smallest = ", ".join(f"{s:.3g}" for s in meta["singular_values_smallest"][:k0])
+    smallest = ", ".join(num(s, spec=".3g") for s in meta["singular_values_smallest"][:k0])
     excluded = (
         " other than 1/√d (LayerNorm subtracts the mean of h, so that direction is exactly null "
         "and never reaches the logits: it is left out)"
@@ -86,7 +86,7 @@ def nullspace_blocks(
         Para(
             f"SVD of the effective unembedding W̃ (hidden size {meta['hidden']}); N_k = the k "
             f"right singular vectors of smallest σ{excluded}, default k = {k0} (σ = {smallest}). Ablation "
-            f"h ← h + (β − 1)·B·Bᵀh with β = {beta:g} on {meta['n_examples']} examples; "
+            f"h ← h + (β − 1)·B·Bᵀh with β = {num(beta, spec='g')} on {meta['n_examples']} examples; "
             f"intervals: paired bootstrap ({meta['n_boot']} resamples), 95%."
         ),
         Para(
@@ -177,8 +177,8 @@ def direction_blocks(info: dict[str, Any], figs: Paths) -> list[Block]:
         )
     if de:
         bullets.append(
-            f"direct effect at the last layer: answer-logit spread {de['answer_logit_spread']:.3g} "
-            f"(random unit vectors {de['answer_logit_spread_random']:.3g}); d confidence/dα = "
+            f"direct effect at the last layer: answer-logit spread {num(de['answer_logit_spread'], spec='.3g')} "
+            f"(random unit vectors {num(de['answer_logit_spread_random'], spec='.3g')}); d confidence/dα = "
             f"{num(de['d_confidence_per_alpha'], 3, signed=True)}, d entropy/dα = {num(de['d_entropy_per_alpha'], 3, signed=True)}"
         )
     bullets += _control_bullets(diag)

@@ -73,7 +73,7 @@ def _neuron_rows(sel: pl.DataFrame, with_cos: bool) -> list[list[str]]:
             f"#{r['candidate_rank']}" if r["role"] == "candidate" else f"ctrl of {r['control_of']}"
         )
         row = [str(r["neuron"]), who, num(r["norm"], 3), num(r["null_share"], 3)]
-        row += [f"{r['logit_var_unit']:.3g}", with_ci(r, "d_ece", signed=True)]
+        row += [num(r["logit_var_unit"], spec=".3g"), with_ci(r, "d_ece", signed=True)]
         row += [num(r["d_nll"], 3), num(r["d_confidence"], 3), num(r["d_accuracy"], 3)]
         row += [num(r["direct_d_ece"], 3), num(r["scale_mediated"], 3)]
         rows.append(row + ([num(r["direction_cosine"], 3)] if with_cos else []))
@@ -107,7 +107,7 @@ def neurons_blocks(neurons: pl.DataFrame, sets: pl.DataFrame, meta: dict[str, An
             f"{meta['neurons']} neurons of block {cap.get('block', '?')} ({cap.get('where', '')}): "
             f"the MLP's hidden activation at the final token, the input of its down projection. "
             f"Candidates (after Stolfo et al. 2024): of the neurons whose ‖w_out‖ is at least "
-            f"the {meta['norm_quantile']:g} quantile, the {meta['n_candidates']} of smallest "
+            f"the {num(meta['norm_quantile'], spec='g')} quantile, the {meta['n_candidates']} of smallest "
             f"variance over the vocabulary of W̃·w_out/‖w_out‖² (W̃: W_U with the final-norm "
             f"gain). Mean ablation a ← mean(a) at the final token: total effect with the final "
             f"norm recomputed, direct effect with its scale frozen; *via scale* = 1 − |direct "

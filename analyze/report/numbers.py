@@ -31,6 +31,11 @@ def missing(x: Any) -> bool:
         return False
 
 
+def _minus(text: str) -> str:
+    """The leading sign as U+2212 (an exponent's sign, ``1e-05``, stays as written)."""
+    return MINUS + text[1:] if text.startswith("-") else text
+
+
 def num(x: Any, digits: int | None = None, *, signed: bool = False, spec: str = "") -> str:
     """A number: ``digits`` decimals (None: 2, or 3 below 0.1 — ECE of a good model), a ``+``
     on positive values when ``signed``; ``spec`` a format spec instead (``"g"``, ``".3g"``).
@@ -45,7 +50,7 @@ def num(x: Any, digits: int | None = None, *, signed: bool = False, spec: str = 
             d = digits if digits is not None else (2 if abs(v) >= 0.1 else 3)
             spec = f"{'+' if signed else ''}.{d}f"
         text = format(v, spec)
-    return text.replace("-", MINUS)
+    return _minus(text)
 
 
 def pct(x: Any, *, trim: bool = False) -> str:
@@ -54,7 +59,7 @@ def pct(x: Any, *, trim: bool = False) -> str:
     if missing(x):
         return MISSING
     s = f"{100 * float(x):.1f}"
-    return (s[:-2] if trim and s.endswith(".0") else s).replace("-", MINUS) + "%"
+    return _minus(s[:-2] if trim and s.endswith(".0") else s) + "%"
 
 
 def ci(lo: Any, hi: Any, fmt: Callable[[Any], str] = num) -> str:

@@ -27,7 +27,7 @@ def baseline_para(base: dict[str, Any] | None) -> list[Block]:
         text += (
             f" (the online α = 0 run, so every change is the steering's): max |logit difference| "
             f"from the stored lens at depth {base['compared_layer']} "
-            f"{base['max_abs_diff_vs_stored']:.2e}, within the tolerance {base['tolerance']:.2e} "
+            f"{num(base['max_abs_diff_vs_stored'], spec='.2e')}, within the tolerance {num(base['tolerance'], spec='.2e')} "
             f"(store {base['store_dtype']}, model {base['model_dtype']})"
         )
     return [Para(text + ".")]
@@ -140,7 +140,9 @@ def steer_blocks(
     if online:
         diff = online.get("max_abs_diff_vs_offline")
         check = (
-            "" if diff is None else f"; max |online − offline| logit at the last depth: {diff:.2e}"
+            ""
+            if diff is None
+            else f"; max |online − offline| logit at the last depth: {num(diff, spec='.2e')}"
         )
         blocks.append(
             Para(

@@ -79,7 +79,7 @@ def _text(v: Any) -> str:
             return span(v[0], v[-1])
         return ", ".join(_text(x) for x in v)
     if isinstance(v, float):
-        return f"{v:.3g}"
+        return num(v, spec=".3g")
     return MISSING if v is None else str(v)
 
 

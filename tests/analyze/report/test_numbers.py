@@ -49,3 +49,8 @@ def test_intervals_in_sentences_and_cells():
 
 def test_ranges_use_an_en_dash():
     assert span(3, 7) == "3\u20137"
+
+
+def test_an_exponent_keeps_its_sign():
+    assert num(1.234e-5, spec=".2e") == "1.23e-05"
+    assert num(-1.234e-5, spec=".2e") == "\u22121.23e-05"
