@@ -28,7 +28,8 @@ from typing import Any
 
 import polars as pl
 
-ESTIMATORS = ("mean", "pca", "per_layer", "contrast")
+from analyze.interventions import ESTIMATORS
+from analyze.report.numbers import MISSING, num, with_ci
 
 
 def _json(path: Path) -> Any:
@@ -120,18 +121,18 @@ def summarise(found: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _f(x: Any, fmt: str = ".3f") -> str:
-    return "—" if x is None else format(float(x), fmt)
-
-
 def _ci(r: dict[str, Any] | None, key: str) -> str:
-    if not r:
-        return "—"
-    return f"{r[key]:+.3f} [{r[key + '_lo']:+.3f}, {r[key + '_hi']:+.3f}]"
+    """``±value [lo, hi]`` of a signed change, 3 decimals."""
+    return with_ci(r, key, signed=True)
 
 
-def markdown(models: list[dict[str, Any]]) -> str:
-    out = ["# Side by side", "", "## Depth landmarks and the correction phase", ""]
+def _phase(cp: dict[str, Any] | None) -> str:
+    """``(start, end] | ΔECE [lo, hi]`` of a correction phase, or ``none | —``."""
+    return f"({cp['start']}, {cp['end']}] | {_ci(cp, 'delta_ece')}" if cp else f"none | {MISSING}"
+
+
+def landmark_table(models: list[dict[str, Any]]) -> list[str]:
+    out = ["## Depth landmarks and the correction phase", ""]
     out += [
         "| model | store | n | last accuracy | last ECE | largest ECE (layer) | rise | plateau "
         "| peak | correction phase | ΔECE [95% CI] | significant |",
@@ -141,20 +142,18 @@ def markdown(models: list[dict[str, Any]]) -> str:
         for name, s in (m["layers"] or {}).items():
             lm = s.get("landmarks") or {}
             cp = lm.get("correction_phase")
-            phase = f"({cp['start']}, {cp['end']}]" if cp else "none"
-            delta = (
-                f"{cp['delta_ece']:+.3f} [{cp['delta_ece_lo']:+.3f}, {cp['delta_ece_hi']:+.3f}]"
-                if cp
-                else "—"
-            )
             out.append(
-                f"| {m['label']} | {name} | {s.get('n')} | {_f(s['accuracy_last'])} | "
-                f"{_f(s['ece_last'])} | {_f(s['max_ece'])} ({s['max_ece_layer']}) | "
+                f"| {m['label']} | {name} | {s.get('n')} | {num(s['accuracy_last'], 3)} | "
+                f"{num(s['ece_last'], 3)} | {num(s['max_ece'], 3)} ({s['max_ece_layer']}) | "
                 f"{lm.get('rise_layer')} | {lm.get('plateau_layer')} | "
-                f"{lm.get('peak_miscalibration_layer')} | {phase} | {delta} | "
-                f"{cp.get('significant') if cp else '—'} |"
+                f"{lm.get('peak_miscalibration_layer')} | {_phase(cp)} | "
+                f"{cp.get('significant') if cp else MISSING} |"
             )
-    out += ["", "## Steering at the last layer (humanities test split)", ""]
+    return out
+
+
+def steer_table(models: list[dict[str, Any]]) -> list[str]:
+    out = ["## Steering at the last layer (humanities test split)", ""]
     out += [
         "| model | estimator | α | ΔECE direction | Δaccuracy | ΔECE temperature | "
         "ΔECE null-space scaling | ΔECE best random (mean of n) |",
@@ -164,12 +163,17 @@ def markdown(models: list[dict[str, Any]]) -> str:
         for est, s in m["steer"].items():
             d = s["direction"] or {}
             out.append(
-                f"| {m['label']} | {est} | {_f(s['alpha'], 'g')} | {_ci(s['direction'], 'd_ece')} "
-                f"| {_f(d.get('d_accuracy'), '+.3f')} | {_ci(s['temperature'], 'd_ece')} | "
-                f"{_ci(s['nullspace'], 'd_ece')} | {_ci(s['random_best'], 'd_ece')} "
-                f"({_f(s['random_mean_d_ece'], '+.3f')} of {s['n_random']}) |"
+                f"| {m['label']} | {est} | {num(s['alpha'], spec='g')} | "
+                f"{_ci(s['direction'], 'd_ece')} | {num(d.get('d_accuracy'), 3, signed=True)} | "
+                f"{_ci(s['temperature'], 'd_ece')} | {_ci(s['nullspace'], 'd_ece')} | "
+                f"{_ci(s['random_best'], 'd_ece')} "
+                f"({num(s['random_mean_d_ece'], 3, signed=True)} of {s['n_random']}) |"
             )
-    out += ["", "## Transfer of the direction (α, d, s unchanged)", ""]
+    return out
+
+
+def transfer_table(models: list[dict[str, Any]]) -> list[str]:
+    out = ["## Transfer of the direction (α, d, s unchanged)", ""]
     out += [
         "| model | estimator | target | ΔECE direction | ΔECE temperature |",
         "|---|---|---|---|---|",
@@ -181,55 +185,70 @@ def markdown(models: list[dict[str, Any]]) -> str:
                     f"| {m['label']} | {est} | {target} | {_ci(rows.get('direction'), 'd_ece')} "
                     f"| {_ci(rows.get('temperature'), 'd_ece')} |"
                 )
+    return out
+
+
+def online_table(models: list[dict[str, Any]]) -> list[str]:
     online = [(m, layer, s) for m in models for layer, s in m["online"].items()]
-    if online:
-        out += ["", "## Steering online inside the correction phase", ""]
-        out += [
-            "| model | layer | α | ΔECE direction | Δaccuracy | ΔECE best random | "
-            "online α = 0 vs stored lens |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for m, layer, s in online:
-            b = s.get("baseline") or {}
-            d = s["direction"] or {}
-            out.append(
-                f"| {m['label']} | {layer} | {_f(s['alpha'], 'g')} | {_ci(s['direction'], 'd_ece')} "
-                f"| {_f(d.get('d_accuracy'), '+.3f')} | {_ci(s['random_best'], 'd_ece')} | "
-                f"{_f(b.get('max_abs_diff_vs_stored'), '.3g')} (tol {_f(b.get('tolerance'), '.3g')}) |"
-            )
+    if not online:
+        return []
+    out = ["## Steering online inside the correction phase", ""]
+    out += [
+        "| model | layer | α | ΔECE direction | Δaccuracy | ΔECE best random | "
+        "online α = 0 vs stored lens |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m, layer, s in online:
+        b = s.get("baseline") or {}
+        d = s["direction"] or {}
+        out.append(
+            f"| {m['label']} | {layer} | {num(s['alpha'], spec='g')} | "
+            f"{_ci(s['direction'], 'd_ece')} | {num(d.get('d_accuracy'), 3, signed=True)} | "
+            f"{_ci(s['random_best'], 'd_ece')} | "
+            f"{num(b.get('max_abs_diff_vs_stored'), spec='.3g')} "
+            f"(tol {num(b.get('tolerance'), spec='.3g')}) |"
+        )
+    return out
+
+
+def fewshot_table(models: list[dict[str, Any]]) -> list[str]:
     few = [(m, m["fewshot"]) for m in models if m.get("fewshot")]
-    if few:
-        out += ["", "## Few-shot against zero-shot on the same questions", ""]
-        out += [
-            "| model | n | prompt | last accuracy | last ECE | rise | plateau | correction phase "
-            "| ΔECE [95% CI] | zero-shot's phase on the test half | its ΔECE [95% CI] |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for m, f in few:
-            fixed = f.get("fixed_window") or {}
-            for name in ("zero-shot", "few-shot"):
-                s = f[name]
-                lm = s["landmarks"]
-                cp = lm.get("correction_phase")
-                w = fixed.get(name)
-                same = (
-                    f" ({fixed['window'][0]}, {fixed['window'][1]}] | {w['delta_ece']:+.3f} "
-                    f"[{w['delta_ece_lo']:+.3f}, {w['delta_ece_hi']:+.3f}] |"
-                    if w
-                    else " — | — |"
-                )
-                out.append(
-                    f"| {m['label']} | {f['n']} | {name} | {_f(s['accuracy_last'])} | "
-                    f"{_f(s['ece_last'])} | {lm.get('rise_layer')} | {lm.get('plateau_layer')} | "
-                    + (
-                        f"({cp['start']}, {cp['end']}] | {cp['delta_ece']:+.3f} "
-                        f"[{cp['delta_ece_lo']:+.3f}, {cp['delta_ece_hi']:+.3f}] |"
-                        if cp
-                        else "none | — |"
-                    )
-                    + same
-                )
-    return "\n".join(out) + "\n"
+    if not few:
+        return []
+    out = ["## Few-shot against zero-shot on the same questions", ""]
+    out += [
+        "| model | n | prompt | last accuracy | last ECE | rise | plateau | correction phase "
+        "| ΔECE [95% CI] | zero-shot's phase on the test half | its ΔECE [95% CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m, f in few:
+        fixed = f.get("fixed_window") or {}
+        for name in ("zero-shot", "few-shot"):
+            s = f[name]
+            lm = s["landmarks"]
+            w = fixed.get(name)
+            same = (
+                f"({fixed['window'][0]}, {fixed['window'][1]}] | {_ci(w, 'delta_ece')}"
+                if w
+                else f"{MISSING} | {MISSING}"
+            )
+            out.append(
+                f"| {m['label']} | {f['n']} | {name} | {num(s['accuracy_last'], 3)} | "
+                f"{num(s['ece_last'], 3)} | {lm.get('rise_layer')} | {lm.get('plateau_layer')} | "
+                f"{_phase(lm.get('correction_phase'))} | {same} |"
+            )
+    return out
+
+
+def markdown(models: list[dict[str, Any]]) -> str:
+    """``side_by_side.md``: one table per part of the experiment (empty parts left out)."""
+    out = ["# Side by side", ""]
+    tables = (landmark_table, steer_table, transfer_table, online_table, fewshot_table)
+    for table in tables:
+        lines = table(models)
+        if lines:
+            out += [*lines, ""]
+    return "\n".join(out[:-1]) + "\n"
 
 
 def figure(layers: pl.DataFrame, chance: dict[str, float], path: Path) -> None:

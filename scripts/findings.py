@@ -49,18 +49,10 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from analyze.compare import LANDMARK_KEYS, StoreMismatch, compare_fewshot  # noqa: E402
+from analyze.interventions import ESTIMATORS  # noqa: E402
+from analyze.report.numbers import num, with_ci  # noqa: E402
 from layercal.cli import main as layercal  # noqa: E402  (steer --online needs the model stage)
-
-ESTIMATORS = ("mean", "pca", "per_layer", "contrast")
-# the landmarks.json entries findings.json keeps for each analysed store
-LANDMARK_KEYS = (
-    "chance_accuracy",
-    "first_crossing_layer",
-    "rise_layer",
-    "plateau_layer",
-    "peak_miscalibration_layer",
-    "correction_phase",
-)
 
 
 def step(name: str, argv: list[str], log: dict[str, Any]) -> bool:
@@ -186,97 +178,14 @@ def online_summary(folder: Path) -> dict[str, Any]:
 
 def fewshot_compare(zero: str, fewshot: str, out: Path, n_boot: int) -> dict[str, Any]:
     """The K-shot store's written examples and the same examples of the zero-shot store,
-    analysed alike (``analyze_store``); both saved under ``out`` with a two-store report."""
-    import numpy as np
-
-    from analyze import analyze_store, open_store, write_report
-    from analyze.interventions.svd import w_u_fingerprint
-
-    few = open_store(fewshot, allow_partial=True)
-    base = open_store(zero)
-    if w_u_fingerprint(few) != w_u_fingerprint(base):
-        raise SystemExit(
-            f"--fewshot: {fewshot} was extracted from another model than {zero} (their W_U "
-            "differ); compare a K-shot store with the zero-shot store of the same model"
-        )
-    ids = np.asarray(few["example_id"].values)
-    pos = {str(e): i for i, e in enumerate(np.asarray(base["example_id"].values))}
-    missing = [str(e) for e in ids if str(e) not in pos]
-    if missing:
-        raise SystemExit(f"--fewshot: {len(missing)} examples are not in {zero}, e.g. {missing[0]}")
-    same = base.isel(example=[pos[str(e)] for e in ids])
-    kw = {"n_boot": n_boot, "vocab_examples": 0}
-    res = {"zero-shot": analyze_store(same, **kw), "few-shot": analyze_store(few, **kw)}
-    summary: dict[str, Any] = {"n": int(ids.size), "stores": {"zero": zero, "few": fewshot}}
-    for name, r in res.items():
-        r.meta["label"] = f"{r.meta.get('model', '')} {name}".strip()
-        r.save(out / name)
-        last = r.layers.sort("layer").tail(1).row(0, named=True)
-        summary[name] = {
-            "accuracy_last": last["accuracy"],
-            "ece_last": last["ece"],
-            "landmarks": {k: r.landmarks.get(k) for k in LANDMARK_KEYS},
-            "notes": r.landmarks.get("notes", []),
-        }
-    phase = summary["zero-shot"]["landmarks"].get("correction_phase")
-    if phase:  # the zero-shot store's correction phase, measured alike on both stores
-        window = (int(phase["start"]), int(phase["end"]))
-        summary["fixed_window"] = {
-            "window": list(window),
-            "rule": "the zero-shot store's correction phase (its peak chosen on the selection "
-            "half), measured on both stores on the same test-half examples, paired bootstrap",
-            **{
-                name: window_deltas(ds, window, res["zero-shot"].meta["params"])
-                for name, ds in (("zero-shot", same), ("few-shot", few))
-            },
-        }
-    write_report(list(res.values()), out, fmt="md", include_sections=False)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    return summary
-
-
-def window_deltas(ds: Any, window: tuple[int, int], params: dict[str, Any]) -> dict[str, Any]:
-    """What the correction phase reports (``window_change``) for the depths of ``window``, on
-    the test half of ``ds`` (the examples ``analyze_store`` with these ``params`` does not use to
-    choose the peak), from the answer lens on the stored residuals, with the analysis' bins and
-    bootstrap. On the zero-shot store this reproduces its own correction phase; on the few-shot
-    store it measures the same depths, which the few-shot store did not choose."""
-    import numpy as np
-
-    from analyze.calibration import (
-        answer_probs,
-        confidence_and_correct,
-        selection_half,
-        window_change,
-    )
-    from analyze.lens import AnswerLens
-
-    boot = params["bootstrap"]
-    layers = [int(x) for x in ds["layer"].values]
-    idx = [layers.index(d) for d in window]
-    test = ~selection_half(ds["subject"].values, ds["example_id"].values, boot["seed"])
-    h = np.asarray(ds["resid"].isel(layer=idx).values)[test]  # (n, 2, d)
-    z = np.moveaxis(AnswerLens.of(ds).folded(h), 1, 0)  # (2, n, K)
-    probs = answer_probs(z, np.asarray(ds["choice_mask"].values)[test])
-    conf, correct = confidence_and_correct(probs, np.asarray(ds["label"].values)[test])
-    y = correct.astype(np.float64)
-    return {
-        "n_test": int(test.sum()),
-        "confidence_start": float(conf[0].mean()),
-        "confidence_end": float(conf[1].mean()),
-        "accuracy_start": float(y[0].mean()),
-        "accuracy_end": float(y[1].mean()),
-        **window_change(
-            conf,
-            y,
-            0,
-            1,
-            n_bins=params["bins"],
-            n_boot=boot["n_boot"],
-            seed=boot["seed"],
-            alpha=boot["alpha"],
-        ),
-    }
+    analysed alike (:func:`analyze.compare.compare_fewshot`); both saved under ``out`` with a
+    two-store report and ``summary.json``."""
+    try:
+        comparison = compare_fewshot(zero, fewshot, n_boot=n_boot)
+    except StoreMismatch as e:
+        raise SystemExit(f"--fewshot: {e}") from None
+    comparison.save(out)
+    return comparison.summary
 
 
 def draft(found: dict[str, Any], out: Path, main: str) -> str:
@@ -288,32 +197,32 @@ def draft(found: dict[str, Any], out: Path, main: str) -> str:
             "no correction phase"
             if not cp
             else (
-                f"correction phase ({cp['start']}, {cp['end']}]: ΔECE {cp['delta_ece']:+.3f} "
-                f"[{cp['delta_ece_lo']:+.3f}, {cp['delta_ece_hi']:+.3f}]"
+                f"correction phase ({cp['start']}, {cp['end']}]: ΔECE "
+                f"{with_ci(cp, 'delta_ece', signed=True)}"
             )
         )
         lines.append(
-            f"- {name}: last-layer accuracy {s['accuracy_last']:.3f}, ECE "
-            f"{s['ece_last']:.3f}; largest ECE {s['max_ece']:.3f} at layer "
+            f"- {name}: last-layer accuracy {num(s['accuracy_last'], 3)}, ECE "
+            f"{num(s['ece_last'], 3)}; largest ECE {num(s['max_ece'], 3)} at layer "
             f"{s['max_ece_layer']}; {cp_text}."
         )
     ns = found.get("nullspace") or {}
     if ns:
         sh = ns["share_last_layer"]
         lines.append(
-            f"- Null space (k = {ns['default_k']}): {sh.get('null', float('nan')):.3f} of "
-            f"the last layer's residual norm (top-k {sh.get('top', float('nan')):.3f}, "
-            f"random {ns['random_expected']:.3f})."
+            f"- Null space (k = {ns['default_k']}): {num(sh.get('null'), 3)} of "
+            f"the last layer's residual norm (top-k {num(sh.get('top'), 3)}, "
+            f"random {num(ns['random_expected'], 3)})."
         )
     st = (found.get("steer") or {}).get(main) or {}
     rows = {r["method"]: r for r in st.get("test", [])}
     if "direction" in rows:
         r, t = rows["direction"], rows.get("temperature", {})
         lines.append(
-            f"- Steering ({main}, α = {st['chosen']['direction']:g}) on humanities test: "
-            f"ΔECE {r['d_ece']:+.3f} [{r['d_ece_lo']:+.3f}, {r['d_ece_hi']:+.3f}], "
-            f"Δaccuracy {r['d_accuracy']:+.3f}; temperature scaling ΔECE "
-            f"{t.get('d_ece', float('nan')):+.3f}."
+            f"- Steering ({main}, α = {num(st['chosen']['direction'], spec='g')}) on humanities "
+            f"test: ΔECE {with_ci(r, 'd_ece', signed=True)}, "
+            f"Δaccuracy {num(r['d_accuracy'], 3, signed=True)}; temperature scaling ΔECE "
+            f"{num(t.get('d_ece'), 3, signed=True)}."
         )
     lines.append("")
     for sub in ("nullspace", f"direction-{main}", f"steer-{main}"):
@@ -382,7 +291,8 @@ def _skip(name: str, argv: list[str], log: dict[str, Any]) -> bool:
     return False
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options; a bad depth list is a usage error (exit 2, nothing written)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--mmlu", required=True, help="the full-MMLU store")
     p.add_argument("--truthfulqa", help="the TruthfulQA MC1 store of the same model")
@@ -438,10 +348,132 @@ def main(argv: list[str] | None = None) -> int:
         if spec != "auto" and not all(x.strip().isdigit() for x in spec.split(",")):
             flag = "--" + opt.replace("_", "-")
             p.error(f"{flag}: 'auto' or depths like 20,24, got {spec!r}")
+    return args
+
+
+def analysis_step(args: argparse.Namespace, out: Path, log: dict[str, Any]) -> None:
+    """Step 1: ``layercal analyze`` on both stores."""
+    tqa = [args.truthfulqa] if args.truthfulqa else []
+    boot = ["--n-boot", str(args.n_boot)]
+    step("analysis", ["analyze", args.mmlu, *tqa, "--out", str(out / "analysis"), *boot], log)
+
+
+def nullspace_step(args: argparse.Namespace, out: Path, log: dict[str, Any]) -> None:
+    """Step 2: ``layercal nullspace`` on the MMLU store (at most 200 resamples)."""
+    n_boot = str(min(args.n_boot, 200))
+    step(
+        "nullspace",
+        ["nullspace", args.mmlu, "--out", str(out / "nullspace"), "--n-boot", n_boot],
+        log,
+    )
+
+
+def direction_steps(args: argparse.Namespace, out: Path, log: dict[str, Any]) -> None:
+    """Steps 3 and 4: ``direction fit`` with every estimator, then ``steer`` with each."""
+    boot = ["--n-boot", str(args.n_boot)]
+    tqa = args.truthfulqa
+    compare = ["--compare", f"truthfulqa={tqa}"] if tqa else []
+    transfer = ["--transfer", f"truthfulqa={tqa}"] if tqa else []
+    for est in ESTIMATORS:
+        d = out / f"direction-{est}"
+        fit = ["direction", "fit", args.mmlu, "-o", str(d), "--estimator", est]
+        if step(f"direction-{est}", [*fit, "--category", args.source_category, *compare], log):
+            steer = ["steer", args.mmlu, "--direction", str(d)]
+            step(
+                f"steer-{est}",
+                [*steer, "--out", str(out / f"steer-{est}"), *boot, *transfer],
+                log,
+            )
+
+
+def online_steps(
+    args: argparse.Namespace,
+    out: Path,
+    layers: dict[str, Any],
+    log: dict[str, Any],
+    run: bool,
+) -> dict[str, Any]:
+    """Step 5 (with ``--model``): ``steer --online`` with the main direction at the depths of
+    :func:`online_layers` when ``run``; the summary of every such folder in ``out``."""
+    online: dict[str, Any] = {}
+    if not args.model:
+        return online
+    d = out / f"direction-{args.main_estimator}"
+    for layer in online_layers(args.online_layers, layers):
+        folder = out / f"online-{args.main_estimator}-L{layer}"
+        if run:
+            argv = ["steer", args.mmlu, "--direction", str(d), "--out", str(folder), "--online"]
+            argv += ["--model", args.model, "--dtype", args.dtype, "--layer", str(layer)]
+            argv += ["--limit", str(args.online_limit), "--random", str(args.online_random)]
+            step(f"online-L{layer}", [*argv, "--n-boot", str(args.n_boot)], log)
+        if (folder / "meta.json").is_file():
+            online[str(layer)] = online_summary(folder)
+    return online
+
+
+def fewshot_step(
+    args: argparse.Namespace, out: Path, log: dict[str, Any], run: bool
+) -> dict[str, Any] | None:
+    """Step 6 (with ``--fewshot``): :func:`fewshot_compare` into ``out/fewshot`` when ``run``;
+    else the summary an earlier run left there (None without one)."""
+    fewshot = _read_json(out / "fewshot" / "summary.json")
+    if args.fewshot and run:
+        t0 = time.perf_counter()
+        fewshot = fewshot_compare(args.mmlu, args.fewshot, out / "fewshot", args.n_boot)
+        log["fewshot"] = {"rc": 0, "seconds": round(time.perf_counter() - t0, 1)}
+    return fewshot
+
+
+def estimator_cosines(out: Path) -> dict[str, float]:
+    """Cosines between the directions the estimators fitted, ``"a|b"`` with a < b."""
+    import numpy as np
+
+    vecs = {}
+    for e in ESTIMATORS:
+        f = out / f"direction-{e}" / "direction.npz"
+        if f.is_file():
+            vecs[e] = np.load(f)["vector"]
+    return {f"{a}|{b}": float(vecs[a] @ vecs[b]) for a in vecs for b in vecs if a < b}
+
+
+def collect(args: argparse.Namespace, out: Path, **parts: Any) -> dict[str, Any]:
+    """``findings.json``: the stores, the steps' records (``parts["steps"]``), and each
+    command's numbers read back from its output folder."""
+    found: dict[str, Any] = {
+        "label": args.label or out.name,
+        "stores": {"mmlu": args.mmlu, "truthfulqa": args.truthfulqa, "fewshot": args.fewshot},
+        "steps": parts["steps"],
+        "layers": parts["layers"],
+        "nullspace": nullspace_summary(out / "nullspace"),
+        "direction": {e: direction_summary(out / f"direction-{e}") for e in ESTIMATORS},
+        "steer": {
+            e: steer_summary(out / f"steer-{e}")
+            for e in ESTIMATORS
+            if (out / f"steer-{e}" / "meta.json").is_file()
+        },
+        "online": parts["online"],
+        "fewshot": parts["fewshot"],
+        "steer_tests": parts["steer_tests"],
+    }
+    found["estimator_cosines"] = estimator_cosines(out)
+    return found
+
+
+def write_findings(found: dict[str, Any], out: Path, main_estimator: str) -> int:
+    """``findings.json`` and ``findings.md``; exit status 1 when a step failed."""
+    (out / "findings.json").write_text(json.dumps(found, indent=2, default=str) + "\n")
+    (out / "findings.md").write_text(draft(found, out, main_estimator))
+    failed = [k for k, v in found["steps"].items() if v["rc"] != 0]
+    print(
+        f"\nwrote {out}/findings.json and findings.md" + (f"; failed: {failed}" if failed else "")
+    )
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    boot = ["--n-boot", str(args.n_boot)]
-    tqa = [args.truthfulqa] if args.truthfulqa else []
     only = {x for x in args.only.split(",") if x}
 
     def want(name: str) -> bool:
@@ -450,126 +482,19 @@ def main(argv: list[str] | None = None) -> int:
     # with --only, the steps run before keep their records
     log = (_read_json(out / "findings.json") or {}).get("steps", {}) if only else {}
     if want("analysis") and not args.skip_analysis:
-        step("analysis", ["analyze", args.mmlu, *tqa, "--out", str(out / "analysis"), *boot], log)
+        analysis_step(args, out, log)
     if want("nullspace"):
-        step(
-            "nullspace",
-            [
-                "nullspace",
-                args.mmlu,
-                "--out",
-                str(out / "nullspace"),
-                "--n-boot",
-                str(min(args.n_boot, 200)),
-            ],
-            log,
-        )
-    compare = ["--compare", f"truthfulqa={args.truthfulqa}"] if args.truthfulqa else []
-    transfer = ["--transfer", f"truthfulqa={args.truthfulqa}"] if args.truthfulqa else []
-    for est in ESTIMATORS if want("direction") else ():
-        d = out / f"direction-{est}"
-        if step(
-            f"direction-{est}",
-            [
-                "direction",
-                "fit",
-                args.mmlu,
-                "-o",
-                str(d),
-                "--estimator",
-                est,
-                "--category",
-                args.source_category,
-                *compare,
-            ],
-            log,
-        ):
-            step(
-                f"steer-{est}",
-                [
-                    "steer",
-                    args.mmlu,
-                    "--direction",
-                    str(d),
-                    "--out",
-                    str(out / f"steer-{est}"),
-                    *boot,
-                    *transfer,
-                ],
-                log,
-            )
+        nullspace_step(args, out, log)
+    if want("direction"):
+        direction_steps(args, out, log)
     layers = layer_summary(out / "analysis")
-    online: dict[str, Any] = {}
-    if args.model:
-        d = out / f"direction-{args.main_estimator}"
-        for layer in online_layers(args.online_layers, layers):
-            folder = out / f"online-{args.main_estimator}-L{layer}"
-            if want("online"):
-                step(
-                    f"online-L{layer}",
-                    [
-                        "steer",
-                        args.mmlu,
-                        "--direction",
-                        str(d),
-                        "--out",
-                        str(folder),
-                        "--online",
-                        "--model",
-                        args.model,
-                        "--dtype",
-                        args.dtype,
-                        "--layer",
-                        str(layer),
-                        "--limit",
-                        str(args.online_limit),
-                        "--random",
-                        str(args.online_random),
-                        *boot,
-                    ],
-                    log,
-                )
-            if (folder / "meta.json").is_file():
-                online[str(layer)] = online_summary(folder)
-    fewshot = _read_json(out / "fewshot" / "summary.json")
-    if args.fewshot and want("fewshot"):
-        t0 = time.perf_counter()
-        fewshot = fewshot_compare(args.mmlu, args.fewshot, out / "fewshot", args.n_boot)
-        log["fewshot"] = {"rc": 0, "seconds": round(time.perf_counter() - t0, 1)}
+    online = online_steps(args, out, layers, log, want("online"))
+    fewshot = fewshot_step(args, out, log, want("fewshot"))
     steer_tests = issue17_steps(args, out, layers, log, want)
-    found: dict[str, Any] = {
-        "label": args.label or out.name,
-        "stores": {"mmlu": args.mmlu, "truthfulqa": args.truthfulqa, "fewshot": args.fewshot},
-        "steps": log,
-        "layers": layers,
-        "nullspace": nullspace_summary(out / "nullspace"),
-        "direction": {e: direction_summary(out / f"direction-{e}") for e in ESTIMATORS},
-        "steer": {
-            e: steer_summary(out / f"steer-{e}")
-            for e in ESTIMATORS
-            if (out / f"steer-{e}" / "meta.json").is_file()
-        },
-        "online": online,
-        "fewshot": fewshot,
-        "steer_tests": steer_tests,
-    }
-    vecs = {}
-    for e in ESTIMATORS:
-        f = out / f"direction-{e}" / "direction.npz"
-        if f.is_file():
-            import numpy as np
-
-            vecs[e] = np.load(f)["vector"]
-    found["estimator_cosines"] = {
-        f"{a}|{b}": float(vecs[a] @ vecs[b]) for a in vecs for b in vecs if a < b
-    }
-    (out / "findings.json").write_text(json.dumps(found, indent=2, default=str) + "\n")
-    (out / "findings.md").write_text(draft(found, out, args.main_estimator))
-    failed = [k for k, v in log.items() if v["rc"] != 0]
-    print(
-        f"\nwrote {out}/findings.json and findings.md" + (f"; failed: {failed}" if failed else "")
+    found = collect(
+        args, out, steps=log, layers=layers, online=online, fewshot=fewshot, steer_tests=steer_tests
     )
-    return 1 if failed else 0
+    return write_findings(found, out, args.main_estimator)
 
 
 if __name__ == "__main__":

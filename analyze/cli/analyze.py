@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from analyze.cli.options import add_remote_args
+from analyze.cli.options import add_remote_args, add_resample_args, defaults_of
 
 if TYPE_CHECKING:  # analysis imports dask and xarray: only when a command runs
     from analyze.analysis import VocabExamples
@@ -97,7 +97,7 @@ def _vocab_examples(text: str) -> str:
 
 def add_parser(sub: Any) -> None:
     """Register ``analyze`` on an argparse subparsers object."""
-    from analyze.calibration import MCE_MIN_COUNT  # numpy only
+    from analyze.analysis import analyze_store
 
     p = sub.add_parser(
         "analyze",
@@ -109,54 +109,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--out", required=True, type=Path, metavar="REPORT_DIR", help="tables, report and cache"
     )
-    p.add_argument(
-        "--bins", type=int, default=10, metavar="M", help="equal-width ECE/MCE bins (default 10)"
-    )
-    p.add_argument(
-        "--by",
-        action="append",
-        choices=["subject", "category"],
-        help="rows of by_group.csv (repeatable; default: both)",
-    )
-    p.add_argument(
-        "--layers",
-        type=parse_layers,
-        metavar="LIST",
-        help="depths to analyse, e.g. 0,10,20-30 (default all; the last is always added)",
-    )
-    p.add_argument(
-        "--split",
-        choices=["all", "fit", "eval"],
-        default="all",
-        help="examples the metrics use (default all; see Splits above)",
-    )
-    p.add_argument(
-        "--temperature-split",
-        type=float,
-        default=0.5,
-        metavar="F",
-        help="fraction of each subject in the fit part (default 0.5)",
-    )
-    p.add_argument(
-        "--n-boot", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of bootstrap, splits and samples")
-    p.add_argument(
-        "--mce-min-count",
-        type=int,
-        default=MCE_MIN_COUNT,
-        metavar="N",
-        help=f"MCE ignores bins of fewer examples (default {MCE_MIN_COUNT}: with 1, one example "
-        "alone can set MCE)",
-    )
-    p.add_argument(
-        "--vocab-examples",
-        type=_vocab_examples,
-        default="auto",
-        metavar="N|all|auto",
-        help="examples given the full-vocabulary lens: a number, 'all', or 'auto' (default: 8 "
-        "when the store records lens_entropy, else 32)",
-    )
+    _add_analysis_args(p, defaults_of(analyze_store))  # the defaults written once, there
     p.add_argument(
         "--allow-partial",
         action="store_true",
@@ -173,6 +126,51 @@ def add_parser(sub: Any) -> None:
     )
     add_remote_args(p)
     p.set_defaults(func=run)
+
+
+def _add_analysis_args(p: argparse.ArgumentParser, fn: dict[str, Any]) -> None:
+    """The options of ``analyze_store`` itself; ``fn``: its keyword defaults."""
+    p.add_argument(
+        "--bins",
+        type=int,
+        default=fn["bins"],
+        metavar="M",
+        help="equal-width ECE/MCE bins (default %(default)s)",
+    )
+    p.add_argument(
+        "--by",
+        action="append",
+        choices=["subject", "category"],
+        help="rows of by_group.csv (repeatable; default: both)",
+    )
+    p.add_argument(
+        "--layers",
+        type=parse_layers,
+        metavar="LIST",
+        help="depths to analyse, e.g. 0,10,20-30 (default all; the last is always added)",
+    )
+    p.add_argument(
+        "--split",
+        choices=["all", "fit", "eval"],
+        default=fn["split"],
+        help="examples the metrics use (default %(default)s; see Splits above)",
+    )
+    p.add_argument(
+        "--temperature-split",
+        type=float,
+        default=fn["temperature_split"],
+        metavar="F",
+        help="fraction of each subject in the fit part (default %(default)s)",
+    )
+    add_resample_args(p)
+    p.add_argument(
+        "--vocab-examples",
+        type=_vocab_examples,
+        default=fn["vocab_examples"],
+        metavar="N|all|auto",
+        help="examples given the full-vocabulary lens: a number, 'all', or 'auto' (default: 8 "
+        "when the store records lens_entropy, else 32)",
+    )
 
 
 def _lens_args(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from analyze.cli.options import add_remote_args
+from analyze.cli.options import add_remote_args, add_resample_args, defaults_of
 
 DESCRIPTION = """\
 One self-contained HTML page (data and JavaScript inline; it makes no network request) showing
@@ -33,7 +33,9 @@ report.html links explorer.html when it is in the same folder.
 
 def add_parser(sub: Any) -> None:
     """Register ``explore`` on an argparse subparsers object."""
-    from analyze.calibration import MCE_MIN_COUNT  # numpy only
+    from analyze.analysis import analyze_store
+
+    fn = defaults_of(analyze_store)  # the analysis' own defaults, written once there
 
     p = sub.add_parser(
         "explore",
@@ -60,18 +62,10 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--title", help="the page's title (default: from the stores)")
-    p.add_argument("--bins", type=int, default=10, metavar="M", help="ECE bins (default 10)")
     p.add_argument(
-        "--n-boot", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)"
+        "--bins", type=int, default=fn["bins"], metavar="M", help="ECE bins (default %(default)s)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of bootstrap and splits (default 0)")
-    p.add_argument(
-        "--mce-min-count",
-        type=int,
-        default=MCE_MIN_COUNT,
-        metavar="N",
-        help=f"MCE ignores bins of fewer examples (default {MCE_MIN_COUNT})",
-    )
+    add_resample_args(p)
     p.add_argument(
         "--allow-partial", action="store_true", help="only the written examples of a partial store"
     )

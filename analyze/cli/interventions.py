@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-from analyze.cli.options import add_remote_args
+from analyze.cli.options import add_remote_args, defaults_of
 from layercal.cliargs import comma_floats, comma_ints
 
 DOC = "docs/steering.md"
@@ -74,6 +74,9 @@ def _store_args(p: argparse.ArgumentParser) -> None:
 
 def add_nullspace(sub: Any) -> None:
     """Register ``nullspace`` on the ``layercal`` subparsers ``sub``."""
+    from analyze.interventions.nullspace import run_nullspace as run
+
+    fn = defaults_of(run)
     p = sub.add_parser(
         "nullspace",
         help="null-space ablations of stored residuals (CPU)",
@@ -91,10 +94,17 @@ def add_nullspace(sub: Any) -> None:
         action="append",
         help="scale of the subspace (0 = project out; repeatable)",
     )
-    p.add_argument("--random", type=int, default=3, help="random subspaces per k (seeds)")
-    p.add_argument("--bins", type=int, default=10)
-    p.add_argument("--n-boot", type=int, default=200)
-    p.add_argument("--vocab-examples", type=int, default=32, help="examples for the option mass")
+    p.add_argument(
+        "--random", type=int, default=fn["n_random"], help="random subspaces per k (seeds)"
+    )
+    p.add_argument("--bins", type=int, default=fn["n_bins"])
+    p.add_argument("--n-boot", type=int, default=fn["n_boot"])
+    p.add_argument(
+        "--vocab-examples",
+        type=int,
+        default=fn["vocab_examples"],
+        help="examples for the option mass",
+    )
     p.add_argument("--svd-method", choices=["auto", "scipy", "dask"], default="auto")
     p.add_argument("--cache-dir", help="SVD cache folder (default: next to the store)")
     p.set_defaults(func=run_nullspace)
@@ -102,6 +112,10 @@ def add_nullspace(sub: Any) -> None:
 
 def add_direction(sub: Any) -> None:
     """Register ``direction fit`` on the ``layercal`` subparsers ``sub``."""
+    from analyze.interventions.direction import fit_direction
+    from analyze.interventions.estimators import ESTIMATORS
+
+    fn = defaults_of(fit_direction)
     d = sub.add_parser("direction", help="calibration direction from layer deltas (CPU)")
     dsub = d.add_subparsers(dest="direction_command", required=True)
     p = dsub.add_parser(
@@ -111,18 +125,28 @@ def add_direction(sub: Any) -> None:
     )
     _store_args(p)
     p.add_argument("-o", "--out", required=True, help="artifact folder")
-    p.add_argument("--estimator", choices=["mean", "pca", "per_layer", "contrast"], default="mean")
+    p.add_argument("--estimator", choices=ESTIMATORS, default=fn["estimator"])
     p.add_argument(
         "--window", type=_window, help="START:END depths (default: the correction phase)"
     )
     p.add_argument(
-        "--last-m", type=int, default=5, help="deltas used when there is no correction phase"
+        "--last-m",
+        type=int,
+        default=fn["last_m"],
+        help="deltas used when there is no correction phase",
     )
-    p.add_argument("--fit-fraction", type=float, default=0.5, help="share of each subject fit on")
+    p.add_argument(
+        "--fit-fraction",
+        type=float,
+        default=fn["fit_fraction"],
+        help="share of each subject fit on",
+    )
     p.add_argument("--category", help="fit on one category only (e.g. humanities)")
     p.add_argument("--subjects", type=lambda t: t.split(","), help="fit on these subjects only")
-    p.add_argument("--overconfident-quantile", type=float, default=0.5)
-    p.add_argument("--n-boot", type=int, default=20, help="bootstrap refits for stability")
+    p.add_argument("--overconfident-quantile", type=float, default=fn["overconfident_quantile"])
+    p.add_argument(
+        "--n-boot", type=int, default=fn["n_boot"], help="bootstrap refits for stability"
+    )
     p.add_argument(
         "--compare",
         type=_labelled,
@@ -137,6 +161,10 @@ def add_direction(sub: Any) -> None:
 def add_steer(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None:
     """Register ``steer`` on the ``layercal`` subparsers ``sub``; ``online_sweeper`` serves
     ``steer --online`` (None: refused, see :func:`run_steer`)."""
+    from analyze.interventions.steer import run_steering
+    from analyze.interventions.steer_select import SELECT
+
+    fn = defaults_of(run_steering)
     p = sub.add_parser(
         "steer", help="steer with a direction; controls, transfer", epilog=NO_LENS["steer"]
     )
@@ -159,32 +187,33 @@ def add_steer(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None:
         help="read the lens at --layer itself (the model cut there): offline and exact from "
         "the stored residuals at that depth; temperature and null-space controls there too",
     )
-    p.add_argument("--dev-fraction", type=float, default=0.5)
+    p.add_argument("--dev-fraction", type=float, default=fn["dev_fraction"])
     p.add_argument(
         "--select",
-        choices=["nll", "ece"],
-        default="nll",
-        help="the dev objective every method's one scalar (α, T, β) minimises (default nll)",
+        choices=SELECT,
+        default=fn["select"],
+        help="the dev objective every method's one scalar (α, T, β) minimises (default "
+        "%(default)s)",
     )
     p.add_argument(
         "--accuracy-margin",
         type=float,
-        default=0.02,
+        default=fn["accuracy_margin"],
         help="a value keeps accuracy when the lower bound of its paired Δaccuracy interval on "
-        "dev (against α = 0 / β = 1) is above -MARGIN (default 0.02)",
+        "dev (against α = 0 / β = 1) is above -MARGIN (default %(default)s)",
     )
     p.add_argument(
         "--max-accuracy-drop",
         type=float,
-        default=None,
+        default=fn["max_accuracy_drop"],
         help="deprecated: the old fixed rule (point Δaccuracy on dev at least -DROP) instead of "
         "the interval rule of --accuracy-margin; with --select ece it is the old behaviour",
     )
     p.add_argument(
         "--random",
         type=int,
-        default=5,
-        help="random directions with the direction's null-space share (default 5)",
+        default=fn["n_random"],
+        help="random directions with the direction's null-space share (default %(default)s)",
     )
     p.add_argument("--betas", type=comma_floats, help="β grid of the null-space control")
     p.add_argument("--k", type=int, help="null-space size (default round(0.01 d))")
@@ -193,8 +222,8 @@ def add_steer(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None:
         action="store_true",
         help="skip the null-space control (random directions still match its share)",
     )
-    p.add_argument("--bins", type=int, default=10)
-    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--bins", type=int, default=fn["n_bins"])
+    p.add_argument("--n-boot", type=int, default=fn["n_boot"])
     p.add_argument(
         "--transfer",
         type=_labelled,
@@ -202,6 +231,12 @@ def add_steer(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None:
         default=[],
         help="[LABEL=]STORE of the same model to apply the choices to (repeatable)",
     )
+    _add_online_args(p)
+    p.set_defaults(func=run_steer, online_sweeper=online_sweeper)
+
+
+def _add_online_args(p: argparse.ArgumentParser) -> None:
+    """``steer --online``'s options (the model's sweeper, ``extract.model_sweeper``, reads them)."""
     g = p.add_argument_group("online (runs the model; torch)")
     g.add_argument("--online", action="store_true", help="steer inside the model with a hook")
     g.add_argument("--model", help="the store's model (name, folder or .gguf)")
@@ -211,7 +246,6 @@ def add_steer(sub: Any, *, online_sweeper: OnlineSweeper | None = None) -> None:
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--no-kv", action="store_true", help="a full forward per α (no KV reuse)")
     g.add_argument("--limit", type=int, help="at most N dev and N test examples (online on CPU)")
-    p.set_defaults(func=run_steer, online_sweeper=online_sweeper)
 
 
 def _open(args: argparse.Namespace, path: str | None = None) -> Any:

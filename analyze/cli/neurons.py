@@ -16,11 +16,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analyze.cli.options import add_remote_args
+from analyze.cli.options import add_remote_args, defaults_of
 from layercal.cliargs import comma_ints
 
 
 def add_parser(sub: Any) -> None:
+    from analyze.interventions.blocks import run_blocks
+    from analyze.interventions.neurons import run_neurons
+
+    fn, fb = defaults_of(run_neurons), defaults_of(run_blocks)
     p = sub.add_parser(
         "neurons", help="per-block null-space writes and last-block neurons (CPU, offline)"
     )
@@ -30,20 +34,32 @@ def add_parser(sub: Any) -> None:
         "--direction", help="a `layercal direction fit` folder: cosines with the output weights"
     )
     p.add_argument("--k", type=int, help="size of the null space N_k (default round(0.01 d))")
-    p.add_argument("--candidates", type=int, default=10, help="candidate neurons (default 10)")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=fn["n_candidates"],
+        help="candidate neurons (default %(default)s)",
+    )
     p.add_argument(
         "--norm-quantile",
         type=float,
-        default=0.95,
+        default=fn["norm_quantile"],
         help="candidates come from the neurons whose output norm is at least this quantile",
     )
-    p.add_argument("--controls", type=int, default=3, help="matched-norm controls per candidate")
     p.add_argument(
-        "--top-n", type=comma_ints, default=[1, 3, 10], help="sets of top candidates (1,3,10)"
+        "--controls", type=int, default=fn["n_controls"], help="matched-norm controls per candidate"
     )
-    p.add_argument("--random", type=int, default=1, help="random subspaces of the block control")
-    p.add_argument("--bins", type=int, default=10)
-    p.add_argument("--n-boot", type=int, default=200)
+    p.add_argument(
+        "--top-n",
+        type=comma_ints,
+        default=list(fn["top_n"]),
+        help="sets of top candidates (1,3,10)",
+    )
+    p.add_argument(
+        "--random", type=int, default=fb["n_random"], help="random subspaces of the block control"
+    )
+    p.add_argument("--bins", type=int, default=fn["n_bins"])
+    p.add_argument("--n-boot", type=int, default=fn["n_boot"])
     p.add_argument("--seed", type=int, default=0, help="seed of resamples and controls")
     p.add_argument("--allow-partial", action="store_true", help="use the written examples only")
     p.add_argument("--svd-method", choices=["auto", "scipy", "dask"], default="auto")

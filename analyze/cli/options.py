@@ -5,9 +5,48 @@ settings) and ``--storage-options``. argparse only; the scheduler itself is
 from __future__ import annotations
 
 import argparse
+import inspect
+from collections.abc import Callable
+from typing import Any
 
 from analyze.lens.scheduler import DEFAULT_MAX_WORKERS, scheduler_spec
 from layercal.cliargs import add_storage_options, positive_int
+
+
+def defaults_of(func: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword defaults of ``func``'s signature: a command's option defaults come from the
+    library function it calls, so each default is written once."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(func).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def add_resample_args(p: argparse.ArgumentParser) -> None:
+    """``--n-boot``, ``--seed`` and ``--mce-min-count`` of the commands that run
+    ``analyze_store`` (``analyze``, ``explore``), with its defaults."""
+    from analyze.analysis import analyze_store
+
+    fn = defaults_of(analyze_store)
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=fn["n_boot"],
+        metavar="N",
+        help="bootstrap resamples (default %(default)s)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=fn["seed"], help="seed of bootstrap, splits and samples"
+    )
+    p.add_argument(
+        "--mce-min-count",
+        type=int,
+        default=fn["mce_min_count"],
+        metavar="N",
+        help="MCE ignores bins of fewer examples (default %(default)s: with 1, one example "
+        "alone can set MCE)",
+    )
 
 
 def scheduler_arg(text: str) -> str:

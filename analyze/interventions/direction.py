@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from numpy.typing import NDArray
 
 from analyze.calibration import as_str, stratified_split
 from analyze.interventions.artifact import (
@@ -52,6 +53,7 @@ from analyze.interventions.estimators import (
     within_components,
 )
 from analyze.interventions.fit_data import (
+    WindowChoice,
     choose_window,
     contrast_groups,
     control_window,
@@ -105,23 +107,10 @@ def fit_direction(
     """
     if estimator not in ESTIMATORS:
         raise DirectionError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}")
-    n_depth = int(ds.sizes["layer"])
-    rows = np.flatnonzero(
-        select_examples(ds, category, subjects) & fit_split(ds, fit_fraction, seed)
-    )
-    if rows.size < 2:
-        raise DirectionError(
-            f"the fit split holds {rows.size} example(s); it needs at least 2. Use a larger "
-            "--fit-fraction or more examples."
-        )
+    rows = _fit_rows(ds, fit_fraction, seed, category, subjects)
     lens = AnswerLens.checked(ds)
     choice = choose_window(ds, rows, lens, last_m, seed)
-    auto, source, notes = choice.window, choice.source, choice.notes
-    if window is not None:
-        start, end = int(window[0]), int(window[1])
-        if not 0 <= start < end <= n_depth - 1:
-            raise DirectionError(f"window {window} must satisfy 0 <= start < end <= {n_depth - 1}")
-        auto, source, notes = (start, end), "explicit", []
+    auto, source, notes = _window(choice, window, int(ds.sizes["layer"]))
     deltas = load_deltas(ds, rows, auto)
     groups: dict[str, Any] = {}
     if estimator == "contrast":
@@ -129,7 +118,7 @@ def fit_direction(
         groups = {"overconfident_wrong": over, "correct": corr}
     within = within_components(deltas)  # one eigendecomposition for the pca fit and the spectra
     fit = estimate(deltas, estimator, within=within, **groups)
-    ctrl_window, ctrl_rule = control_window(n_depth, auto)
+    ctrl_window, ctrl_rule = control_window(int(ds.sizes["layer"]), auto)
     ctrl_deltas = None if ctrl_window is None else load_deltas(ds, rows, ctrl_window)
     ctrl_within = None if ctrl_deltas is None else within_components(ctrl_deltas)
     ctrl = (
@@ -151,15 +140,7 @@ def fit_direction(
         "control_window": None if ctrl_window is None else list(ctrl_window),
         "control_window_rule": ctrl_rule,
         **provenance(ds),
-        "split": {
-            "seed": seed,
-            "fit_fraction": fit_fraction,
-            "category": category,
-            "subjects": list(subjects) if subjects else None,
-            "n_fit": int(rows.size),
-            "example_ids_sha256": ids_sha256(ids),
-            "method": "per subject, seeded (analyze.direction.stratified_split)",
-        },
+        "split": _split_info(seed, fit_fraction, category, subjects, ids),
         "overconfident_quantile": overconfident_quantile if estimator == "contrast" else None,
         "scale": "mean ||h[l]|| over the fit examples at every depth l (s in h + alpha*s*d)",
     }
@@ -183,6 +164,57 @@ def fit_direction(
         "control": _control(ctrl_window, ctrl_rule, ctrl, ctrl_deltas, ctrl_within, d),
     }
     return d
+
+
+def _fit_rows(
+    ds: xr.Dataset,
+    fit_fraction: float,
+    seed: int,
+    category: str | None,
+    subjects: Sequence[str] | None,
+) -> NDArray[np.intp]:
+    """Store rows of the fit split within ``category``/``subjects`` (at least 2)."""
+    rows = np.flatnonzero(
+        select_examples(ds, category, subjects) & fit_split(ds, fit_fraction, seed)
+    )
+    if rows.size < 2:
+        raise DirectionError(
+            f"the fit split holds {rows.size} example(s); it needs at least 2. Use a larger "
+            "--fit-fraction or more examples."
+        )
+    return rows
+
+
+def _window(
+    choice: WindowChoice, window: tuple[int, int] | None, n_depth: int
+) -> tuple[tuple[int, int], str, list[str]]:
+    """(window, its source, notes): ``window`` when given (checked), else the automatic
+    choice."""
+    if window is None:
+        return choice.window, choice.source, choice.notes
+    start, end = int(window[0]), int(window[1])
+    if not 0 <= start < end <= n_depth - 1:
+        raise DirectionError(f"window {window} must satisfy 0 <= start < end <= {n_depth - 1}")
+    return (start, end), "explicit", []
+
+
+def _split_info(
+    seed: int,
+    fit_fraction: float,
+    category: str | None,
+    subjects: Sequence[str] | None,
+    ids: NDArray[Any],
+) -> dict[str, Any]:
+    """The artifact's record of the fit split."""
+    return {
+        "seed": seed,
+        "fit_fraction": fit_fraction,
+        "category": category,
+        "subjects": list(subjects) if subjects else None,
+        "n_fit": int(ids.size),
+        "example_ids_sha256": ids_sha256(ids),
+        "method": "per subject, seeded (analyze.direction.stratified_split)",
+    }
 
 
 def _control(

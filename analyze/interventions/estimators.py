@@ -16,7 +16,7 @@ returns a unit vector (d,) (methods.md section 5):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from analyze.interventions.artifact import DirectionError
 
 Estimator = Literal["mean", "pca", "per_layer", "contrast"]
-ESTIMATORS: tuple[Estimator, ...] = ("mean", "pca", "per_layer", "contrast")
+ESTIMATORS: tuple[Estimator, ...] = get_args(Estimator)  # the names, in order, for choices
 N_COMPONENTS = 10  # explained-variance spectrum kept
 Components = tuple[NDArray[np.float64], NDArray[np.float64]]  # shares (d,), components (d, d)
 

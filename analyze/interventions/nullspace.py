@@ -221,16 +221,9 @@ def run_nullspace(
     and the last), for the null, top and first random subspace of each (k, β); nan elsewhere.
     """
     d = int(ds.sizes["hidden"])
-    if svd.hidden != d:
-        raise ValueError(f"the SVD has hidden size {svd.hidden}, the store {d}: not its model")
-    have = [int(x) for x in ds["layer"].values]
-    lay = have if layers is None else [int(x) for x in layers]
-    missing = sorted(set(lay) - set(have))
-    if missing:
-        raise ValueError(f"layers {missing} are not in the store (depths 0..{have[-1]})")
+    have, lay = _checked_layers(ds, svd, layers)
     ks = k_values(d, fractions, cap=svd.candidates)
     conds = conditions(d, ks, betas, n_random, seed)
-    bases = [c.basis(svd) for c in conds]
     lens = AblationLens.of(ds)
     label = np.asarray(ds["label"].values, np.int64)
     mask = np.asarray(ds["choice_mask"].values, bool)
@@ -238,54 +231,9 @@ def run_nullspace(
     rng = np.random.default_rng([seed, 0x70CAB])
     vrows = np.sort(rng.choice(n, min(n, vocab_examples), replace=False))
     vlay = set(lay[::10]) | {lay[-1]} if vocab_layers is None else set(vocab_layers)
-    with_mass = [c.seed in (None, seed) for c in conds]
-
-    base = np.empty((len(lay), n, lens.answer.w.shape[0]))
-    z = np.empty((len(conds), len(lay), n, lens.answer.w.shape[0]))
-    extra: dict[str, NDArray[np.float64]] = {}
-    share_rows: list[dict[str, Any]] = []
-    for j, layer in enumerate(lay):
-        h = np.asarray(ds["resid"].isel(layer=have.index(layer)).values, np.float64)
-        base[j] = lens.answer_logits(h)
-        share_rows += _share_rows(h, layer, svd, k0)
-        vocab = (vrows, lens.option_mass(h[vrows], mask[vrows])) if layer in vlay else None
-        for c, (cond, b) in enumerate(zip(conds, bases)):
-            h2 = ablate(h, b, cond.beta)
-            z[c, j] = lens.answer_logits(h2)
-            stats = _mechanism(
-                h, h2, svd, lens, mask, vocab if with_mass[c] else None, n_boot, seed
-            )
-            for key, value in stats.items():
-                extra.setdefault(key, np.full((len(conds), len(lay)), np.nan))[c, j] = value
-    uniforms = floor_uniforms(n, seed=seed)
-
-    def floor(logits: NDArray[np.float64]) -> NDArray[np.float64]:
-        conf = logit_terms(logits, label, mask)["mean_confidence"]
-        return ece_floor_from_uniforms(conf, uniforms, n_bins)
-
-    floor_base = floor(base)
-    rows: list[dict[str, Any]] = []
-    for c, cond in enumerate(conds):
-        res = paired_deltas(base, z[c], label, mask, n_bins=n_bins, n_boot=n_boot, seed=seed)
-        floors = floor(z[c])
-        for j, layer in enumerate(lay):
-            row: dict[str, Any] = {
-                "condition": cond.name,
-                "kind": cond.kind,
-                "k": cond.k,
-                "k_fraction": cond.k / d,
-                "beta": cond.beta,
-                "seed": -1 if cond.seed is None else cond.seed,
-                "layer": layer,
-                "n": n,
-            }
-            for m in REPORTED:
-                r = res[m]
-                row[f"{m}_base"], row[m], row[f"d_{m}"] = r["base"][j], r["new"][j], r["delta"][j]
-                row[f"d_{m}_lo"], row[f"d_{m}_hi"] = r["delta_lo"][j], r["delta_hi"][j]
-            row["ece_floor_base"], row["ece_floor"] = float(floor_base[j]), float(floors[j])
-            row.update({key: float(v[c, j]) for key, v in extra.items()})
-            rows.append(row)
+    sweep = _sweep(ds, svd, lens, conds, have, lay, mask, vrows, vlay, n_boot=n_boot, seed=seed)
+    kw = {"n_bins": n_bins, "n_boot": n_boot, "seed": seed}
+    rows = _rows(sweep, conds, lay, label, mask, hidden=d, **kw)
     meta = {
         "ks": ks,
         "default_k": k0,
@@ -307,4 +255,116 @@ def run_nullspace(
         "exact_null_excluded": EXACT_NULL_NOTE if svd.n_exact_null else None,
         "singular_values_largest": svd.s[: max(ks)].tolist(),
     }
-    return NullspaceResult(pl.DataFrame(rows), pl.DataFrame(share_rows), meta)
+    return NullspaceResult(pl.DataFrame(rows), pl.DataFrame(sweep.share_rows), meta)
+
+
+def _checked_layers(
+    ds: xr.Dataset, svd: UnembedSVD, layers: Sequence[int] | None
+) -> tuple[list[int], list[int]]:
+    """(the store's depths, the depths to ablate); refuses an SVD of another model and depths
+    the store lacks."""
+    d = int(ds.sizes["hidden"])
+    if svd.hidden != d:
+        raise ValueError(f"the SVD has hidden size {svd.hidden}, the store {d}: not its model")
+    have = [int(x) for x in ds["layer"].values]
+    lay = have if layers is None else [int(x) for x in layers]
+    missing = sorted(set(lay) - set(have))
+    if missing:
+        raise ValueError(f"layers {missing} are not in the store (depths 0..{have[-1]})")
+    return have, lay
+
+
+@dataclass
+class _Sweep:
+    """The answer logits before (``base``: (L, n, K)) and after each condition's ablation
+    (``z``: (C, L, n, K)), the mechanism columns (``extra``: name -> (C, L)) and the share
+    rows, for the depths ``lay`` in order."""
+
+    base: NDArray[np.float64]
+    z: NDArray[np.float64]
+    extra: dict[str, NDArray[np.float64]]
+    share_rows: list[dict[str, Any]]
+
+
+def _sweep(
+    ds: xr.Dataset,
+    svd: UnembedSVD,
+    lens: AblationLens,
+    conds: list[Condition],
+    have: list[int],
+    lay: list[int],
+    mask: NDArray[np.bool_],
+    vrows: NDArray[np.int64],
+    vlay: set[int],
+    *,
+    n_boot: int,
+    seed: int,
+) -> _Sweep:
+    """One depth of residuals in memory at a time: every condition's ablation at it."""
+    n, k0, n_opt = int(ds.sizes["example"]), default_k(svd.hidden), lens.answer.w.shape[0]
+    bases = [c.basis(svd) for c in conds]
+    with_mass = [c.seed in (None, seed) for c in conds]
+    out = _Sweep(np.empty((len(lay), n, n_opt)), np.empty((len(conds), len(lay), n, n_opt)), {}, [])
+    for j, layer in enumerate(lay):
+        h = np.asarray(ds["resid"].isel(layer=have.index(layer)).values, np.float64)
+        out.base[j] = lens.answer_logits(h)
+        out.share_rows += _share_rows(h, layer, svd, k0)
+        vocab = (vrows, lens.option_mass(h[vrows], mask[vrows])) if layer in vlay else None
+        for c, (cond, b) in enumerate(zip(conds, bases)):
+            h2 = ablate(h, b, cond.beta)
+            out.z[c, j] = lens.answer_logits(h2)
+            stats = _mechanism(
+                h, h2, svd, lens, mask, vocab if with_mass[c] else None, n_boot, seed
+            )
+            for key, value in stats.items():
+                out.extra.setdefault(key, np.full((len(conds), len(lay)), np.nan))[c, j] = value
+    return out
+
+
+def _rows(
+    sweep: _Sweep,
+    conds: list[Condition],
+    lay: list[int],
+    label: NDArray[np.int64],
+    mask: NDArray[np.bool_],
+    *,
+    hidden: int,
+    n_bins: int,
+    n_boot: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """``ablation.csv``'s rows: per condition and depth, the paired changes of REPORTED, the
+    ECE floors and the mechanism columns."""
+    n = label.size
+    uniforms = floor_uniforms(n, seed=seed)
+
+    def floor(logits: NDArray[np.float64]) -> NDArray[np.float64]:
+        conf = logit_terms(logits, label, mask)["mean_confidence"]
+        return ece_floor_from_uniforms(conf, uniforms, n_bins)
+
+    floor_base = floor(sweep.base)
+    rows: list[dict[str, Any]] = []
+    for c, cond in enumerate(conds):
+        res = paired_deltas(
+            sweep.base, sweep.z[c], label, mask, n_bins=n_bins, n_boot=n_boot, seed=seed
+        )
+        floors = floor(sweep.z[c])
+        for j, layer in enumerate(lay):
+            row: dict[str, Any] = {
+                "condition": cond.name,
+                "kind": cond.kind,
+                "k": cond.k,
+                "k_fraction": cond.k / hidden,
+                "beta": cond.beta,
+                "seed": -1 if cond.seed is None else cond.seed,
+                "layer": layer,
+                "n": n,
+            }
+            for m in REPORTED:
+                r = res[m]
+                row[f"{m}_base"], row[m], row[f"d_{m}"] = r["base"][j], r["new"][j], r["delta"][j]
+                row[f"d_{m}_lo"], row[f"d_{m}_hi"] = r["delta_lo"][j], r["delta_hi"][j]
+            row["ece_floor_base"], row["ece_floor"] = float(floor_base[j]), float(floors[j])
+            row.update({key: float(v[c, j]) for key, v in sweep.extra.items()})
+            rows.append(row)
+    return rows

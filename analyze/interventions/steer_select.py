@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,7 +36,7 @@ from analyze.calibration import (
 )
 
 Select = Literal["nll", "ece"]
-SELECT: tuple[Select, ...] = ("nll", "ece")
+SELECT: tuple[Select, ...] = get_args(Select)
 ACCURACY_MARGIN = 0.02
 RULE_BOOT = 1000  # resamples of the dev interval when the run computes none (n_boot = 0)
 TEMPERATURE_GRID = 401

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from analyze.report import plot as P
-from analyze.report.findings import ci, num, pct, value_at
+from analyze.report.findings import value_at
+from analyze.report.numbers import ci, num, pct, span
 from analyze.results import AnalysisResult
 
 # AUROC or resolution must rise by more than this over (peak, last] to count as a correction
@@ -29,7 +30,7 @@ def _interval_text(iv: Any) -> str | None:
     if not (isinstance(iv, list) and len(iv) == 2):
         return None
     lo, hi = ("none" if x is None else str(x) for x in iv)
-    return lo if lo == hi else f"{lo}–{hi}"
+    return lo if lo == hi else span(lo, hi)
 
 
 def _landmarks(result: AnalysisResult) -> list[str]:

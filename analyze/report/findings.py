@@ -1,4 +1,5 @@
-"""Plain-language findings generated from the numbers of one analysis, and number formatting.
+"""Plain-language findings generated from the numbers of one analysis (numbers printed by
+:mod:`analyze.report.numbers`).
 
 Every sentence is derived from ``AnalysisResult.layers`` and ``.landmarks``; where the data do
 not support a claim (accuracy at chance, a ΔECE interval that includes 0) the sentence says so.
@@ -15,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from analyze.report import plot as P
+from analyze.report.numbers import ci, num, pct, span
 from analyze.results import AnalysisResult
 
-MINUS = "\u2212"
 GAP_TOLERANCE = 0.02  # |confidence - accuracy| below this counts as "matches"
 OPTION_MASS_FLOOR = 0.01  # below: the answer tokens are not what the model predicts there
 CONFIDENCE_MEANING = (
@@ -25,31 +26,6 @@ CONFIDENCE_MEANING = (
     "tokens only (the full-vocabulary distribution renormalised over the options); option mass is "
     "the share of the full-vocabulary probability those tokens hold."
 )
-
-
-def num(x: Any, digits: int | None = None) -> str:
-    """A metric value: 2 decimals, 3 below 0.1 (ECE of a good model); true minus sign."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "—"
-    v = float(x)
-    d = digits if digits is not None else (2 if abs(v) >= 0.1 else 3)
-    return f"{v:.{d}f}".replace("-", MINUS)
-
-
-def pct(x: Any, *, trim: bool = False) -> str:
-    """A proportion as a percentage with one decimal (``0.265`` -> ``26.5%``); ``trim`` drops a
-    trailing ``.0`` (``0.25`` -> ``25%``, for round numbers such as chance)."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "—"
-    s = f"{100 * float(x):.1f}"
-    return (s[:-2] if trim and s.endswith(".0") else s).replace("-", MINUS) + "%"
-
-
-def ci(lo: Any, hi: Any, fmt: Any = num) -> str:
-    """``95% CI [lo, hi]``, or an empty string when the interval is missing."""
-    if lo is None or hi is None or not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
-        return ""
-    return f"95% CI [{fmt(lo)}, {fmt(hi)}]"
 
 
 def value_at(result: AnalysisResult, name: str, layer: int) -> float | None:
@@ -266,7 +242,7 @@ def layer_runs(layers: Any) -> str:
             runs[-1].append(v)
         else:
             runs.append([v])
-    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}–{r[-1]}" for r in runs)
+    return ", ".join(str(r[0]) if len(r) == 1 else span(r[0], r[-1]) for r in runs)
 
 
 def low_option_mass_layers(result: AnalysisResult) -> list[int]:

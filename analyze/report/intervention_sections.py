@@ -9,34 +9,15 @@ parsed back from Markdown.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from analyze.report.numbers import num, span, with_ci
 from analyze.report.render import Block, Bullets, Heading, Image, Para, Table
 
 Paths = dict[str, dict[str, Path]]  # figure name -> {"png": path, "svg": path}
-
-
-def num(x: Any, digits: int = 3) -> str:
-    """A number for a table cell; "–" for None/nan."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
-
-
-def with_ci(row: dict[str, Any], name: str, digits: int = 3, signed: bool = False) -> str:
-    """``value [lo, hi]`` from row[name], row[name_lo], row[name_hi]."""
-    v, lo, hi = row.get(name), row.get(f"{name}_lo"), row.get(f"{name}_hi")
-    fmt = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    text = fmt.format(v)
-    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
-        return text
-    return f"{text} [{fmt.format(lo)}, {fmt.format(hi)}]"
 
 
 def images(figs: Paths, captions: dict[str, str]) -> list[Block]:
@@ -62,10 +43,10 @@ def nullspace_blocks(
             with_ci(r, "d_ece", signed=True),
             with_ci(r, "d_accuracy", signed=True),
             with_ci(r, "d_entropy", signed=True),
-            num(r["removed"]),
-            num(r["logit_change"]),
-            num(r["logit_gain"]),
-            num(r["norm_ratio"]),
+            num(r["removed"], 3),
+            num(r["logit_change"], 3),
+            num(r["logit_gain"], 3),
+            num(r["norm_ratio"], 3),
             with_ci(r, "option_mass_delta", signed=True),
         ]
         for r in at_last.iter_rows(named=True)
@@ -80,9 +61,13 @@ def nullspace_blocks(
             for kind in ("null", "top", "random")
         }
         by_k.append(
-            [str(k), num(k / meta["hidden"]), *(num(cell[x], 3) for x in ("null", "random", "top"))]
+            [
+                str(k),
+                num(k / meta["hidden"], 3),
+                *(num(cell[x], 3) for x in ("null", "random", "top")),
+            ]
         )
-    smallest = ", ".join(f"{s:.3g}" for s in meta["singular_values_smallest"][:k0])
+    smallest = ", ".join(num(s, spec=".3g") for s in meta["singular_values_smallest"][:k0])
     excluded = (
         " other than 1/√d (LayerNorm subtracts the mean of h, so that direction is exactly null "
         "and never reaches the logits: it is left out)"
@@ -101,13 +86,13 @@ def nullspace_blocks(
         Para(
             f"SVD of the effective unembedding W̃ (hidden size {meta['hidden']}); N_k = the k "
             f"right singular vectors of smallest σ{excluded}, default k = {k0} (σ = {smallest}). Ablation "
-            f"h ← h + (β − 1)·B·Bᵀh with β = {beta:g} on {meta['n_examples']} examples; "
+            f"h ← h + (β − 1)·B·Bᵀh with β = {num(beta, spec='g')} on {meta['n_examples']} examples; "
             f"intervals: paired bootstrap ({meta['n_boot']} resamples), 95%."
         ),
         Para(
-            f"At the last layer (L{last}) a share {num(sh['null']['share_mean'])} of the "
-            f"residual's norm lies in N_{k0} (top-{k0}: {num(sh['top']['share_mean'])}; a random "
-            f"{k0}-dim subspace: {num(sh['null']['random_expected'])})."
+            f"At the last layer (L{last}) a share {num(sh['null']['share_mean'], 3)} of the "
+            f"residual's norm lies in N_{k0} (top-{k0}: {num(sh['top']['share_mean'], 3)}; a random "
+            f"{k0}-dim subspace: {num(sh['null']['random_expected'], 3)})."
         ),
         Para(
             f"Changes at L{last}, k = {k0}. *removed*: mean ‖h′ − h‖/‖h‖; *logit change*: mean "
@@ -127,15 +112,15 @@ def _spectrum_bullets(diag: dict[str, Any]) -> list[str]:
     if not ev:
         return []
     text = (
-        f"explained variance of Δ centred per layer (what pca fits): top-1 {ev[0]:.3f}, top-3 "
-        f"{sum(ev[:3]):.3f}"
+        f"explained variance of Δ centred per layer (what pca fits): top-1 {num(ev[0], 3)}, top-3 "
+        f"{num(sum(ev[:3]), 3)}"
     )
     if pooled:
         text += (
-            f"; centred on the pooled mean: top-1 {pooled[0]:.3f}, top-3 {sum(pooled[:3]):.3f} "
+            f"; centred on the pooled mean: top-1 {num(pooled[0], 3)}, top-3 {num(sum(pooled[:3]), 3)} "
             f"(the spread of the layers' mean updates is "
-            f"{diag.get('between_layer_share', float('nan')):.3f} of that variance; |cosine| of "
-            f"the two top components {diag.get('top_cosine_per_layer_vs_pooled', float('nan')):.3f})"
+            f"{num(diag.get('between_layer_share', float('nan')), 3)} of that variance; |cosine| of "
+            f"the two top components {num(diag.get('top_cosine_per_layer_vs_pooled', float('nan')), 3)})"
         )
     return [text]
 
@@ -146,12 +131,12 @@ def _control_bullets(diag: dict[str, Any]) -> list[str]:
     if ctrl.get("window") is not None:
         a, b = ctrl["window"]
         text = (
-            f"control: the same estimator on the early window, depths {a}–{b} ({ctrl['rule']}); "
-            f"cosine with the direction {ctrl['cosine_to_direction']:+.3f}"
+            f"control: the same estimator on the early window, depths {span(a, b)} ({ctrl['rule']}); "
+            f"cosine with the direction {num(ctrl['cosine_to_direction'], 3, signed=True)}"
         )
         ev = ctrl.get("explained_variance") or []
         if ev:
-            text += f"; its explained variance (centred per layer) top-1 {ev[0]:.3f}"
+            text += f"; its explained variance (centred per layer) top-1 {num(ev[0], 3)}"
         out.append(text)
     elif ctrl:
         out.append(f"control: {ctrl.get('rule', 'none')}")
@@ -159,8 +144,8 @@ def _control_bullets(diag: dict[str, Any]) -> list[str]:
     late, early = cc.get("mean_pairwise_cosine"), cc.get("mean_pairwise_cosine_control")
     if late is not None:
         out.append(
-            f"mean cosine between directions fit per category: {late:+.3f} on the window, "
-            f"{'–' if early is None else f'{early:+.3f}'} on the control window (read the "
+            f"mean cosine between directions fit per category: {num(late, 3, signed=True)} on the window, "
+            f"{num(early, 3, signed=True)} on the control window (read the "
             "first against the second: any update the inputs share gives a high cosine)"
         )
     return out
@@ -172,7 +157,7 @@ def direction_blocks(info: dict[str, Any], figs: Paths) -> list[Block]:
     de = diag.get("direct_effect", {})
     ns = diag.get("null_space_share")
     bullets = [
-        f"window: depths {info['window'][0]}–{info['window'][1]} ({info['window_source']}"
+        f"window: depths {span(*info['window'])} ({info['window_source']}"
         + (f": {'; '.join(info['window_notes'])}" if info.get("window_notes") else "")
         + ")",
         f"fit split: {split['n_fit']} examples (fraction {split['fit_fraction']}, seed "
@@ -183,25 +168,25 @@ def direction_blocks(info: dict[str, Any], figs: Paths) -> list[Block]:
     if "mean_pairwise_cosine" in st:
         bullets.append(
             f"stability over {st['n_boot']} bootstrap refits: mean pairwise cosine "
-            f"{st['mean_pairwise_cosine']:.3f} (min {st['min_pairwise_cosine']:.3f})"
+            f"{num(st['mean_pairwise_cosine'], 3)} (min {num(st['min_pairwise_cosine'], 3)})"
         )
     if ns:
         bullets.append(
-            f"null-space share ‖R_kᵀd‖ (k = {ns['k']}): {ns['share']:.3f} (random direction: "
-            f"{ns['random_expected']:.3f})"
+            f"null-space share ‖R_kᵀd‖ (k = {ns['k']}): {num(ns['share'], 3)} (random direction: "
+            f"{num(ns['random_expected'], 3)})"
         )
     if de:
         bullets.append(
-            f"direct effect at the last layer: answer-logit spread {de['answer_logit_spread']:.3g} "
-            f"(random unit vectors {de['answer_logit_spread_random']:.3g}); d confidence/dα = "
-            f"{de['d_confidence_per_alpha']:+.3f}, d entropy/dα = {de['d_entropy_per_alpha']:+.3f}"
+            f"direct effect at the last layer: answer-logit spread {num(de['answer_logit_spread'], spec='.3g')} "
+            f"(random unit vectors {num(de['answer_logit_spread_random'], spec='.3g')}); d confidence/dα = "
+            f"{num(de['d_confidence_per_alpha'], 3, signed=True)}, d entropy/dα = {num(de['d_entropy_per_alpha'], 3, signed=True)}"
         )
     bullets += _control_bullets(diag)
     for c in diag.get("compare", []):
         ctrl = c.get("cosine_control")
         bullets.append(
-            f"cosine with the direction fit on {c['store']} ({c['n_fit']} ex.): {c['cosine']:+.3f}"
-            + ("" if ctrl is None else f" (control window: {ctrl:+.3f})")
+            f"cosine with the direction fit on {c['store']} ({c['n_fit']} ex.): {num(c['cosine'], 3, signed=True)}"
+            + ("" if ctrl is None else f" (control window: {num(ctrl, 3, signed=True)})")
         )
     blocks: list[Block] = [
         Heading(2, "Calibration direction"),
@@ -220,7 +205,7 @@ def direction_blocks(info: dict[str, Any], figs: Paths) -> list[Block]:
             Table(
                 header,
                 [
-                    [c, str(n), f"{v:+.3f}", "–" if w is None else f"{w:+.3f}"]
+                    [c, str(n), num(v, 3, signed=True), num(w, 3, signed=True)]
                     for c, n, v, w in rows
                 ],
             )

@@ -10,8 +10,9 @@ from typing import Any
 
 import polars as pl
 
-from analyze.report.intervention_sections import Paths, images, num, with_ci
+from analyze.report.intervention_sections import Paths, images
 from analyze.report.neuron_figures import effect_order
+from analyze.report.numbers import num, with_ci
 from analyze.report.render import Block, Bullets, Heading, Para, Table
 
 
@@ -19,14 +20,14 @@ def _block_rows(blocks: pl.DataFrame) -> list[list[str]]:
     return [
         [
             str(r["layer"]),
-            num(r["delta_rel"]),
-            num(r["null_share"]),
-            num(r["null_contribution"]),
+            num(r["delta_rel"], 3),
+            num(r["null_share"], 3),
+            num(r["null_contribution"], 3),
             with_ci(r, "d_ece", signed=True),
             with_ci(r, "d_nll", signed=True),
             with_ci(r, "d_confidence", signed=True),
             with_ci(r, "d_accuracy", signed=True),
-            num(r["random_d_ece"]),
+            num(r["random_d_ece"], 3),
         ]
         for r in blocks.iter_rows(named=True)
     ]
@@ -46,18 +47,18 @@ def blocks_blocks(blocks: pl.DataFrame, meta: dict[str, Any]) -> list[Block]:
             f"Each block's write at the final token, Δ = h[l] − h[l − 1], split by N_{k} (the "
             f"{k} right singular vectors of smallest σ of the effective unembedding, final-norm "
             f"gain folded in). *N_k share*: mean ‖BᵀΔ‖/‖Δ‖ (a random {k}-dim subspace: "
-            f"{num(blocks['random_expected'][0])}); *N_k part of h_L*: mean ⟨BᵀΔ, Bᵀh_L⟩/‖Bᵀh_L‖², "
+            f"{num(blocks['random_expected'][0], 3)}); *N_k part of h_L*: mean ⟨BᵀΔ, Bᵀh_L⟩/‖Bᵀh_L‖², "
             f"the block's part of the last residual's null-space content (with the embedding's, "
-            f"{num(meta['embedding_null_contribution'])}, they sum to 1). Then h_L ← h_L − BBᵀΔ: "
-            f"the last layer (L{last}; ECE {num(lm['ece'])}, NLL {num(lm['nll'])}, confidence "
-            f"{num(lm['confidence'])}, accuracy {num(lm['accuracy'])}) without only that "
+            f"{num(meta['embedding_null_contribution'], 3)}, they sum to 1). Then h_L ← h_L − BBᵀΔ: "
+            f"the last layer (L{last}; ECE {num(lm['ece'], 3)}, NLL {num(lm['nll'], 3)}, confidence "
+            f"{num(lm['confidence'], 3)}, accuracy {num(lm['accuracy'], 3)}) without only that "
             f"block's null-space write, through the final norm; {meta['n_examples']} examples, "
             f"paired bootstrap ({meta['n_boot']} resamples), 95%. *ΔECE random*: the block's "
             f"write removed in a random {k}-dim subspace instead (mean of {meta['n_random']})."
         ),
         Para(
             f"The largest part of the last residual's N_{k} content comes from block → "
-            f"L{top['layer']} ({num(top['null_contribution'])}); removing the null-space write "
+            f"L{top['layer']} ({num(top['null_contribution'], 3)}); removing the null-space write "
             f"of block → L{most['layer']} changes the last layer's ECE most "
             f"({with_ci(most, 'd_ece', signed=True)})."
         ),
@@ -71,11 +72,11 @@ def _neuron_rows(sel: pl.DataFrame, with_cos: bool) -> list[list[str]]:
         who = (
             f"#{r['candidate_rank']}" if r["role"] == "candidate" else f"ctrl of {r['control_of']}"
         )
-        row = [str(r["neuron"]), who, num(r["norm"]), num(r["null_share"])]
-        row += [f"{r['logit_var_unit']:.3g}", with_ci(r, "d_ece", signed=True)]
-        row += [num(r["d_nll"]), num(r["d_confidence"]), num(r["d_accuracy"])]
-        row += [num(r["direct_d_ece"]), num(r["scale_mediated"])]
-        rows.append(row + ([num(r["direction_cosine"])] if with_cos else []))
+        row = [str(r["neuron"]), who, num(r["norm"], 3), num(r["null_share"], 3)]
+        row += [num(r["logit_var_unit"], spec=".3g"), with_ci(r, "d_ece", signed=True)]
+        row += [num(r["d_nll"], 3), num(r["d_confidence"], 3), num(r["d_accuracy"], 3)]
+        row += [num(r["direct_d_ece"], 3), num(r["scale_mediated"], 3)]
+        rows.append(row + ([num(r["direction_cosine"], 3)] if with_cos else []))
     return rows
 
 
@@ -95,7 +96,7 @@ def neurons_blocks(neurons: pl.DataFrame, sets: pl.DataFrame, meta: dict[str, An
             with_ci(r, "d_ece", signed=True),
             with_ci(r, "d_confidence", signed=True),
             with_ci(r, "d_accuracy", signed=True),
-            num(r["direct_d_ece"]),
+            num(r["direct_d_ece"], 3),
             with_ci(r, "carried"),
         ]
         for r in sets.iter_rows(named=True)
@@ -106,7 +107,7 @@ def neurons_blocks(neurons: pl.DataFrame, sets: pl.DataFrame, meta: dict[str, An
             f"{meta['neurons']} neurons of block {cap.get('block', '?')} ({cap.get('where', '')}): "
             f"the MLP's hidden activation at the final token, the input of its down projection. "
             f"Candidates (after Stolfo et al. 2024): of the neurons whose ‖w_out‖ is at least "
-            f"the {meta['norm_quantile']:g} quantile, the {meta['n_candidates']} of smallest "
+            f"the {num(meta['norm_quantile'], spec='g')} quantile, the {meta['n_candidates']} of smallest "
             f"variance over the vocabulary of W̃·w_out/‖w_out‖² (W̃: W_U with the final-norm "
             f"gain). Mean ablation a ← mean(a) at the final token: total effect with the final "
             f"norm recomputed, direct effect with its scale frozen; *via scale* = 1 − |direct "
@@ -119,11 +120,12 @@ def neurons_blocks(neurons: pl.DataFrame, sets: pl.DataFrame, meta: dict[str, An
         out.append(
             Para(
                 f"Matched controls ({ctrl.height}): median |ΔECE| "
-                f"{num(ctrl['d_ece'].abs().median())}, candidates "
-                f"{num(cand['d_ece'].abs().median())}; largest |ΔECE| of any neuron (chosen by "
+                f"{num(ctrl['d_ece'].abs().median(), 3)}, candidates "
+                f"{num(cand['d_ece'].abs().median(), 3)}; largest |ΔECE| of any neuron (chosen by "
                 f"the effect itself, descriptive): "
                 + ", ".join(
-                    f"{r['neuron']} ({r['d_ece']:+.3f})" for r in largest.iter_rows(named=True)
+                    f"{r['neuron']} ({num(r['d_ece'], 3, signed=True)})"
+                    for r in largest.iter_rows(named=True)
                 )
                 + "."
             )
@@ -131,7 +133,7 @@ def neurons_blocks(neurons: pl.DataFrame, sets: pl.DataFrame, meta: dict[str, An
     out += [
         Para(
             f"Ablated together. The last block changes ECE by {with_ci(bc, 'd_ece', signed=True)} "
-            f"({num(bc['ece_before'])} → {num(bc['ece_after'])}); *carried* = (ECE ablated − "
+            f"({num(bc['ece_before'], 3)} → {num(bc['ece_after'], 3)}); *carried* = (ECE ablated − "
             f"ECE L{meta['last_layer']}) / (ECE L{meta['last_layer'] - 1} − ECE "
             f"L{meta['last_layer']}): 1 = the set undoes the block's whole change of ECE; "
             "*all*: the block's whole MLP mean-ablated."
@@ -147,10 +149,10 @@ def neurons_blocks(neurons: pl.DataFrame, sets: pl.DataFrame, meta: dict[str, An
             Bullets(
                 [
                     f"cosine between the calibration direction and each output weight: largest "
-                    f"|cos| {cos['max_abs_cosine']:.3f} (neuron {cos['max_abs_neuron']}), mean |cos| "
-                    f"of the candidates {num(cos['candidates_mean_abs_cosine'])}, of all neurons "
-                    f"{cos['all_mean_abs_cosine']:.3f} (random directions: "
-                    f"{cos['random_expected']:.3f})"
+                    f"|cos| {num(cos['max_abs_cosine'], 3)} (neuron {cos['max_abs_neuron']}), mean |cos| "
+                    f"of the candidates {num(cos['candidates_mean_abs_cosine'], 3)}, of all neurons "
+                    f"{num(cos['all_mean_abs_cosine'], 3)} (random directions: "
+                    f"{num(cos['random_expected'], 3)})"
                 ]
             )
         )

@@ -13,7 +13,8 @@ from typing import Any
 
 import polars as pl
 
-from analyze.report.intervention_sections import Paths, images, num, with_ci
+from analyze.report.intervention_sections import Paths, images
+from analyze.report.numbers import MISSING, num, with_ci
 from analyze.report.render import Block, Heading, Para, Table
 
 
@@ -26,7 +27,7 @@ def baseline_para(base: dict[str, Any] | None) -> list[Block]:
         text += (
             f" (the online α = 0 run, so every change is the steering's): max |logit difference| "
             f"from the stored lens at depth {base['compared_layer']} "
-            f"{base['max_abs_diff_vs_stored']:.2e}, within the tolerance {base['tolerance']:.2e} "
+            f"{num(base['max_abs_diff_vs_stored'], spec='.2e')}, within the tolerance {num(base['tolerance'], spec='.2e')} "
             f"(store {base['store_dtype']}, model {base['model_dtype']})"
         )
     return [Para(text + ".")]
@@ -61,7 +62,7 @@ def _steer_intro(meta: dict[str, Any]) -> str:
     share = rnd.get("null_space_share")
     random_text = (
         f"{meta.get('n_random', 0)} random directions with the direction's null-space share "
-        f"({share:.3f} in N_{rnd.get('k')})"
+        f"({num(share, 3)} in N_{rnd.get('k')})"
         if rnd.get("kind") == "null_share_matched" and share is not None
         else f"{meta.get('n_random', 0)} isotropic random directions"
     )
@@ -93,12 +94,12 @@ def steer_blocks(
         [
             r["method"],
             str(r["layer"]),
-            num(r["param"]),
+            num(r["param"], 3),
             with_ci(r, "accuracy"),
             with_ci(r, "nll"),
             with_ci(r, "brier"),
             with_ci(r, "ece"),
-            num(r.get("ece_floor")),
+            num(r.get("ece_floor"), 3),
             with_ci(r, "smece"),
             with_ci(r, "mce"),
         ]
@@ -109,7 +110,7 @@ def steer_blocks(
             r["target"],
             r["method"],
             str(r["n"]),
-            with_ci(r, "d_nll", signed=True) if "d_nll" in r else "–",
+            with_ci(r, "d_nll", signed=True) if "d_nll" in r else MISSING,
             with_ci(r, "d_ece", signed=True),
             with_ci(r, "d_mce", signed=True),
             with_ci(r, "d_accuracy", signed=True),
@@ -139,7 +140,9 @@ def steer_blocks(
     if online:
         diff = online.get("max_abs_diff_vs_offline")
         check = (
-            "" if diff is None else f"; max |online − offline| logit at the last depth: {diff:.2e}"
+            ""
+            if diff is None
+            else f"; max |online − offline| logit at the last depth: {num(diff, spec='.2e')}"
         )
         blocks.append(
             Para(

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from analyze.report import plot as P
-from analyze.report.findings import ci, num, pct, value_at
+from analyze.report.findings import value_at
+from analyze.report.numbers import MISSING, ci, num, pct, span
 from analyze.report.render import Block, Bullets, Para, Table
 from analyze.results import AnalysisResult
 
@@ -62,7 +63,7 @@ def _f3(x: Any) -> str:
 
 def _template(meta: dict[str, Any]) -> str:
     t = meta.get("template") or meta.get("template_name")
-    return str(t.get("name", t)) if isinstance(t, dict) else str(t or "—")
+    return str(t.get("name", t)) if isinstance(t, dict) else str(t or MISSING)
 
 
 def _text(v: Any) -> str:
@@ -75,11 +76,11 @@ def _text(v: Any) -> str:
             and all(isinstance(x, int) for x in v)
             and list(v) == list(range(v[0], v[-1] + 1))
         ):
-            return f"{v[0]}–{v[-1]}"
+            return span(v[0], v[-1])
         return ", ".join(_text(x) for x in v)
     if isinstance(v, float):
-        return f"{v:.3g}"
-    return "—" if v is None else str(v)
+        return num(v, spec=".3g")
+    return MISSING if v is None else str(v)
 
 
 def store_table(r: AnalysisResult) -> Table:
@@ -87,7 +88,7 @@ def store_table(r: AnalysisResult) -> Table:
     the choices that change the numbers (bins, MCE's minimum count, bootstrap, the split, the
     temperature fit). Cache keys, timings and other bookkeeping stay in meta.json."""
     m, params = r.meta, dict(r.meta.get("params") or {})
-    data = "/".join(str(m[k]) for k in ("dataset", "split") if m.get(k)) or "—"
+    data = "/".join(str(m[k]) for k in ("dataset", "split") if m.get(k)) or MISSING
     if m.get("category"):
         data += f" ({m['category']})"
     n = _text(m.get("n_examples"))
@@ -99,12 +100,12 @@ def store_table(r: AnalysisResult) -> Table:
             f"bootstrap 95 %, {_text(boot.get('n_boot'))} resamples, seed {_text(boot.get('seed'))}"
         )
     else:  # an older result records the number of resamples only
-        intervals = f"bootstrap 95 %, {_text(boot)} resamples" if boot else "—"
+        intervals = f"bootstrap 95 %, {_text(boot)} resamples" if boot else MISSING
     temp = m.get("temperature") or {}
     rows = [
-        ["store", str(m.get("store") or m.get("url") or "—")],
-        ["store hash", str(m.get("store_hash") or "—")],
-        ["model", str(m.get("model") or "—")],
+        ["store", str(m.get("store") or m.get("url") or MISSING)],
+        ["store hash", str(m.get("store_hash") or MISSING)],
+        ["model", str(m.get("model") or MISSING)],
         ["dataset / split", data],
         ["examples (n)", n],
         ["layers analysed", _text(m.get("layers") or P.layer_values(r).tolist())],
@@ -184,7 +185,7 @@ def _correction_table(cp: dict[str, Any]) -> Table:
         ),
         [
             "significant (ΔECE interval excludes 0)",
-            "—" if sig is None else ("yes" if sig else "no"),
+            MISSING if sig is None else ("yes" if sig else "no"),
             "",
         ],
     ]
@@ -250,9 +251,9 @@ def landmark_blocks(r: AnalysisResult) -> list[Block]:
         layer = P.landmark_layer(r, key)
         row = [name, "not reached" if layer is None else str(layer)]
         if with_iv:
-            row.append(intervals[key] or "—")
+            row.append(intervals[key] or MISSING)
         if layer is None:
-            row += ["—", "—"]
+            row += [MISSING, MISSING]
         else:
             row += [pct(value_at(r, "accuracy", layer)), _f3(value_at(r, "ece", layer))]
         rows.append([*row, str(defs.get(key, ""))])
@@ -321,7 +322,7 @@ def comparison_row(r: AnalysisResult) -> list[str]:
     """A store's row of the side-by-side table: identity, landmarks, ΔECE, final numbers."""
     last = int(P.layer_values(r)[-1])
     cp = P.correction_phase(r)
-    delta = "—"
+    delta = MISSING
     if cp is not None:
         lo, hi = cp.get("delta_ece_lo"), cp.get("delta_ece_hi")
         delta = num(cp.get("delta_ece")) + (f" [{num(lo)}, {num(hi)}]" if ci(lo, hi) else "")
@@ -330,11 +331,11 @@ def comparison_row(r: AnalysisResult) -> list[str]:
     marks = [P.landmark_layer(r, k) for k, _ in LANDMARKS]
     return [
         r.label,
-        str(r.meta.get("store_hash") or "—"),
-        data or "—",
-        str(r.meta.get("n_examples") or "—"),
+        str(r.meta.get("store_hash") or MISSING),
+        data or MISSING,
+        str(r.meta.get("n_examples") or MISSING),
         str(r.layers.height),
-        *("—" if x is None else str(x) for x in marks),
+        *(MISSING if x is None else str(x) for x in marks),
         delta,
         pct(value_at(r, "accuracy", last)),
         _f3(value_at(r, "ece", last)),

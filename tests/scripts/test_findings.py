@@ -15,6 +15,7 @@ import pytest
 import xarray as xr
 
 from analyze.calibration import selection_half
+from analyze.report.numbers import num, with_ci
 from tests.analyze.interventions.planted import planted_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,14 +129,11 @@ def test_compare_tables_and_figure(runs, tmp_path):
     row = next(r for r in pca if r["method"] == "direction")
     assert models[0]["steer"]["pca"]["direction"]["d_ece"] == row["d_ece"]
     md = (tmp_path / "cmp" / "side_by_side.md").read_text()
-    assert f"{row['d_ece']:+.3f}" in md and "Few-shot against zero-shot" in md
+    assert num(row["d_ece"], 3, signed=True) in md and "Few-shot against zero-shot" in md
     fixed = json.loads((out["b"] / "fewshot" / "summary.json").read_text())["fixed_window"]
     few_row = next(x for x in md.splitlines() if x.startswith("| model b | 320 | few-shot |"))
     w, d = fixed["window"], fixed["few-shot"]
-    assert few_row.endswith(
-        f"| ({w[0]}, {w[1]}] | {d['delta_ece']:+.3f} "
-        f"[{d['delta_ece_lo']:+.3f}, {d['delta_ece_hi']:+.3f}] |"
-    )
+    assert few_row.endswith(f"| ({w[0]}, {w[1]}] | {with_ci(d, 'delta_ece', signed=True)} |")
     layers = pl.read_csv(tmp_path / "cmp" / "layers.csv")
     assert set(layers["dataset"]) == {"mmlu", "truthfulqa"}
     assert layers["relative_depth"].max() == 1.0

@@ -3,90 +3,23 @@
 from __future__ import annotations
 
 import math
-import pickle
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-import analyze.calibration._bootstrap as bootstrap_mod
 from analyze import calibration as M
 from tests import REPO
-
-# --------------------------------------------------------------------------- plain-loop references
-
-
-def ref_bin(c: float, m: int) -> int:
-    """Bin of one confidence by a direct scan of [i/M, (i+1)/M), 1.0 in the last bin."""
-    for i in range(m):
-        if i / m <= c < (i + 1) / m or (i == m - 1 and c == 1.0):
-            return i
-    raise AssertionError(c)
-
-
-def ref_bins(conf, correct, m):
-    """Per-bin (count, mean conf, accuracy) by a loop over examples."""
-    members: list[list[int]] = [[] for _ in range(m)]
-    for j, c in enumerate(conf):
-        members[ref_bin(float(c), m)].append(j)
-    out = []
-    for idx in members:
-        if idx:
-            out.append(
-                (
-                    len(idx),
-                    sum(conf[j] for j in idx) / len(idx),
-                    sum(correct[j] for j in idx) / len(idx),
-                )
-            )
-        else:
-            out.append((0, 0.0, 0.0))
-    return out
-
-
-def ref_ece(conf, correct, m):
-    n = len(conf)
-    return sum(cnt / n * abs(acc - cf) for cnt, cf, acc in ref_bins(conf, correct, m))
-
-
-def ref_mce(conf, correct, m, min_count=1):
-    gaps = [abs(acc - cf) for cnt, cf, acc in ref_bins(conf, correct, m) if cnt >= min_count]
-    return max(gaps) if gaps else math.nan
-
-
-def ref_ece_equal_mass(conf, correct, m):
-    """Sort by (conf, correct); runs of sizes q+1 (first n mod M of them) or q."""
-    n = len(conf)
-    order = sorted(range(n), key=lambda j: (conf[j], correct[j]))
-    q, r = divmod(n, m)
-    total, start = 0.0, 0
-    for b in range(m):
-        size = q + 1 if b < r else q
-        run = order[start : start + size]
-        start += size
-        if run:
-            acc = sum(correct[j] for j in run) / size
-            cf = sum(conf[j] for j in run) / size
-            total += size / n * abs(acc - cf)
-    return total
-
-
-def random_conf(rng, n, m):
-    """Confidences mixing uniform draws, exact bin edges i/M, values just below edges, 0 and 1."""
-    edges = np.arange(m + 1) / m
-    kind = rng.integers(0, 4, n)
-    conf = rng.uniform(0, 1, n)
-    conf = np.where(kind == 1, edges[rng.integers(0, m + 1, n)], conf)
-    conf = np.where(kind == 2, np.nextafter(edges[rng.integers(1, m + 1, n)], 0.0), conf)
-    conf = np.where(kind == 3, rng.choice([0.0, 1.0], n), conf)
-    return conf
-
-
-def softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
+from tests.analyze.calibration.reference import (
+    layer_data,
+    random_conf,
+    ref_bins,
+    ref_ece,
+    ref_ece_equal_mass,
+    ref_mce,
+    softmax,
+)
 
 # --------------------------------------------------------------------------- probabilities
 
@@ -292,139 +225,11 @@ def test_ece_equal_mass_ignores_input_order_with_ties():
     assert M.ece_equal_mass([0.9, 0.6], [1, 0], 10) == pytest.approx((0.1 + 0.6) / 2)
 
 
-# --------------------------------------------------------------------------- BinStats
-
-
-def test_binstats_halves_add_up_to_whole():
-    rng = np.random.default_rng(1)
-    conf = random_conf(rng, 1001, 15)
-    correct = rng.uniform(size=1001) < conf
-    whole = M.bin_stats(conf, correct, 15)
-    a, b = M.bin_stats(conf[:400], correct[:400], 15), M.bin_stats(conf[400:], correct[400:], 15)
-    merged = a + b
-    np.testing.assert_array_equal(merged.count, whole.count)
-    np.testing.assert_allclose(merged.sum_conf, whole.sum_conf, rtol=1e-13)
-    np.testing.assert_allclose(merged.sum_correct, whole.sum_correct, rtol=1e-13)
-    assert M.ece_from_bins(merged) == pytest.approx(M.ece(conf, correct, 15), rel=1e-12)
-    assert M.mce_from_bins(merged) == pytest.approx(M.mce(conf, correct, 15), rel=1e-12)
-    chunks = [M.bin_stats(conf[i : i + 100], correct[i : i + 100], 15) for i in range(0, 1001, 100)]
-    assert sum(chunks).n == 1001  # sum() starts from 0
-    assert M.BinStats.zeros(15) + whole == whole
-    assert pickle.loads(pickle.dumps(whole)) == whole  # ships between dask workers
-    with pytest.raises(ValueError, match="bins"):
-        _ = whole + M.bin_stats(conf, correct, 10)
-    with pytest.raises(ValueError):
-        whole.count[0] = 5  # read-only
-
-
-# --------------------------------------------------------------------------- temperature
-
-
-def test_fit_temperature_recovers_planted_temperature():
-    rng = np.random.default_rng(0)
-    n, k = 20_000, 4
-    true_logits = rng.normal(size=(n, k)) * 2.0
-    cum = softmax(true_logits).cumsum(axis=1)
-    label = np.minimum((rng.uniform(size=(n, 1)) > cum).sum(axis=1), k - 1)
-    assert M.fit_temperature(3.0 * true_logits, label) == pytest.approx(3.0, rel=0.1)
-    assert M.fit_temperature(true_logits / 2.0, label) == pytest.approx(0.5, rel=0.1)
-    # with absent options the fit ignores their logits entirely
-    mask = np.ones((n, k), bool)
-    mask[: n // 2, 3] = False
-    keep = mask[np.arange(n), label]
-    junk = np.where(mask, 3.0 * true_logits, 1e6)
-    assert M.fit_temperature(junk[keep], label[keep], mask[keep]) == pytest.approx(3.0, rel=0.1)
-
-
-# --------------------------------------------------------------------------- bootstrap
-
-
-def test_bootstrap_ci_coverage_of_accuracy():
-    rng = np.random.default_rng(0)
-    p, n, reps = 0.7, 200, 200
-    covered = 0
-    for rep in range(reps):
-        correct = (rng.uniform(size=n) < p).astype(float)
-        point, lo, hi = M.bootstrap_ci(np.mean, correct, n_boot=200, seed=rep)
-        assert lo <= point <= hi
-        covered += lo <= p <= hi
-    assert 0.90 <= covered / reps <= 0.99
-
-
-def test_per_layer_bootstrap_coverage_of_accuracy():
-    # 200 "layers", each an independent draw with accuracy p: one call gives 200 intervals
-    rng = np.random.default_rng(1)
-    n_layers, n, p = 200, 300, 0.6
-    label = rng.integers(0, 4, n)
-    hit = rng.uniform(size=(n_layers, n)) < p
-    pred = np.where(hit, label, (label + rng.integers(1, 4, (n_layers, n))) % 4)
-    logits = rng.normal(size=(n_layers, n, 4)) * 0.1
-    np.put_along_axis(logits, pred[..., None], 5.0, axis=-1)
-    lo, hi = M.per_layer_bootstrap(logits, label, n_boot=300)["accuracy"]
-    assert 0.90 <= np.mean((lo <= p) & (p <= hi)) <= 0.99
-
-
-def _layer_data(seed, n_layers=4, n=150, k=4):
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(size=(n_layers, n, k)) * np.linspace(0.5, 3, n_layers)[:, None, None]
-    mask = rng.uniform(size=(n, k)) < 0.8
-    label = rng.integers(0, k, n)
-    mask[np.arange(n), label] = True
-    logits[:, np.arange(n), label] += np.linspace(0, 2, n_layers)[:, None]
-    return logits, label, mask
-
-
-def test_per_layer_bootstrap_equals_bootstrap_ci_with_same_seed(monkeypatch):
-    logits, label, mask = _layer_data(2)
-    probs = M.answer_probs(logits, mask)
-    conf, correct = M.confidence_and_correct(probs, label)
-    got = M.per_layer_bootstrap(logits, label, mask, n_bins=10, n_boot=120, seed=5)
-    stat = {
-        "accuracy": lambda c, y, p: y.mean(),
-        "mean_confidence": lambda c, y, p: c.mean(),
-        "ece": lambda c, y, p: M.ece(c, y, 10),
-        "mce": lambda c, y, p: M.mce(c, y, 10),
-    }
-    for layer in range(logits.shape[0]):
-        for name, fn in stat.items():
-            _, lo, hi = M.bootstrap_ci(
-                fn, conf[layer], correct[layer], probs[layer], n_boot=120, seed=5
-            )
-            # the binned sums are one float32 product (bootstrap_sums): ECE/MCE to 1e-6
-            tol = 1e-6 if name in ("ece", "mce") else 1e-12
-            np.testing.assert_allclose(got[name][0][layer], lo, rtol=tol, err_msg=name)
-            np.testing.assert_allclose(got[name][1][layer], hi, rtol=tol, err_msg=name)
-        # brier and nll resample the labels with the probabilities
-        for name, fn in (("brier", M.brier), ("nll", M.nll)):
-            _, lo, hi = M.bootstrap_ci(fn, probs[layer], label, n_boot=120, seed=5)
-            np.testing.assert_allclose(
-                [got[name][0][layer], got[name][1][layer]], [lo, hi], rtol=1e-12
-            )
-    # small blocks of resamples and of layers give the same intervals
-    monkeypatch.setattr(bootstrap_mod, "BLOCK_ELEMENTS", 2000)
-    small = M.per_layer_bootstrap(logits, label, mask, n_bins=10, n_boot=120, seed=5)
-    for name in got:
-        np.testing.assert_allclose(small[name], got[name], rtol=1e-6, err_msg=name)
-
-
-def test_bootstrap_ci_vector_stat_and_axes():
-    rng = np.random.default_rng(4)
-    x = rng.normal(size=(3, 50))
-    y = rng.normal(size=50)
-    point, lo, hi = M.bootstrap_ci(
-        lambda a, b: a.mean(axis=1) + b.mean(), x, y, n_boot=50, axis_n=(1, 0)
-    )
-    assert point.shape == lo.shape == hi.shape == (3,)
-    assert np.all(lo <= hi)
-    again = M.bootstrap_ci(lambda a, b: a.mean(axis=1) + b.mean(), x, y, n_boot=50, axis_n=(1, 0))
-    np.testing.assert_array_equal(again[1], lo)  # seeded: reproducible
-
-
 # --------------------------------------------------------------------------- per-layer metrics
 
 
 def test_per_layer_metrics_equals_scalar_calls():
-    logits, label, mask = _layer_data(0, n_layers=5)
+    logits, label, mask = layer_data(0, n_layers=5)
     got = M.per_layer_metrics(logits, label, mask, n_bins=15, mce_min_count=2)
     probs = M.answer_probs(logits, mask)
     conf, correct = M.confidence_and_correct(probs, label)
@@ -499,22 +304,3 @@ def test_import_leaves_torch_out():
     root = REPO
     res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-
-
-def test_draw_weights_are_the_resamples_and_widen_when_a_count_needs_it(monkeypatch):
-    rng = np.random.default_rng(7)
-    want = np.stack(
-        [
-            np.bincount(r, minlength=50)
-            for b in bootstrap_mod.resample_indices(rng, 50, 30)
-            for r in b
-        ]
-    )
-    got = bootstrap_mod.draw_weights(50, 30, seed=7)
-    assert got.dtype == np.uint8 and np.array_equal(got, want)
-    # a resample that draws one example 300 times does not fit uint8: the counts widen, exactly
-    monkeypatch.setattr(
-        bootstrap_mod, "resample_indices", lambda rng, n, k: iter([np.zeros((k, n), np.int64)])
-    )
-    wide = bootstrap_mod.draw_weights(300, 2, seed=0)
-    assert wide.dtype == np.uint16 and (wide[:, 0] == 300).all() and wide[:, 1:].sum() == 0

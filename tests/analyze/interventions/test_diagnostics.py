@@ -12,6 +12,7 @@ from analyze.cli import main as cli
 from analyze.interventions.diagnostics import category_cosines, compare_store
 from analyze.interventions.direction import Direction, fit_direction
 from analyze.lens.store import open_store
+from analyze.report.numbers import num
 from tests.analyze.interventions.planted import planted_direction, planted_store
 
 
@@ -100,5 +101,5 @@ def test_cli_writes_both_spectra_and_the_control_in_tables_and_section(stores, t
     section = (out / "section.md").read_text()
     assert "centred per layer" in section and "centred on the pooled mean" in section
     assert "control: the same estimator on the early window, depths 1–4" in section
-    assert f"{diag['compare'][0]['cosine_control']:+.3f}" in section
+    assert num(diag["compare"][0]["cosine_control"], 3, signed=True) in section
     assert "on the control window" in section and "| control window |" in section
