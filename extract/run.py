@@ -26,7 +26,7 @@ from extract.data.prompts import PromptTemplate
 from extract.forward.autobatch import auto_batch_size
 from extract.forward.batching import default_max_tokens
 from extract.forward.tokens import answer_token_ids, tokenize
-from extract.model.arch import last_mlp, resolve, unembedding_arrays
+from extract.model.arch import last_mlp, resolve, unembedding_answer_rows, unembedding_rows
 from extract.model.load import load_model
 from extract.write.blocks import SelfCheckError, check_reuse, self_check, write_blocks
 from extract.write.join import check_target, create_or_join
@@ -96,7 +96,7 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
     requested = cfg.batch_size
     cfg = _batching(cfg, model, res, tok, seqs, ans_ids)
     mlp = last_mlp(model, res) if "mlp_last" in cfg.capture else None  # refused before writing
-    w_u, bias = unembedding_arrays(res)
+    w_u, bias = unembedding_rows(res)  # float32 a slab at a time: hashed, then written
     ident = identity(loaded, template, ds, ans_ids, w_u)
     if cfg.capture:  # a store with a capture is another store: resume and merge check it
         ident["capture"] = list(cfg.capture)
@@ -127,8 +127,7 @@ def extract(cfg: ExtractConfig, loaded: Any = None) -> ExtractSummary:
         raise store_io_error(out, "record this run in", e) from e
     todo = fmt.blocks_todo(g, cfg.shard)
     n_todo = sum(len(range(*layout.block_slice(b).indices(layout.n_examples))) for b in todo)
-    lens = (w_u[ans_ids], None if bias is None else bias[ans_ids])
-    del w_u, bias  # the host copy of W_U (vocab x hidden fp32) is not needed past creation
+    lens = unembedding_answer_rows(res, ans_ids)
     bar = tqdm(total=n_todo, unit="ex", desc=f"extract {out.name}", disable=not cfg.progress)
     try:
         max_diff = write_blocks(

@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ FORMAT_VERSION = 1
 CHUNK_EXAMPLES = 128  # inner chunk (the read unit): 128 examples x 1 layer x hidden
 DEFAULT_BLOCK = 256  # write unit: one shard of resid, one chunk of every per-example array
 W_U_CHUNK_ROWS = 4096  # W_U is chunked along vocab only
+W_U_SLAB_ROWS = 4 * W_U_CHUNK_ROWS  # rows of W_U converted, hashed and written at a time
 
 # name -> dimension names, in contract order (the order block_sha256 hashes them). Activation
 # arrays are written per block; the rest at creation.
@@ -171,11 +172,47 @@ def _arr(group: zarr.Group, name: str, data: np.ndarray, dims: tuple[str, ...], 
     arr[...] = data
 
 
+def _le_bytes(a: np.ndarray) -> memoryview:
+    """The little-endian C-order bytes of ``a``, without a copy where it already is both."""
+    c = np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False)
+    return c.reshape(-1).view(np.uint8).data if c.size else memoryview(b"")
+
+
 def sha256_bytes(*arrays: np.ndarray) -> str:
     """sha256 over the little-endian C-order bytes of the arrays (a content fingerprint)."""
     h = hashlib.sha256()
     for a in arrays:
-        h.update(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+        h.update(_le_bytes(a))
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class RowSource:
+    """A float32 matrix handed over a slab of rows at a time: W_U of a bf16 model is streamed
+    into the store and its hash, never held whole as float32 (0.93 GB for a 151,936-token
+    vocabulary at hidden 1,536). ``rows(start, stop)``: rows ``start:stop`` as float32."""
+
+    shape: tuple[int, int]
+    rows: Callable[[int, int], np.ndarray]
+
+    @classmethod
+    def of(cls, a: np.ndarray) -> RowSource:
+        """An in-memory matrix as a source (its rows as float32)."""
+        return cls((int(a.shape[0]), int(a.shape[1])), lambda i, j: np.asarray(a[i:j], np.float32))
+
+    def slabs(self, step: int = W_U_SLAB_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        """(start, rows start:start+step) in order, the last slab shorter."""
+        for i in range(0, self.shape[0], step):
+            yield i, self.rows(i, min(i + step, self.shape[0]))
+
+
+def sha256_rows(src: RowSource, step: int = W_U_SLAB_ROWS) -> str:
+    """:func:`sha256_bytes` of the whole float32 matrix, computed ``step`` rows at a time (the
+    bytes are hashed in the same order, so the digest is the same: resume finds the identity
+    that stores written from a whole copy recorded)."""
+    h = hashlib.sha256()
+    for _, slab in src.slabs(step):
+        h.update(_le_bytes(slab))
     return h.hexdigest()
 
 
@@ -184,7 +221,7 @@ def create_store(
     layout: Layout,
     meta: ExampleMeta,
     *,
-    w_u: np.ndarray,
+    w_u: np.ndarray | RowSource,
     lm_head_bias: np.ndarray | None,
     norm: NormSpec,
     answer_token_ids: np.ndarray,
@@ -201,13 +238,14 @@ def create_store(
     ``()`` gives a store as layercal wrote them before those arrays were added).
     ``mlp_last``: the capture ``mlp_last`` (``extract --capture mlp_last``): the activation array
     ``mlp_last`` is created and ``w_out_last`` written; None (default): neither.
+    ``w_u``: the matrix, or a :class:`RowSource` written slab by slab (stored as float32 alike).
     """
     optional = set(optional_arrays)
     unknown = optional - OPTIONAL_ACTIVATION_ARRAYS
     if unknown:
         raise StoreError(f"not optional activation arrays: {sorted(unknown)}")
     path = Path(path)
-    if w_u.shape != (layout.vocab, layout.hidden):
+    if tuple(w_u.shape) != (layout.vocab, layout.hidden):
         raise StoreError(f"W_U has shape {w_u.shape}, expected {(layout.vocab, layout.hidden)}")
     neurons = 0
     if mlp_last is not None:
@@ -324,7 +362,7 @@ def _write_examples(
 def _write_lens(
     g: zarr.Group,
     layout: Layout,
-    w_u: np.ndarray,
+    w_u: np.ndarray | RowSource,
     lm_head_bias: np.ndarray | None,
     norm: NormSpec,
 ) -> None:
@@ -332,14 +370,17 @@ def _write_lens(
     # trained weights hardly compress (SmolLM2: 72 MB at zstd level 3, 75 MB at level 1), and
     # level 1 is ~4x faster: W_U is written before the first forward pass, on the critical path
     w_u_codec = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
-    _arr(
-        g,
+    src = w_u if isinstance(w_u, RowSource) else RowSource.of(w_u)
+    arr = g.create_array(
         "W_U",
-        np.asarray(w_u, dtype=np.float32),
-        ("vocab", "hidden"),
+        shape=src.shape,
+        dtype="float32",
         chunks=(W_U_CHUNK_ROWS, layout.hidden),
-        compressor=w_u_codec,
+        dimension_names=("vocab", "hidden"),
+        compressors=w_u_codec,
     )
+    for start, slab in src.slabs():  # whole chunks per slab: no chunk is written twice
+        arr[start : start + slab.shape[0]] = slab
     if lm_head_bias is not None:
         _arr(g, "lm_head_bias", np.asarray(lm_head_bias, dtype=np.float32), ("vocab",))
     _arr(g, "final_norm_weight", np.asarray(norm.weight, dtype=np.float32), ("hidden",))

@@ -129,19 +129,20 @@ def _last_logits(logits: torch.Tensor, left: bool) -> torch.Tensor:
     return logits[rows, rows, -1]
 
 
-def entropy_(z: torch.Tensor) -> torch.Tensor:
-    """Entropy in nats of softmax over the last axis of ``z`` (..., V) -> (...). Overwrites
-    ``z``; holds one more buffer of its size.
+def lse_entropy_(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-sum-exp and entropy in nats of softmax over the last axis of ``z`` (..., V) -> (...),
+    from one exp. Overwrites ``z``; holds one more buffer of its size.
 
     With y = z - max z, e = exp(y) and r = the sum of e without one maximal entry (the 1 of
-    exp(0)), H = log1p(r) - sum(e y) / (1 + r): two terms >= 0, so nothing cancels and a peaked
-    softmax keeps its relative precision in float32 (lse - sum p z loses it: 3% at H = 1e-3
-    over 49,152 tokens, where this is within 1e-6 of float64)."""
+    exp(0)): lse = max z + log1p(r), H = log1p(r) - sum(e y) / (1 + r): two terms >= 0, so
+    nothing cancels and a peaked softmax keeps its relative precision in float32 (lse - sum p z
+    loses it: 3% at H = 1e-3 over 49,152 tokens, where this is within 1e-6 of float64)."""
     top, first = z.max(dim=-1, keepdim=True)
     y = z.sub_(top)  # <= 0
     e = y.exp().scatter_(-1, first, 0.0)
     rest = e.sum(dim=-1)
-    return torch.log1p(rest) - e.mul_(y).sum(dim=-1) / (1.0 + rest)
+    head = torch.log1p(rest)
+    return top.squeeze(-1) + head, head - e.mul_(y).sum(dim=-1) / (1.0 + rest)
 
 
 @torch.inference_mode()
@@ -201,9 +202,9 @@ def run_batch(
     chunk = max(1, min(L, lens_rows // B))
     for s in range(0, L, chunk):
         z = res.apply_final_logits(resid[:, s : s + chunk]).float()  # (B, l, V)
-        lens_lse[:, s : s + chunk] = torch.logsumexp(z, dim=-1)
         lens_logits[:, s : s + chunk] = z[..., ids.to(z.device)]
-        lens_entropy[:, s : s + chunk] = entropy_(z)  # last: it overwrites z
+        lse, entropy = lse_entropy_(z)  # last: it overwrites z
+        lens_lse[:, s : s + chunk], lens_entropy[:, s : s + chunk] = lse, entropy
     return BatchResult(
         resid=resid.float().cpu(),
         model_logits=model_logits.cpu(),

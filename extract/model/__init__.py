@@ -21,7 +21,9 @@ from extract.model.arch import (
     Resolved,
     last_mlp,
     resolve,
+    unembedding_answer_rows,
     unembedding_arrays,
+    unembedding_rows,
 )
 from extract.model.builtins import BUILTIN, BuiltinError
 from extract.model.hardware import DtypeChoice, choose_dtype
@@ -43,5 +45,7 @@ __all__ = [
     "load_model",
     "resolve",
     "resolve_model_path",
+    "unembedding_answer_rows",
     "unembedding_arrays",
+    "unembedding_rows",
 ]

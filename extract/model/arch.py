@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from layercal import format as fmt
 from layercal.lens import NormKind, NormSpec
 
 
@@ -215,8 +216,31 @@ def resolve(model: nn.Module) -> Resolved:
 def unembedding_arrays(res: Resolved) -> tuple[np.ndarray, np.ndarray | None]:
     """W_U (vocab, hidden) and the lm_head bias (vocab,) or None, as float32 numpy."""
     w = res.unembed.weight.detach().float().cpu().numpy()
+    return w, _bias(res)
+
+
+def unembedding_rows(res: Resolved) -> tuple[fmt.RowSource, np.ndarray | None]:
+    """W_U as float32 rows converted a slab at a time (no whole float32 copy of a bf16 model's
+    W_U), and the lm_head bias (vocab,) or None as float32 numpy."""
+    weight = res.unembed.weight.detach()
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        return weight[start:stop].float().cpu().numpy()
+
+    return fmt.RowSource((int(weight.shape[0]), int(weight.shape[1])), rows), _bias(res)
+
+
+def unembedding_answer_rows(res: Resolved, ids: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows of W_U (K, hidden) and of the lm_head bias (K,) of the answer tokens, float32."""
+    idx = torch.as_tensor(ids, device=res.unembed.weight.device)
+    w = res.unembed.weight.detach()[idx].float().cpu().numpy()
+    b = _bias(res)
+    return w, None if b is None else b[np.asarray(ids)]
+
+
+def _bias(res: Resolved) -> np.ndarray | None:
     b = res.unembed.bias
-    return w, (None if b is None else b.detach().float().cpu().numpy())
+    return None if b is None else b.detach().float().cpu().numpy()
 
 
 @dataclass

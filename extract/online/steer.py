@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from extract.forward.capture import hidden_of, position_ids
 from extract.forward.prefix import cache_argument
 from extract.forward.tokens import pad_batch, tokenize
-from extract.model.arch import Resolved, resolve, unembedding_arrays
+from extract.model.arch import Resolved, resolve, unembedding_rows
 from extract.online.store_prompts import offline_difference, store_prompts
 from layercal import format as fmt
 from layercal.lens import recorded_dtype, self_check_tolerance
@@ -278,8 +278,7 @@ def make_sweeper(
     g = zarr.open_group(store, mode="r")
     info = fmt.check_format(g, store)
     res = resolve(loaded.model)
-    w_u, _ = unembedding_arrays(res)
-    if fmt.sha256_bytes(w_u) != info["identity"].get("w_u_sha256"):
+    if fmt.sha256_rows(unembedding_rows(res)[0]) != info["identity"].get("w_u_sha256"):
         raise ValueError(
             f"the model {loaded.provenance.get('model')!r} is not the one store {store} was "
             "extracted with (its unembedding differs). Pass the store's model to --model."

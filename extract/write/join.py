@@ -33,7 +33,7 @@ def create_or_join(
     sharded: bool,
     identity: dict[str, Any],
     new_store: Callable[[], dict[str, Any]],
-    w_u: np.ndarray,
+    w_u: np.ndarray | fmt.RowSource,
     bias: np.ndarray | None,
     norm: NormSpec,
     answer_ids: list[int],

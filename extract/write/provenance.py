@@ -37,9 +37,14 @@ def library_versions() -> dict[str, str]:
 
 
 def identity(
-    loaded: Any, template: PromptTemplate, ds: MCDataset, ans_ids: list[int], w_u: np.ndarray
+    loaded: Any,
+    template: PromptTemplate,
+    ds: MCDataset,
+    ans_ids: list[int],
+    w_u: np.ndarray | fmt.RowSource,
 ) -> dict[str, Any]:
-    """The store's identity: a run may join or resume only a store of the same identity."""
+    """The store's identity: a run may join or resume only a store of the same identity.
+    ``w_u_sha256`` is of W_U's float32 bytes, hashed slab by slab from a :class:`RowSource`."""
     return {
         "model": loaded.provenance.get("model"),
         "model_source": loaded.provenance.get("source"),
@@ -51,7 +56,9 @@ def identity(
         "split": ds.split,
         "dataset_sha256": ds.content_hash(),
         "answer_token_ids": ans_ids,
-        "w_u_sha256": fmt.sha256_bytes(w_u),
+        "w_u_sha256": fmt.sha256_rows(w_u)
+        if isinstance(w_u, fmt.RowSource)
+        else fmt.sha256_bytes(w_u),
     }
 
 

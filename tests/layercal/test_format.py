@@ -180,7 +180,7 @@ def test_examples_and_the_lens_are_stored_as_data(store, written):
 def _new(path: Path, **kw) -> zarr.Group:
     return fmt.create_store(
         path,
-        fmt.Layout(N, L, D, V, K, BLOCK),
+        kw.pop("layout", fmt.Layout(N, L, D, V, K, BLOCK)),
         _meta(),
         w_u=kw.pop("w_u", np.zeros((V, D), np.float32)),
         lm_head_bias=None,
@@ -259,3 +259,52 @@ def test_identity_differences_name_each_field():
         "b: store has 2, this run has 3",
         "c: store has None, this run has 4",
     ]
+
+
+def test_a_matrix_hashed_slab_by_slab_has_the_digest_of_its_whole_bytes():
+    """sha256_rows (W_U streamed from the model) equals sha256_bytes of the whole float32 matrix
+    and the digest layercal recorded before W_U was streamed (sha256 of its ``tobytes()``), for
+    any slab size, a last slab shorter than the others included: stores resume as before."""
+    import hashlib
+
+    w = np.random.default_rng(5).normal(size=(1000, 7)).astype(np.float32)
+    before = hashlib.sha256(np.ascontiguousarray(w).astype("<f4").tobytes()).hexdigest()
+    assert fmt.sha256_bytes(w) == before
+    for step in (1, 3, 64, 999, 1000, 5000):
+        assert fmt.sha256_rows(fmt.RowSource.of(w), step) == before, step
+    assert fmt.sha256_rows(fmt.RowSource.of(w)) == before
+    assert fmt.sha256_rows(fmt.RowSource.of(w[:-1])) != before
+
+
+def test_w_u_from_a_row_source_is_written_slab_by_slab_as_the_whole_matrix_is(tmp_path):
+    """A store created from a RowSource holds the same W_U, chunk objects byte for byte, as one
+    created from the whole matrix; the source is asked for at most a slab of rows at a time,
+    starting on chunk boundaries (no chunk written twice)."""
+    vocab = 2 * fmt.W_U_SLAB_ROWS + 5  # two whole slabs and a short one
+    w = np.random.default_rng(6).normal(size=(vocab, D)).astype(np.float32)
+    asked: list[tuple[int, int]] = []
+
+    def rows(i: int, j: int) -> np.ndarray:
+        asked.append((i, j))
+        return w[i:j].astype(np.float32)
+
+    kw = {"layout": fmt.Layout(N, L, D, vocab, K, BLOCK)}
+    whole = _new(tmp_path / "whole.zarr", w_u=w, **kw)
+    streamed = _new(tmp_path / "streamed.zarr", w_u=fmt.RowSource((vocab, D), rows), **kw)
+    np.testing.assert_array_equal(fmt.array(streamed, "W_U")[...], w)
+    assert fmt.array(streamed, "W_U").chunks == fmt.array(whole, "W_U").chunks
+    assert max(j - i for i, j in asked) <= fmt.W_U_SLAB_ROWS
+    assert all(i % fmt.W_U_CHUNK_ROWS == 0 for i, _ in asked)
+    assert sorted(asked) == [
+        (i, min(i + fmt.W_U_SLAB_ROWS, vocab)) for i in range(0, vocab, fmt.W_U_SLAB_ROWS)
+    ]
+    objects = sorted(
+        p.relative_to(tmp_path / "whole.zarr")
+        for p in (tmp_path / "whole.zarr/W_U").rglob("*")
+        if p.is_file()
+    )
+    assert len(objects) > 3
+    for rel in objects:
+        assert (tmp_path / "streamed.zarr" / rel).read_bytes() == (
+            tmp_path / "whole.zarr" / rel
+        ).read_bytes(), rel

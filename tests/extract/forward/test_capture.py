@@ -136,16 +136,18 @@ def test_right_padding_runs_the_head_on_last_real_tokens_only(arch_model):
 def test_entropy_keeps_its_relative_precision_when_peaked(peak):
     """float32 entropy of a softmax over 49,152 tokens, from uniform-ish to nearly one-hot
     (H ~ 1e-9 nats), within 1e-5 relative of float64, ties included; lse - sum p z, which
-    cancels, is off by far more once the softmax is peaked."""
-    from extract.forward.capture import entropy_
+    cancels, is off by far more once the softmax is peaked. The log-sum-exp computed beside it
+    is float64's within float32 rounding."""
+    from extract.forward.capture import lse_entropy_
 
     z = torch.randn((2, 3, 49152), generator=torch.Generator().manual_seed(0))
     z[..., 7] = peak + 10.0
     z[1, 2, 9] = peak + 10.0  # two maximal entries
     z64 = z.double()
     ref = -(torch.softmax(z64, -1) * torch.log_softmax(z64, -1)).sum(-1)
-    got = entropy_(z.clone()).double()
-    torch.testing.assert_close(got, ref, rtol=1e-5, atol=0.0)
+    lse, got = lse_entropy_(z.clone())
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=0.0)
+    torch.testing.assert_close(lse.double(), torch.logsumexp(z64, -1), rtol=1e-6, atol=1e-6)
     naive = (torch.logsumexp(z, -1) - (torch.softmax(z, -1) * z).sum(-1)).double()
     if peak >= 10.0:
         assert not torch.allclose(naive, ref, rtol=1e-2, atol=0.0)
