@@ -67,6 +67,17 @@ PRESETS = {
 }
 
 
+def select_for(preset: Preset, n: int | None) -> tuple[str, ...]:
+    """The preset's question options for a sample of ``n`` (None: the preset's): a
+    ``--per-subject`` cap grows with ``n`` so that DEMO_N=400 gets 400 questions, spread evenly."""
+    select = list(preset.select)
+    if n and "--per-subject" in select and "--subjects" in select:
+        n_subjects = len(select[select.index("--subjects") + 1].split(","))
+        cap = int(select[select.index("--per-subject") + 1])
+        select[select.index("--per-subject") + 1] = str(max(cap, -(-n // n_subjects)))
+    return tuple(select)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m layercal.demo", description=__doc__)
     p.add_argument("--preset", choices=sorted(PRESETS), default="qwen")
@@ -90,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "mmlu",
         "--split",
         "test",
-        *preset.select,
+        *select_for(preset, args.n),
         "--limit",
         str(args.n or preset.n),
         "--seed",

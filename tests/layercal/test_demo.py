@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from layercal.demo import DEMO_SUBJECTS, PRESETS, main
+from layercal.demo import DEMO_SUBJECTS, PRESETS, main, select_for
 
 
 def test_presets():
@@ -14,6 +14,10 @@ def test_presets():
     assert qwen.n == 12 * len(DEMO_SUBJECTS) == 120
     assert PRESETS["smollm2"].select == ("--category", "humanities")
     assert PRESETS["smollm2"].dtype == "auto"
+    # DEMO_N: the per-subject cap grows with the sample, never below the preset's
+    assert select_for(qwen, None) == qwen.select and select_for(qwen, 4) == qwen.select
+    assert select_for(qwen, 400)[-1] == "40" and select_for(qwen, 121)[-1] == "13"
+    assert select_for(PRESETS["smollm2"], 400) == ("--category", "humanities")
 
 
 def test_smollm2_demo_writes_store_and_report(tmp_path, data_dir, smollm2, capsys):
