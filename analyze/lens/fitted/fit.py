@@ -157,7 +157,10 @@ def _write_folder(
         info["penalties"]["grid"] = [*penalty_grid, "inf"]
     info["fit_seconds"] = time.perf_counter() - t0
     info["arrays"] = {
-        p.name: {"shape": list(np.load(p, mmap_mode="r").shape), "sha256": file_sha256(p)}
+        p.name: {
+            "shape": list(np.load(p, mmap_mode="r", allow_pickle=False).shape),
+            "sha256": file_sha256(p),
+        }
         for p in sorted(tmp.glob("*.npy"))
     }
     (tmp / "lens.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
