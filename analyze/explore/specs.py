@@ -35,8 +35,14 @@ METRIC_TITLES = {
 WIDTH = 300
 
 
+LEGEND_LABEL_LIMIT = 420  # px: a store's name and its lens's (" · NAME") stay readable
+
+
 def _store_color(stores: list[str]) -> alt.Color:
-    return alt.Color("store:N", scale=alt.Scale(domain=stores), legend=alt.Legend(title=None))
+    """One colour per store, the legend showing whole names (Vega-Lite cuts labels at 160 px,
+    which hid the lens suffix that tells a store from itself through a fitted lens)."""
+    legend = alt.Legend(title=None, labelLimit=LEGEND_LABEL_LIMIT)
+    return alt.Color("store:N", scale=alt.Scale(domain=stores), legend=legend)
 
 
 def reliability_spec(stores: list[str]) -> dict[str, Any]:
