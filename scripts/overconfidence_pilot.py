@@ -29,27 +29,24 @@ import numpy as np
 import polars as pl
 
 from analyze import analyze_store, open_store
+from analyze.calibration import answer_probs, bootstrap_ci, confidence_and_correct
 
 ECE_AT_LEAST, ACCURACY_AT_LEAST = 0.15, 0.45  # issue 17.3's acceptance rule, fixed beforehand
 
 
 def _gap_interval(store: Path, result: object, n_boot: int, seed: int) -> tuple[float, ...]:
     """The last layer's signed gap (mean confidence - accuracy) with a percentile bootstrap,
-    from the analysis' answer-option logits (confidence: softmax over the question's options)."""
+    from the analysis' answer-option logits, with the package's own softmax and bootstrap."""
     ds = open_store(store)
     order = np.asarray(result.examples["example"])  # type: ignore[attr-defined]
     label = np.asarray(ds["label"].values)[order]
     mask = np.asarray(ds["choice_mask"].values, bool)[order]
     z = np.asarray(result.examples["answer_logits"], np.float64)[:, -1]  # type: ignore[attr-defined]
-    z = np.where(mask, z, -np.inf)
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    conf, correct = p.max(axis=1), (p.argmax(axis=1) == label).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, conf.size, size=(n_boot, conf.size))
-    boots = conf[idx].mean(axis=1) - correct[idx].mean(axis=1)
-    lo, hi = np.quantile(boots, [0.025, 0.975])
-    return float(conf.mean() - correct.mean()), float(lo), float(hi)
+    conf, correct = confidence_and_correct(answer_probs(z, mask), label)
+    gap, lo, hi = bootstrap_ci(
+        lambda c, y: c.mean() - y.mean(), conf, correct.astype(np.float64), n_boot=n_boot, seed=seed
+    )
+    return float(gap), float(lo), float(hi)
 
 
 def pilot_row(store: Path, n_boot: int, seed: int) -> dict[str, object]:
